@@ -1,0 +1,103 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+)
+
+// Backend holds what one mount keeps in memory: the cached config, the
+// parsed key ring, the users' parsed access and verified credentials, and
+// the limits on password checks. Storage is passed in with each call, as
+// Vault hands it to each request.
+type Backend struct {
+	logger hclog.Logger
+	now    func() time.Time
+
+	configMu sync.RWMutex
+	config   *Config
+
+	ring   atomic.Pointer[KeyRing] // parsed signing keys; nil until loaded
+	ringMu sync.Mutex              // serialises key generation and rotation
+
+	userLocks []*locksutil.LockEntry // per-user write locks
+	users     sync.Map               // name → *cachedUser
+
+	credKey []byte // MAC key for the credential cache; random per process, never stored
+
+	passwordChecks chan struct{} // bounds concurrent bcrypt work
+	bcryptRuns     atomic.Int64  // bcrypt comparisons done, decoys included
+	decoys         sync.Map      // bcrypt cost → decoy hash for unknown users
+}
+
+// Options tune a Backend; the zero value is production's.
+type Options struct {
+	Logger hclog.Logger
+	// Now replaces the clock in tests.
+	Now func() time.Time
+	// PasswordChecks bounds the bcrypt comparisons running at once
+	// (default: the number of CPUs).
+	PasswordChecks int
+}
+
+// New returns a Backend with empty caches.
+func New(opts Options) *Backend {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.PasswordChecks <= 0 {
+		opts.PasswordChecks = runtime.NumCPU()
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		panic("backend: no randomness: " + err.Error())
+	}
+	return &Backend{
+		logger:         opts.Logger,
+		now:            opts.Now,
+		userLocks:      locksutil.CreateLocks(),
+		credKey:        key,
+		passwordChecks: make(chan struct{}, opts.PasswordChecks),
+	}
+}
+
+// Invalidate drops what is cached for a storage key another node changed.
+func (b *Backend) Invalidate(_ context.Context, key string) {
+	switch {
+	case key == configKey:
+		b.dropConfig()
+		b.dropCredentials()
+	case key == ringKey:
+		b.ring.Store(nil)
+	case strings.HasPrefix(key, userPrefix):
+		b.users.Delete(strings.TrimPrefix(key, userPrefix))
+	}
+}
+
+// Reset drops every cache, as after a mount is reloaded.
+func (b *Backend) Reset() {
+	b.dropConfig()
+	b.ring.Store(nil)
+	b.dropCredentials()
+}
+
+func (b *Backend) dropCredentials() {
+	b.users.Clear()
+}
+
+// Now is the backend's clock.
+func (b *Backend) Now() time.Time { return b.now() }
+
+// BcryptRuns counts the bcrypt comparisons done so far, decoys included;
+// a credential cache hit does none.
+func (b *Backend) BcryptRuns() int64 { return b.bcryptRuns.Load() }

@@ -1,0 +1,765 @@
+package backend
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// KeyPrefix is where private keys live; the plugin declares it in
+// SealWrapStorage.
+const KeyPrefix = "keys/"
+
+const ringKey = KeyPrefix + "ring"
+
+// Key states (SPEC section 2, keys).
+const (
+	StateNext    = "next"    // published, not yet signing
+	StateCurrent = "current" // signs new tokens
+	StateRetired = "retired" // published until its last token expires
+)
+
+// Leeway is the clock skew registries allow on exp and nbf; a retired key
+// stays published this much past its last token's expiry.
+const Leeway = 60 * time.Second
+
+const (
+	caLifetime = 10 * 365 * 24 * time.Hour
+	// defaultKeyLifetime is a signing certificate's use when no
+	// rotation_period is set; the key is rotated before it runs out.
+	defaultKeyLifetime = 365 * 24 * time.Hour
+	backdate           = time.Minute
+)
+
+// storedRing is the key ring as kept in storage.
+type storedRing struct {
+	CAs  []storedCA  `json:"cas"`  // [0] is the active trust anchor
+	Keys []storedKey `json:"keys"` // signing keys in every state
+}
+
+type storedCA struct {
+	Certificate string    `json:"certificate"`           // PEM
+	PrivateKey  string    `json:"private_key,omitempty"` // PKCS#8 PEM
+	Imported    bool      `json:"imported,omitempty"`
+	Retires     time.Time `json:"retires,omitzero"` // an old CA leaves the bundle then
+}
+
+type storedKey struct {
+	ID         string    `json:"id"`
+	State      string    `json:"state"`
+	Created    time.Time `json:"created"`
+	Activated  time.Time `json:"activated,omitzero"` // became current
+	Retires    time.Time `json:"retires,omitzero"`   // a retired key is dropped then
+	PrivateKey string    `json:"private_key"`        // PKCS#8 PEM
+	Chain      []string  `json:"chain"`              // PEM: signing certificate, then intermediates
+}
+
+// SigningKey is a parsed signing key with what a token header needs.
+type SigningKey struct {
+	ID        string
+	State     string
+	Created   time.Time
+	Activated time.Time
+	Retires   time.Time
+	NotAfter  time.Time // the signing certificate's end
+
+	method jwt.SigningMethod
+	signer crypto.Signer
+	x5c    []string // standard base64 DER, signing certificate first
+}
+
+// Algorithm is the JOSE alg the key signs with.
+func (k *SigningKey) Algorithm() string { return k.method.Alg() }
+
+// CAInfo describes a trust anchor without its key.
+type CAInfo struct {
+	PEM         string
+	KeyType     string
+	NotAfter    time.Time
+	Fingerprint string // SHA-256 of the DER, hex with colons
+	Imported    bool
+	Retires     time.Time
+}
+
+// KeyRing is the parsed, immutable view of the stored ring. Minting reads
+// it without locks; a change builds a new one.
+type KeyRing struct {
+	stored  storedRing
+	current *SigningKey
+	keys    []*SigningKey
+	cas     []CAInfo
+	bundle  []byte // PEM of the CAs still trusted
+	jwks    []byte
+}
+
+// Current is the key that signs new tokens.
+func (r *KeyRing) Current() *SigningKey { return r.current }
+
+// Keys lists the keys in every state.
+func (r *KeyRing) Keys() []*SigningKey { return r.keys }
+
+// CAs lists the trust anchors still in the bundle, active first.
+func (r *KeyRing) CAs() []CAInfo { return r.cas }
+
+// Bundle is the PEM bundle for a registry's rootcertbundle.
+func (r *KeyRing) Bundle() []byte { return r.bundle }
+
+// JWKS is the JSON Web Key Set of every published key.
+func (r *KeyRing) JWKS() []byte { return r.jwks }
+
+// Imported reports whether the trust anchor was imported (it signs itself).
+func (r *KeyRing) Imported() bool { return len(r.stored.CAs) > 0 && r.stored.CAs[0].Imported }
+
+// Keys returns the mount's key ring, generating a CA and its signing keys
+// on first need.
+func (b *Backend) Keys(ctx context.Context, s logical.Storage) (*KeyRing, error) {
+	if r := b.ring.Load(); r != nil {
+		return r, nil
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	if r := b.ring.Load(); r != nil {
+		return r, nil
+	}
+	sr, err := loadRing(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if sr == nil {
+		cfg, err := b.Config(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		sr = &storedRing{}
+		if err := b.newAnchor(sr, cfg); err != nil {
+			return nil, err
+		}
+		b.logger.Info("generated a trust anchor and signing keys", "key_type", cfg.KeyType)
+		return b.saveRing(ctx, s, sr)
+	}
+	r, err := parseRing(sr, b.now())
+	if err != nil {
+		return nil, err
+	}
+	b.ring.Store(r)
+	return r, nil
+}
+
+// RotateKeys retires the current key, promotes the next one and makes a
+// new next key.
+func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, error) {
+	if _, err := b.Keys(ctx, s); err != nil {
+		return nil, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if sr == nil || sr.CAs[0].Imported {
+		return nil, errorf(KindBadRequest, "the trust anchor was imported and signs tokens itself, so it cannot be rotated; use ca/generate to move to a CA kept in Vault")
+	}
+	if err := b.rotate(sr, cfg); err != nil {
+		return nil, err
+	}
+	return b.saveRing(ctx, s, sr)
+}
+
+// GenerateCA replaces the trust anchor and all signing keys. The old CA
+// stays in the bundle until every token signed under it has expired.
+func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType string) (*KeyRing, error) {
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if keyType != "" {
+		c := *cfg
+		c.KeyType = keyType
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		cfg = &c
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if sr == nil {
+		sr = &storedRing{}
+	}
+	b.retireAll(sr, cfg)
+	if err := b.newAnchor(sr, cfg); err != nil {
+		return nil, err
+	}
+	return b.saveRing(ctx, s, sr)
+}
+
+// ImportCA makes an existing certificate and private key (godoauth's
+// server.pem and server.key) the trust anchor and the signer, so registries
+// that trust that certificate keep working.
+func (b *Backend) ImportCA(ctx context.Context, s logical.Storage, certPEM, keyPEM string) (*KeyRing, error) {
+	cert, err := parseCertificatePEM(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	key, err := parsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !publicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, errorf(KindBadRequest, "private_key does not belong to certificate")
+	}
+	if _, err := signingMethod(key); err != nil {
+		return nil, err
+	}
+	now := b.now()
+	if now.After(cert.NotAfter) {
+		return nil, errorf(KindBadRequest, "certificate expired on %s", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	keyPKCS8, err := marshalKey(key)
+	if err != nil {
+		return nil, err
+	}
+	certPEMNorm := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if sr == nil {
+		sr = &storedRing{}
+	}
+	b.retireAll(sr, cfg)
+	sr.CAs = append([]storedCA{{Certificate: certPEMNorm, Imported: true}}, sr.CAs...)
+	sr.Keys = append([]storedKey{{
+		ID:         KeyID(key.Public()),
+		State:      StateCurrent,
+		Created:    now.UTC(),
+		Activated:  now.UTC(),
+		PrivateKey: keyPKCS8,
+		Chain:      []string{certPEMNorm},
+	}}, sr.Keys...)
+	return b.saveRing(ctx, s, sr)
+}
+
+// MaintainKeys drops expired retired keys and old CAs, and rotates when
+// rotation_period has passed or the current certificate nears its end. It
+// is the periodic task; the caller makes sure this node may write.
+func (b *Backend) MaintainKeys(ctx context.Context, s logical.Storage) error {
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return err
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil || sr == nil {
+		return err
+	}
+	now := b.now()
+	changed := prune(sr, now)
+	if !sr.CAs[0].Imported && b.rotationDue(sr, cfg, now) {
+		if err := b.rotate(sr, cfg); err != nil {
+			return err
+		}
+		b.logger.Info("rotated the signing key", "reason", "rotation_period or certificate end")
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	_, err = b.saveRing(ctx, s, sr)
+	return err
+}
+
+func (b *Backend) rotationDue(sr *storedRing, cfg *Config, now time.Time) bool {
+	for _, k := range sr.Keys {
+		if k.State != StateCurrent {
+			continue
+		}
+		if cfg.RotationPeriod > 0 && !now.Before(k.Activated.Add(cfg.RotationPeriod)) {
+			return true
+		}
+		cert, err := parseCertificatePEM(k.Chain[0])
+		if err != nil {
+			return true
+		}
+		return cert.NotAfter.Sub(now) < cfg.MaxTTL+Leeway+time.Hour
+	}
+	return true
+}
+
+// rotate moves next → current → retired and makes a new next key.
+func (b *Backend) rotate(sr *storedRing, cfg *Config) error {
+	now := b.now().UTC()
+	promoted := false
+	for i := range sr.Keys {
+		k := &sr.Keys[i]
+		switch k.State {
+		case StateCurrent:
+			k.State, k.Retires = StateRetired, now.Add(cfg.MaxTTL+Leeway)
+		case StateNext:
+			if !promoted {
+				k.State, k.Activated, promoted = StateCurrent, now, true
+			}
+		}
+	}
+	if !promoted {
+		k, err := b.newSigningKey(sr.CAs[0], cfg, now)
+		if err != nil {
+			return err
+		}
+		k.State, k.Activated = StateCurrent, now
+		sr.Keys = append(sr.Keys, k)
+	}
+	next, err := b.newSigningKey(sr.CAs[0], cfg, now)
+	if err != nil {
+		return err
+	}
+	sr.Keys = append(sr.Keys, next)
+	prune(sr, now)
+	return nil
+}
+
+// retireAll retires every key and CA, to be replaced by a new anchor.
+func (b *Backend) retireAll(sr *storedRing, cfg *Config) {
+	now := b.now().UTC()
+	until := now.Add(cfg.MaxTTL + Leeway)
+	kept := sr.Keys[:0]
+	for _, k := range sr.Keys {
+		switch k.State {
+		case StateNext:
+			continue // never signed anything
+		case StateCurrent:
+			k.State, k.Retires = StateRetired, until
+		}
+		kept = append(kept, k)
+	}
+	sr.Keys = kept
+	for i := range sr.CAs {
+		if sr.CAs[i].Retires.IsZero() || sr.CAs[i].Retires.After(until) {
+			sr.CAs[i].Retires = until
+		}
+	}
+}
+
+// newAnchor puts a new CA first in sr with a current and a next key.
+func (b *Backend) newAnchor(sr *storedRing, cfg *Config) error {
+	now := b.now().UTC()
+	ca, err := newCA(cfg.KeyType, now)
+	if err != nil {
+		return err
+	}
+	sr.CAs = append([]storedCA{ca}, sr.CAs...)
+	current, err := b.newSigningKey(ca, cfg, now)
+	if err != nil {
+		return err
+	}
+	current.State, current.Activated = StateCurrent, now
+	next, err := b.newSigningKey(ca, cfg, now)
+	if err != nil {
+		return err
+	}
+	sr.Keys = append([]storedKey{current, next}, sr.Keys...)
+	return nil
+}
+
+func newCA(keyType string, now time.Time) (storedCA, error) {
+	key, err := generateKey(keyType)
+	if err != nil {
+		return storedCA{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serialNumber(),
+		Subject:               pkix.Name{CommonName: "vault-plugin-registry token CA", Organization: []string{"vault-plugin-registry"}},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(caLifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return storedCA{}, fmt.Errorf("create CA certificate: %w", err)
+	}
+	keyPEM, err := marshalKey(key)
+	if err != nil {
+		return storedCA{}, err
+	}
+	return storedCA{
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		PrivateKey:  keyPEM,
+	}, nil
+}
+
+// newSigningKey makes a key and a certificate for it issued by ca, valid
+// for its whole use (as next, then current) plus the longest token life.
+func (b *Backend) newSigningKey(ca storedCA, cfg *Config, now time.Time) (storedKey, error) {
+	caCert, err := parseCertificatePEM(ca.Certificate)
+	if err != nil {
+		return storedKey{}, err
+	}
+	caKey, err := parsePrivateKeyPEM(ca.PrivateKey)
+	if err != nil {
+		return storedKey{}, err
+	}
+	key, err := generateKey(cfg.KeyType)
+	if err != nil {
+		return storedKey{}, err
+	}
+	use := defaultKeyLifetime
+	if cfg.RotationPeriod > 0 {
+		use = 2 * cfg.RotationPeriod // as next, then as current
+	}
+	notAfter := now.Add(use + cfg.MaxTTL + Leeway + time.Hour)
+	if notAfter.After(caCert.NotAfter) {
+		notAfter = caCert.NotAfter
+	}
+	id := KeyID(key.Public())
+	tmpl := &x509.Certificate{
+		SerialNumber: serialNumber(),
+		Subject:      pkix.Name{CommonName: "token signing key " + id[:14], Organization: []string{"vault-plugin-registry"}},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	if err != nil {
+		return storedKey{}, fmt.Errorf("issue signing certificate: %w", err)
+	}
+	keyPEM, err := marshalKey(key)
+	if err != nil {
+		return storedKey{}, err
+	}
+	return storedKey{
+		ID:         id,
+		State:      StateNext,
+		Created:    now,
+		PrivateKey: keyPEM,
+		Chain:      []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))},
+	}, nil
+}
+
+// prune drops retired keys and old CAs whose time has passed.
+func prune(sr *storedRing, now time.Time) bool {
+	changed := false
+	keys := sr.Keys[:0]
+	for _, k := range sr.Keys {
+		if k.State == StateRetired && !now.Before(k.Retires) {
+			changed = true
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sr.Keys = keys
+	cas := sr.CAs[:1]
+	for _, ca := range sr.CAs[1:] {
+		if !now.Before(ca.Retires) {
+			changed = true
+			continue
+		}
+		cas = append(cas, ca)
+	}
+	sr.CAs = cas
+	return changed
+}
+
+func loadRing(ctx context.Context, s logical.Storage) (*storedRing, error) {
+	entry, err := s.Get(ctx, ringKey)
+	if err != nil {
+		return nil, fmt.Errorf("read keys: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	sr := new(storedRing)
+	if err := json.Unmarshal(entry.Value, sr); err != nil {
+		return nil, fmt.Errorf("decode keys: %w", err)
+	}
+	if len(sr.CAs) == 0 {
+		return nil, fmt.Errorf("stored key ring has no CA")
+	}
+	return sr, nil
+}
+
+// saveRing stores sr and publishes its parsed form to this node at once.
+func (b *Backend) saveRing(ctx context.Context, s logical.Storage, sr *storedRing) (*KeyRing, error) {
+	r, err := parseRing(sr, b.now())
+	if err != nil {
+		return nil, err
+	}
+	entry, err := logical.StorageEntryJSON(ringKey, sr)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return nil, fmt.Errorf("store keys: %w", err)
+	}
+	b.ring.Store(r)
+	return r, nil
+}
+
+func parseRing(sr *storedRing, now time.Time) (*KeyRing, error) {
+	r := &KeyRing{stored: *sr}
+	var set jose.JSONWebKeySet
+	for _, sk := range sr.Keys {
+		if sk.State == StateRetired && !now.Before(sk.Retires) {
+			continue
+		}
+		k, err := parseSigningKey(sk)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", sk.ID, err)
+		}
+		r.keys = append(r.keys, k)
+		if k.State == StateCurrent && r.current == nil {
+			r.current = k
+		}
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.signer.Public(), KeyID: k.ID, Algorithm: k.Algorithm(), Use: "sig"})
+	}
+	if r.current == nil {
+		return nil, fmt.Errorf("stored key ring has no current key")
+	}
+	var bundle strings.Builder
+	for i, ca := range sr.CAs {
+		if i > 0 && !now.Before(ca.Retires) {
+			continue
+		}
+		cert, err := parseCertificatePEM(ca.Certificate)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(cert.Raw)
+		r.cas = append(r.cas, CAInfo{
+			PEM:         ca.Certificate,
+			KeyType:     keyTypeOf(cert.PublicKey),
+			NotAfter:    cert.NotAfter,
+			Fingerprint: colonHex(sum[:]),
+			Imported:    ca.Imported,
+			Retires:     ca.Retires,
+		})
+		bundle.WriteString(ca.Certificate)
+	}
+	r.bundle = []byte(bundle.String())
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("encode jwks: %w", err)
+	}
+	r.jwks = jwks
+	return r, nil
+}
+
+func parseSigningKey(sk storedKey) (*SigningKey, error) {
+	key, err := parsePrivateKeyPEM(sk.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	method, err := signingMethod(key)
+	if err != nil {
+		return nil, err
+	}
+	k := &SigningKey{
+		ID: sk.ID, State: sk.State, Created: sk.Created, Activated: sk.Activated, Retires: sk.Retires,
+		method: method, signer: key,
+	}
+	for i, c := range sk.Chain {
+		cert, err := parseCertificatePEM(c)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			k.NotAfter = cert.NotAfter
+		}
+		k.x5c = append(k.x5c, base64.StdEncoding.EncodeToString(cert.Raw))
+	}
+	if len(k.x5c) == 0 {
+		return nil, fmt.Errorf("no certificate")
+	}
+	return k, nil
+}
+
+func generateKey(keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case KeyTypeEC:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyTypeRSA:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case KeyTypeEd25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	}
+	return nil, errorf(KindBadRequest, "key_type %s: must be ec, rsa or ed25519", quote(keyType))
+}
+
+func signingMethod(key crypto.Signer) (jwt.SigningMethod, error) {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return jwt.SigningMethodES256, nil
+		case elliptic.P384():
+			return jwt.SigningMethodES384, nil
+		case elliptic.P521():
+			return jwt.SigningMethodES512, nil
+		}
+		return nil, errorf(KindBadRequest, "EC curve %s is not supported (P-256, P-384, P-521)", k.Curve.Params().Name)
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 2048 {
+			return nil, errorf(KindBadRequest, "RSA key of %d bits is too small (at least 2048)", k.N.BitLen())
+		}
+		return jwt.SigningMethodRS256, nil
+	case ed25519.PrivateKey:
+		return jwt.SigningMethodEdDSA, nil
+	}
+	return nil, errorf(KindBadRequest, "unsupported private key type %T", key)
+}
+
+func keyTypeOf(pub crypto.PublicKey) string {
+	switch pub.(type) {
+	case *ecdsa.PublicKey:
+		return KeyTypeEC
+	case *rsa.PublicKey:
+		return KeyTypeRSA
+	case ed25519.PublicKey:
+		return KeyTypeEd25519
+	}
+	return "unknown"
+}
+
+func parseCertificatePEM(s string) (*x509.Certificate, error) {
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errorf(KindBadRequest, "certificate: no PEM CERTIFICATE block found")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, errorf(KindBadRequest, "certificate: %s", err)
+		}
+		return cert, nil
+	}
+}
+
+// parsePrivateKeyPEM reads PKCS#1 (RSA), SEC1 (EC) and PKCS#8 keys.
+func parsePrivateKeyPEM(s string) (crypto.Signer, error) {
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errorf(KindBadRequest, "private_key: no PEM private key block found (PKCS#1, PKCS#8 or SEC1)")
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errorf(KindBadRequest, "private_key is encrypted; decrypt it first (openssl pkey -in key.pem)")
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, errorf(KindBadRequest, "private_key (%s): %s", block.Type, err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, errorf(KindBadRequest, "private_key: unsupported key type %T", key)
+		}
+		return signer, nil
+	}
+}
+
+func marshalKey(key crypto.Signer) (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", fmt.Errorf("encode private key: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
+}
+
+func serialNumber() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic("backend: no randomness: " + err.Error())
+	}
+	return n
+}
+
+// KeyID is the libtrust key id of a public key, which registries use as
+// the token's kid: the SHA-256 of the PKIX DER, truncated to 240 bits,
+// base32 without padding, in groups of four joined by colons.
+func KeyID(pub crypto.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	s := strings.TrimRight(base32.StdEncoding.EncodeToString(sum[:30]), "=")
+	var b strings.Builder
+	for i := 0; i < len(s); i += 4 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(s[i:min(i+4, len(s))])
+	}
+	return b.String()
+}
+
+func colonHex(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, len(b)*3)
+	for i, c := range b {
+		if i > 0 {
+			out = append(out, ':')
+		}
+		out = append(out, digits[c>>4], digits[c&0xf])
+	}
+	return string(out)
+}

@@ -1,0 +1,201 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// TokenRequest is a client's request for a registry token (SPEC section 2,
+// token). Username "" asks for anonymous access.
+type TokenRequest struct {
+	Service  string // the registry service: the token's aud
+	Username string
+	Password string
+	Account  string
+	ClientID string
+	Scopes   []string // items of the request; each may hold several scopes
+	Offline  bool     // ask for a refresh token too
+	TTL      time.Duration
+}
+
+// RefreshRequest mints a token from a refresh token.
+type RefreshRequest struct {
+	Service      string
+	RefreshToken string
+	ClientID     string
+	Scopes       []string
+	TTL          time.Duration
+}
+
+// Token is a minted registry token.
+type Token struct {
+	JWT          string
+	ExpiresIn    time.Duration
+	IssuedAt     time.Time
+	RefreshToken string // set when one was asked for and issued
+	Subject      string
+	Access       []Grant
+}
+
+// maxClientIDLen bounds client_id, which is stored with refresh tokens.
+const maxClientIDLen = 256
+
+// Mint authenticates the request, grants the requested scopes the user's
+// access allows, and signs the token: the whole token request in one place.
+func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest) (*Token, error) {
+	scopes, err := ParseScopes(req.Scopes)
+	if err != nil {
+		return nil, errorf(KindBadRequest, "%s", err)
+	}
+	if err := checkClientID(req.ClientID); err != nil {
+		return nil, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if req.Username == "" {
+		if len(cfg.Anonymous()) == 0 {
+			return nil, errorf(KindUnauthorized, "credentials required: this registry allows no anonymous access")
+		}
+		return b.sign(ctx, s, cfg, req.Service, "", GrantScopes("", scopes, cfg.Anonymous()), req.TTL)
+	}
+	if req.Account != "" && req.Account != req.Username {
+		return nil, errorf(KindBadRequest, "account %s does not match the authenticated user", quote(req.Account))
+	}
+	access, err := b.authenticate(ctx, s, cfg, req.Username, req.Password)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, GrantScopes(req.Username, scopes, access, cfg.Anonymous()), req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	if req.Offline && cfg.RefreshTokenTTL > 0 {
+		rt, err := b.issueRefreshToken(ctx, s, cfg, req.Username, req.ClientID)
+		if err != nil {
+			return nil, err
+		}
+		tok.RefreshToken = rt
+	}
+	return tok, nil
+}
+
+// MintFromRefresh mints a token from a refresh token with the user's access
+// as it is now.
+func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
+	scopes, err := ParseScopes(req.Scopes)
+	if err != nil {
+		return nil, errorf(KindBadRequest, "%s", err)
+	}
+	if err := checkClientID(req.ClientID); err != nil {
+		return nil, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RefreshTokenTTL == 0 {
+		return nil, errInvalidRefreshToken
+	}
+	name, err := b.useRefreshToken(ctx, s, req.RefreshToken, req.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	u, err := b.ReadUser(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, errInvalidRefreshToken
+	}
+	access := b.cachedUser(u).access
+	tok, err := b.sign(ctx, s, cfg, req.Service, name, GrantScopes(name, scopes, access, cfg.Anonymous()), req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	tok.RefreshToken = req.RefreshToken
+	return tok, nil
+}
+
+func checkClientID(id string) error {
+	if len(id) > maxClientIDLen || !printable(id) {
+		return errorf(KindBadRequest, "client_id %s: at most %d printable characters", quote(id), maxClientIDLen)
+	}
+	return nil
+}
+
+// claims are the registry token's claims (SPEC section 4). aud is a plain
+// string: registry 2.8 rejects an array.
+type claims struct {
+	Issuer    string  `json:"iss"`
+	Subject   string  `json:"sub"`
+	Audience  string  `json:"aud"`
+	ExpiresAt int64   `json:"exp"`
+	NotBefore int64   `json:"nbf"`
+	IssuedAt  int64   `json:"iat"`
+	ID        string  `json:"jti"`
+	Access    []Grant `json:"access"`
+}
+
+// The jwt.Claims interface; only signing uses these claims here.
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(c.ExpiresAt), nil }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return numericDate(c.IssuedAt), nil }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return numericDate(c.NotBefore), nil }
+func (c *claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return jwt.ClaimStrings{c.Audience}, nil }
+
+func numericDate(sec int64) *jwt.NumericDate { return jwt.NewNumericDate(time.Unix(sec, 0)) }
+
+// sign makes the JWT for subject with the given grants, signed by the
+// current key, its certificate chain in x5c.
+func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, service, subject string, grants []Grant, ttl time.Duration) (*Token, error) {
+	ring, err := b.Keys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		ttl = cfg.TTL
+	}
+	ttl = min(ttl, cfg.MaxTTL)
+	now := b.now()
+	exp := now.Add(ttl)
+	key := ring.Current()
+	if !exp.Before(key.NotAfter) {
+		// The periodic task rotates well before this; if it has not run,
+		// rotate now rather than sign beyond the certificate's end.
+		if ring, err = b.RotateKeys(ctx, s); err != nil {
+			return nil, err
+		}
+		key = ring.Current()
+	}
+
+	var jti [16]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		return nil, err
+	}
+	c := &claims{
+		Issuer:    cfg.Issuer,
+		Subject:   subject,
+		Audience:  service,
+		ExpiresAt: exp.Unix(),
+		NotBefore: now.Add(-time.Second).Unix(),
+		IssuedAt:  now.Unix(),
+		ID:        hex.EncodeToString(jti[:]),
+		Access:    grants,
+	}
+	t := jwt.NewWithClaims(key.method, c)
+	t.Header["kid"] = key.ID
+	t.Header["x5c"] = key.x5c
+	signed, err := t.SignedString(key.signer)
+	if err != nil {
+		return nil, err
+	}
+	return &Token{JWT: signed, ExpiresIn: ttl, IssuedAt: now.UTC(), Subject: subject, Access: grants}, nil
+}

@@ -1,0 +1,246 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const userPrefix = "users/"
+
+// UserNamePattern is the syntax of a user name (SPEC section 2): user names
+// are often e-mail addresses.
+const UserNamePattern = `[A-Za-z0-9_.@-]{1,256}`
+
+var userNameRE = regexp.MustCompile(`^` + UserNamePattern + `$`)
+
+// ValidUserName reports whether name can be a user name. Names of dots only
+// are refused: they would read as path segments.
+func ValidUserName(name string) bool {
+	return userNameRE.MatchString(name) && strings.Trim(name, ".") != ""
+}
+
+// maxPasswordLen is bcrypt's limit: it ignores bytes past 72, so a longer
+// password is refused rather than silently truncated.
+const maxPasswordLen = 72
+
+// User is one stored user.
+type User struct {
+	Name         string    `json:"name"`
+	PasswordHash string    `json:"password_hash"`
+	Access       string    `json:"access"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
+	// Version changes (randomly) with every change a cached credential
+	// depends on: password, access, lockout. A cache entry of another
+	// version is stale.
+	Version uint64  `json:"version"`
+	Lockout Lockout `json:"lockout"`
+}
+
+// Lockout is a user's recent failed logins.
+type Lockout struct {
+	Failures int       `json:"failures,omitempty"`
+	Since    time.Time `json:"since,omitzero"` // first failure of the current run
+	Until    time.Time `json:"until,omitzero"` // locked out until then
+}
+
+// UserUpdate is an operator's write to users/<name>. Nil fields are left as
+// they are.
+type UserUpdate struct {
+	Password     *string
+	PasswordHash *string
+	Access       *string
+}
+
+// UserChange says what a write changed, so a re-run migration can tell.
+type UserChange struct {
+	Created         bool
+	PasswordChanged bool
+	AccessChanged   bool
+}
+
+func newVersion() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("backend: no randomness: " + err.Error())
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// ReadUser returns the stored user, or nil if there is none.
+func (b *Backend) ReadUser(ctx context.Context, s logical.Storage, name string) (*User, error) {
+	if !ValidUserName(name) {
+		return nil, nil
+	}
+	entry, err := s.Get(ctx, userPrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	u := new(User)
+	if err := json.Unmarshal(entry.Value, u); err != nil {
+		return nil, fmt.Errorf("decode user %s: %w", quote(name), err)
+	}
+	return u, nil
+}
+
+// ListUsers returns the user names.
+func (b *Backend) ListUsers(ctx context.Context, s logical.Storage) ([]string, error) {
+	return s.List(ctx, userPrefix)
+}
+
+// WriteUser creates or updates a user. Everything is validated before
+// anything is stored. A password change (not a rewrite of the same
+// password) unlocks the user and revokes the user's refresh tokens.
+func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string, up UserUpdate) (UserChange, error) {
+	var change UserChange
+	if !ValidUserName(name) {
+		return change, errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
+	}
+	if up.Password != nil && up.PasswordHash != nil {
+		return change, errorf(KindBadRequest, "give password or password_hash, not both")
+	}
+	var access Access
+	if up.Access != nil {
+		a, err := ParseAccess(*up.Access)
+		if err != nil {
+			return change, errorf(KindBadRequest, "access: %s", err)
+		}
+		access = a
+	}
+	if up.Password != nil {
+		if err := checkPassword(*up.Password); err != nil {
+			return change, err
+		}
+	}
+	if up.PasswordHash != nil {
+		if err := checkBcryptHash(*up.PasswordHash); err != nil {
+			return change, err
+		}
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return change, err
+	}
+
+	lock := locksutil.LockForKey(b.userLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	u, err := b.ReadUser(ctx, s, name)
+	if err != nil {
+		return change, err
+	}
+	now := b.now().UTC()
+	if u == nil {
+		if up.Password == nil && up.PasswordHash == nil {
+			return change, errorf(KindBadRequest, "a new user needs password or password_hash")
+		}
+		u = &User{Name: name, Created: now}
+		change.Created = true
+	}
+	switch {
+	case up.Password != nil:
+		if u.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(*up.Password)) != nil {
+			hash, err := bcrypt.GenerateFromPassword([]byte(*up.Password), cfg.BcryptCost)
+			if err != nil {
+				return change, fmt.Errorf("hash password: %w", err)
+			}
+			u.PasswordHash = string(hash)
+			change.PasswordChanged = true
+		}
+	case up.PasswordHash != nil:
+		if u.PasswordHash != *up.PasswordHash {
+			u.PasswordHash = *up.PasswordHash
+			change.PasswordChanged = true
+		}
+	}
+	if up.Access != nil && (change.Created || access.String() != u.Access) {
+		u.Access = access.String()
+		change.AccessChanged = true
+	}
+	if !change.Created && !change.PasswordChanged && !change.AccessChanged {
+		return change, nil
+	}
+	if change.PasswordChanged {
+		u.Lockout = Lockout{}
+	}
+	u.Updated = now
+	u.Version = newVersion()
+	if err := b.putUser(ctx, s, u); err != nil {
+		return change, err
+	}
+	b.users.Delete(name)
+	if change.PasswordChanged && !change.Created {
+		if _, err := b.RevokeRefreshTokens(ctx, s, name); err != nil {
+			return change, fmt.Errorf("password changed, but revoking refresh tokens failed: %w", err)
+		}
+	}
+	return change, nil
+}
+
+// DeleteUser removes a user, the user's refresh tokens and cached
+// credential. Deleting a user that does not exist is not an error.
+func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string) error {
+	if !ValidUserName(name) {
+		return errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
+	}
+	lock := locksutil.LockForKey(b.userLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	if err := s.Delete(ctx, userPrefix+name); err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	b.users.Delete(name)
+	if _, err := b.RevokeRefreshTokens(ctx, s, name); err != nil {
+		return fmt.Errorf("user deleted, but revoking refresh tokens failed: %w", err)
+	}
+	return nil
+}
+
+func (b *Backend) putUser(ctx context.Context, s logical.Storage, u *User) error {
+	entry, err := logical.StorageEntryJSON(userPrefix+u.Name, u)
+	if err != nil {
+		return err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("store user: %w", err)
+	}
+	return nil
+}
+
+func checkPassword(p string) error {
+	switch {
+	case p == "":
+		return errorf(KindBadRequest, "password must not be empty")
+	case len(p) > maxPasswordLen:
+		return errorf(KindBadRequest, "password is longer than %d bytes, which bcrypt cannot take", maxPasswordLen)
+	}
+	return nil
+}
+
+func checkBcryptHash(h string) error {
+	if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
+		return errorf(KindBadRequest, "password_hash is not a bcrypt hash ($2a$, $2b$ or $2y$)")
+	}
+	cost, err := bcrypt.Cost([]byte(h))
+	if err != nil || len(h) != 60 {
+		return errorf(KindBadRequest, "password_hash is not a valid bcrypt hash")
+	}
+	if cost > maxBcryptCost {
+		return errorf(KindBadRequest, "password_hash has bcrypt cost %d; at most %d is accepted", cost, maxBcryptCost)
+	}
+	return nil
+}

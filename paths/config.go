@@ -1,0 +1,121 @@
+package paths
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-registry/backend"
+)
+
+func configPaths(b *backend.Backend) []*framework.Path {
+	h := &configHandler{b: b}
+	return []*framework.Path{{
+		Pattern: "config",
+		Fields: map[string]*framework.FieldSchema{
+			"issuer":               {Type: framework.TypeString, Description: "The tokens' iss claim; must equal the registry's auth.token.issuer.", Default: "Token"},
+			"ttl":                  {Type: framework.TypeDurationSecond, Description: "Token lifetime when a request names none.", Default: "5m"},
+			"max_ttl":              {Type: framework.TypeDurationSecond, Description: "Upper bound on any requested token lifetime (at most 24h).", Default: "1h"},
+			"key_type":             {Type: framework.TypeString, Description: "Key type of a generated trust anchor and signing keys: ec (P-256, ES256), rsa (2048, RS256) or ed25519 (EdDSA; registry v3 only).", Default: "ec", AllowedValues: []any{"ec", "rsa", "ed25519"}},
+			"anonymous_access":     {Type: framework.TypeString, Description: "Access string granted without credentials, and added to every user's grants. Empty: no anonymous access."},
+			"bcrypt_cost":          {Type: framework.TypeInt, Description: "bcrypt cost for newly stored passwords (4 to 16).", Default: 10},
+			"credential_cache_ttl": {Type: framework.TypeDurationSecond, Description: "How long a verified password is remembered in memory, as a keyed MAC; 0 turns the cache off.", Default: "5m"},
+			"lockout_threshold":    {Type: framework.TypeInt, Description: "Failed logins of one user before a lockout; 0 turns lockout off.", Default: 5},
+			"lockout_duration":     {Type: framework.TypeDurationSecond, Description: "Lockout length; the failure count also resets after this long.", Default: "15m"},
+			"refresh_token_ttl":    {Type: framework.TypeDurationSecond, Description: "Refresh token lifetime; 0 turns refresh tokens off.", Default: "720h"},
+			"rotation_period":      {Type: framework.TypeDurationSecond, Description: "Automatic signing-key rotation period (at least 1m); 0 rotates only on keys/rotate.", Default: 0},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation:   &framework.PathOperation{Callback: h.read, Summary: "Read the mount's settings."},
+			logical.UpdateOperation: &framework.PathOperation{Callback: h.write, Summary: "Change the mount's settings; fields not given keep their values."},
+		},
+		HelpSynopsis:    configHelpSynopsis,
+		HelpDescription: configHelpDescription,
+	}}
+}
+
+type configHandler struct{ b *backend.Backend }
+
+func (h *configHandler) read(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := h.b.Config(ctx, req.Storage)
+	if err != nil {
+		return respond(err)
+	}
+	return &logical.Response{Data: map[string]any{
+		"issuer":               cfg.Issuer,
+		"ttl":                  seconds(cfg.TTL),
+		"max_ttl":              seconds(cfg.MaxTTL),
+		"key_type":             cfg.KeyType,
+		"anonymous_access":     cfg.AnonymousAccess,
+		"bcrypt_cost":          cfg.BcryptCost,
+		"credential_cache_ttl": seconds(cfg.CredentialCacheTTL),
+		"lockout_threshold":    cfg.LockoutThreshold,
+		"lockout_duration":     seconds(cfg.LockoutDuration),
+		"refresh_token_ttl":    seconds(cfg.RefreshTokenTTL),
+		"rotation_period":      seconds(cfg.RotationPeriod),
+	}}, nil
+}
+
+func (h *configHandler) write(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	old, err := h.b.Config(ctx, req.Storage)
+	if err != nil {
+		return respond(err)
+	}
+	cfg := *old
+	setString(d, "issuer", &cfg.Issuer)
+	setString(d, "key_type", &cfg.KeyType)
+	setString(d, "anonymous_access", &cfg.AnonymousAccess)
+	setInt(d, "bcrypt_cost", &cfg.BcryptCost)
+	setInt(d, "lockout_threshold", &cfg.LockoutThreshold)
+	setDuration(d, "ttl", &cfg.TTL)
+	setDuration(d, "max_ttl", &cfg.MaxTTL)
+	setDuration(d, "credential_cache_ttl", &cfg.CredentialCacheTTL)
+	setDuration(d, "lockout_duration", &cfg.LockoutDuration)
+	setDuration(d, "refresh_token_ttl", &cfg.RefreshTokenTTL)
+	setDuration(d, "rotation_period", &cfg.RotationPeriod)
+	if err := h.b.SaveConfig(ctx, req.Storage, &cfg); err != nil {
+		return respond(err)
+	}
+	return nil, nil
+}
+
+// The set helpers copy a field that the request gave; GetOk has already
+// parsed it, and a value of the wrong type was refused with a 400 before
+// the handler ran.
+func setString(d *framework.FieldData, name string, dst *string) {
+	if v, ok := d.GetOk(name); ok {
+		*dst = v.(string)
+	}
+}
+
+func setInt(d *framework.FieldData, name string, dst *int) {
+	if v, ok := d.GetOk(name); ok {
+		*dst = v.(int)
+	}
+}
+
+func setDuration(d *framework.FieldData, name string, dst *time.Duration) {
+	if v, ok := d.GetOk(name); ok {
+		*dst = time.Duration(v.(int)) * time.Second
+	}
+}
+
+const configHelpSynopsis = "Settings of this registry service: issuer, token lifetimes, key type, anonymous access, password and lockout policy."
+
+const configHelpDescription = `
+The mount is one registry service; its path is the registry's "service" and
+the tokens' "aud". Settings apply at once, on every node.
+
+  issuer               must equal the registry's auth.token.issuer
+  ttl, max_ttl         token lifetime by default, and its upper bound
+  key_type             ec, rsa or ed25519, for a generated trust anchor
+  anonymous_access     access string for requests without credentials
+  bcrypt_cost          cost of newly stored password hashes
+  credential_cache_ttl how long a verified password skips bcrypt (0: never)
+  lockout_threshold    failed logins before a lockout (0: no lockout)
+  lockout_duration     how long a lockout lasts
+  refresh_token_ttl    refresh token lifetime (0: no refresh tokens)
+  rotation_period      automatic signing-key rotation (0: only keys/rotate)
+`

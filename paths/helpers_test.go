@@ -1,0 +1,118 @@
+package paths_test
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-registry/backend"
+	"vault-plugin-registry/plugin"
+)
+
+// mount is one plugin mount over in-memory storage, called the way Vault
+// calls it, with Vault's own mapping of responses to HTTP statuses.
+type mount struct {
+	t       *testing.T
+	b       logical.Backend
+	storage logical.Storage
+	path    string
+}
+
+func newMount(t *testing.T, path string) *mount {
+	t.Helper()
+	b := plugin.New(backend.Options{Logger: hclog.NewNullLogger()})
+	conf := logical.TestBackendConfig()
+	conf.StorageView = &logical.InmemStorage{}
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	m := &mount{t: t, b: b, storage: conf.StorageView, path: path}
+	m.ok(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4})
+	return m
+}
+
+// call runs one request and returns Vault's HTTP status for it, the
+// response, and the error text a client would see.
+func (m *mount) call(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
+	m.t.Helper()
+	req := &logical.Request{
+		Operation:  op,
+		Path:       path,
+		Data:       data,
+		Storage:    m.storage,
+		MountPoint: m.path + "/",
+	}
+	if op == logical.UpdateOperation || op == logical.CreateOperation {
+		// Vault turns a write into create when the existence check says
+		// the object is not there.
+		if checkFound, exists, err := m.b.HandleExistenceCheck(context.Background(), req); err == nil && checkFound && !exists {
+			req.Operation = logical.CreateOperation
+		}
+	}
+	resp, err := m.b.HandleRequest(context.Background(), req)
+	msg := errText(resp)
+	if err != nil {
+		msg = err.Error()
+	}
+	return status(req, resp, err), resp, msg
+}
+
+func status(req *logical.Request, resp *logical.Response, err error) int {
+	if err == logical.ErrUnsupportedPath {
+		return http.StatusNotFound
+	}
+	code, _ := logical.RespondErrorCommon(req, resp, err)
+	if err != nil {
+		logical.AdjustErrorStatusCode(&code, err) // as Vault's HTTP layer does
+	}
+	if code != 0 {
+		return code
+	}
+	if resp == nil {
+		if req.Operation == logical.ReadOperation || req.Operation == logical.ListOperation {
+			return http.StatusNotFound
+		}
+		return http.StatusNoContent
+	}
+	if c, ok := resp.Data[logical.HTTPStatusCode].(int); ok {
+		return c
+	}
+	return http.StatusOK
+}
+
+func (m *mount) ok(op logical.Operation, path string, data map[string]any) *logical.Response {
+	m.t.Helper()
+	code, resp, msg := m.call(op, path, data)
+	if code >= 300 {
+		m.t.Fatalf("%s %s: status %d: %s", op, path, code, msg)
+	}
+	return resp
+}
+
+// fail runs a request that must fail with want, and whose error must
+// mention mention.
+func (m *mount) fail(op logical.Operation, path string, data map[string]any, want int, mention string) {
+	m.t.Helper()
+	code, _, msg := m.call(op, path, data)
+	if code != want {
+		m.t.Fatalf("%s %s: status %d, want %d (%s)", op, path, code, want, msg)
+	}
+	if mention != "" && !strings.Contains(msg, mention) {
+		m.t.Fatalf("%s %s: error %q does not mention %q", op, path, msg, mention)
+	}
+}
+
+func errText(resp *logical.Response) string {
+	if resp == nil || resp.Data == nil {
+		return ""
+	}
+	s, _ := resp.Data["error"].(string)
+	return s
+}
+
+func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
