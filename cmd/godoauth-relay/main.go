@@ -1,0 +1,16 @@
+// Command godoauth-relay serves godoauth's token endpoint from the
+// vault-plugin-registry mounts, reading godoauth's YAML file unchanged.
+// `godoauth-relay migrate` moves godoauth's users and keys into a mount.
+package main
+
+import (
+	"os"
+
+	"vault-plugin-registry/relay"
+	"vault-plugin-registry/relay/migrate"
+)
+
+func main() {
+	commands := map[string]relay.Command{"migrate": migrate.Main}
+	os.Exit(relay.Main(os.Args[1:], os.Stdout, os.Stderr, commands))
+}

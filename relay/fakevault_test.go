@@ -1,0 +1,222 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const relayToken = "hvs.relay-token-value-0123456789"
+
+// fakeVault stands in for Vault with the plugin mounted at some paths:
+// ca/pem without a token, token and token/refresh with the relay's token.
+type fakeVault struct {
+	srv    *httptest.Server
+	mounts map[string]bool // services with the plugin
+
+	probes atomic.Int32
+	tokens atomic.Int32
+
+	mu       sync.Mutex
+	lastPath string
+	lastBody map[string]any
+	lastAuth string
+
+	// token answers token and token/refresh requests; nil: mint.
+	token func(w http.ResponseWriter, r *http.Request, body map[string]any)
+	// probe answers ca/pem; nil: the plugin's PEM for known mounts.
+	probe  func(w http.ResponseWriter, r *http.Request)
+	health func(w http.ResponseWriter, r *http.Request)
+	issuer string
+}
+
+func newFakeVault(t *testing.T, mounts ...string) *fakeVault {
+	fv := &fakeVault{mounts: map[string]bool{}, issuer: "Token"}
+	for _, m := range mounts {
+		fv.mounts[m] = true
+	}
+	fv.srv = httptest.NewServer(http.HandlerFunc(fv.serve))
+	t.Cleanup(fv.srv.Close)
+	return fv
+}
+
+func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/v1/")
+	switch {
+	case path == "sys/health":
+		if fv.health != nil {
+			fv.health(w, r)
+			return
+		}
+		writeJSON(w, 200, map[string]any{"initialized": true, "sealed": false, "standby": false})
+	case strings.HasSuffix(path, "/ca/pem") && r.Method == http.MethodGet:
+		fv.probes.Add(1)
+		if r.Header.Get("X-Vault-Token") != "" {
+			http.Error(w, "the probe must not carry a token", 500)
+			return
+		}
+		if fv.probe != nil {
+			fv.probe(w, r)
+			return
+		}
+		if !fv.mounts[strings.TrimSuffix(path, "/ca/pem")] {
+			vaultError(w, 404, "no handler for route")
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	case strings.HasSuffix(path, "/token") || strings.HasSuffix(path, "/token/refresh"):
+		fv.tokens.Add(1)
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		fv.mu.Lock()
+		fv.lastPath, fv.lastBody, fv.lastAuth = r.Method+" "+path, body, r.Header.Get("X-Vault-Token")
+		fv.mu.Unlock()
+		if r.Header.Get("X-Vault-Token") != relayToken {
+			vaultError(w, 403, "permission denied")
+			return
+		}
+		if fv.token != nil {
+			fv.token(w, r, body)
+			return
+		}
+		fv.mint(w, body)
+	default:
+		vaultError(w, 404, "unsupported path")
+	}
+}
+
+// mint answers like the plugin: a JWT whose access grants what was asked.
+func (fv *fakeVault) mint(w http.ResponseWriter, body map[string]any) {
+	user, _ := body["username"].(string)
+	if rt, _ := body["refresh_token"].(string); rt != "" {
+		if rt != "good-refresh-token" {
+			vaultError(w, 400, "invalid refresh token")
+			return
+		}
+		user = "alice"
+	}
+	var access []accessEntry
+	scopes, _ := body["scope"].([]any)
+	for _, s := range scopes {
+		for _, one := range strings.Fields(s.(string)) {
+			parts := strings.Split(one, ":")
+			if len(parts) == 3 {
+				access = append(access, accessEntry{parts[0], parts[1], strings.Split(parts[2], ",")})
+			}
+		}
+	}
+	tok := fakeJWT(map[string]any{"iss": fv.issuer, "sub": user, "aud": "registry", "access": access})
+	data := map[string]any{"token": tok, "access_token": tok, "expires_in": 300,
+		"issued_at": time.Now().UTC().Format(time.RFC3339)}
+	if off, _ := body["offline_token"].(bool); off || body["refresh_token"] != nil {
+		data["refresh_token"] = "good-refresh-token"
+	}
+	writeJSON(w, 200, map[string]any{"data": data})
+}
+
+func fakeJWT(claims map[string]any) string {
+	payload, _ := json.Marshal(claims)
+	return "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9." + base64.RawURLEncoding.EncodeToString(payload) + ".c2lnbmF0dXJl"
+}
+
+func vaultError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"errors": []string{msg}})
+}
+
+func (fv *fakeVault) last() (string, map[string]any, string) {
+	fv.mu.Lock()
+	defer fv.mu.Unlock()
+	return fv.lastPath, fv.lastBody, fv.lastAuth
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testConfig is a relay configuration pointing at addr.
+func testConfig(addr string) *Config {
+	return &Config{
+		Storage: Storage{Vault: VaultConfig{Addr: addr, AuthToken: relayToken, Timeout: Duration(500 * time.Millisecond)}},
+		HTTP:    HTTPConfig{Addr: "127.0.0.1:0", Timeout: Duration(2 * time.Second)},
+		Token:   TokenConfig{Issuer: "Token", Expiration: 800},
+		Log:     LogConfig{Level: "debug"},
+	}
+}
+
+// newTestRelay starts a relay in front of addr; its log is returned.
+func newTestRelay(t *testing.T, addr string, edit ...func(*Config)) (*Server, *syncBuffer) {
+	t.Helper()
+	cfg := testConfig(addr)
+	for _, e := range edit {
+		e(cfg)
+	}
+	logs := &syncBuffer{}
+	s, err := New(cfg, NewLogger(cfg.Log.Level, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, logs
+}
+
+// get sends GET /auth?query with an Authorization header (if any).
+func get(s *Server, query, authorization string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, "/auth?"+query, nil)
+	if authorization != "" {
+		r.Header.Set("Authorization", authorization)
+	}
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	return w
+}
+
+// post sends POST /auth with an OAuth2 form.
+func post(s *Server, form url.Values) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, "/auth", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	return w
+}
+
+func decodeJSON(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
+		t.Fatalf("body %q: %v", w.Body.String(), err)
+	}
+	return m
+}
+
+// registryErrorCode is the code of a GET error answer.
+func registryErrorCode(t *testing.T, w *httptest.ResponseRecorder) (string, string) {
+	t.Helper()
+	var e registryError
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || len(e.Errors) != 1 {
+		t.Fatalf("not a registry error: %q", w.Body.String())
+	}
+	return e.Errors[0].Code, e.Errors[0].Message
+}

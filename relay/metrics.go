@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// invalidService is the service label of requests whose service did not
+// name a plugin mount, so made-up names cannot grow the label set.
+const invalidService = "invalid"
+
+// Outcomes of a token request, the outcome label.
+var outcomes = map[int]string{
+	http.StatusOK:                    "minted",
+	http.StatusBadRequest:            "bad_request",
+	http.StatusUnauthorized:          "unauthorized",
+	http.StatusMethodNotAllowed:      "bad_request",
+	http.StatusRequestEntityTooLarge: "bad_request",
+	http.StatusTooManyRequests:       "locked_out",
+	http.StatusServiceUnavailable:    "unavailable",
+}
+
+func outcome(status int) string {
+	if o, ok := outcomes[status]; ok {
+		return o
+	}
+	return "error"
+}
+
+// vaultTroubles are the kinds of the vault_errors_total counter.
+var vaultTroubles = []string{"unreachable", "timeout", "sealed", "forbidden", "server_error", "unexpected", "bad_answer", "busy"}
+
+type metrics struct {
+	registry    *prometheus.Registry
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	vaultErrors *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "godoauth_relay_requests_total",
+			Help: "Token requests by service (\"invalid\" when it names no plugin mount) and outcome.",
+		}, []string{"service", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "godoauth_relay_request_duration_seconds",
+			Help:    "Time to answer a token request, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10), // 1ms to 3.8s
+		}, []string{"outcome"}),
+		vaultErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "godoauth_relay_vault_errors_total",
+			Help: "Vault calls that failed, by kind: unreachable, timeout, sealed, forbidden (the relay's token), " +
+				"server_error, unexpected, bad_answer, busy (too many calls in flight).",
+		}, []string{"kind"}),
+	}
+	for _, k := range vaultTroubles {
+		m.vaultErrors.WithLabelValues(k)
+	}
+	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}

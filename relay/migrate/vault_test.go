@@ -1,0 +1,322 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-registry/backend"
+	"vault-plugin-registry/plugin"
+)
+
+const testToken = "test-operator-token"
+
+// fakeVault is the part of Vault's HTTP API the migration uses, on
+// loopback: godoauth's KV version 1 mount, a mount of the real plugin over
+// in-memory storage (called as Vault calls it), and the mount lookup. It
+// records every request.
+type fakeVault struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	kvMount     string
+	pluginMount string
+	plugin      logical.Backend
+	storage     logical.Storage
+
+	mu       sync.Mutex
+	kv       map[string]map[string]any // key under kvMount → data
+	requests []string                  // "METHOD path"
+	// intercept answers a request instead of Vault when it returns true.
+	intercept func(w http.ResponseWriter, r *http.Request, path string) bool
+}
+
+func newFakeVault(t *testing.T, kvMount, pluginMount string) *fakeVault {
+	t.Helper()
+	b := plugin.New(backend.Options{Logger: hclog.NewNullLogger()})
+	conf := logical.TestBackendConfig()
+	conf.StorageView = &logical.InmemStorage{}
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeVault{
+		t:           t,
+		kvMount:     kvMount,
+		pluginMount: pluginMount,
+		plugin:      b,
+		storage:     conf.StorageView,
+		kv:          map[string]map[string]any{},
+	}
+	f.srv = httptest.NewServer(f)
+	t.Cleanup(f.srv.Close)
+	f.pluginCall(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4}) // fast tests
+	return f
+}
+
+// putKV writes a godoauth user as `vault write <kv>/<name> password=… access=…` does.
+func (f *fakeVault) putKV(name string, data map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kv[name] = data
+}
+
+func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/v1/")
+	f.mu.Lock()
+	f.requests = append(f.requests, r.Method+" "+path)
+	intercept := f.intercept
+	f.mu.Unlock()
+	if r.Header.Get("X-Vault-Token") != testToken {
+		writeVault(w, http.StatusForbidden, nil, "permission denied")
+		return
+	}
+	if intercept != nil && intercept(w, r, path) {
+		return
+	}
+	list := r.Method == "LIST" || (r.Method == http.MethodGet && r.URL.Query().Get("list") == "true")
+	switch {
+	case strings.HasPrefix(path, "sys/internal/ui/mounts/"):
+		f.serveMountInfo(w, strings.TrimPrefix(path, "sys/internal/ui/mounts/"))
+	case path == f.kvMount || strings.HasPrefix(path, f.kvMount+"/"):
+		f.serveKV(w, r, strings.TrimPrefix(strings.TrimPrefix(path, f.kvMount), "/"), list)
+	case strings.HasPrefix(path, f.pluginMount+"/"):
+		f.servePlugin(w, r, strings.TrimPrefix(path, f.pluginMount+"/"), list)
+	default:
+		writeVault(w, http.StatusNotFound, nil, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+	}
+}
+
+func (f *fakeVault) serveMountInfo(w http.ResponseWriter, path string) {
+	path = strings.Trim(path, "/")
+	switch {
+	case path == f.kvMount || strings.HasPrefix(path, f.kvMount+"/"):
+		writeVault(w, http.StatusOK, map[string]any{"path": f.kvMount + "/", "type": "kv", "options": map[string]any{"version": "1"}}, "")
+	case path == f.pluginMount || strings.HasPrefix(path, f.pluginMount+"/"):
+		writeVault(w, http.StatusOK, map[string]any{"path": f.pluginMount + "/", "type": "vault-plugin-registry", "options": nil}, "")
+	default:
+		writeVault(w, http.StatusBadRequest, nil, fmt.Sprintf("preflight capability check returned 403, please ensure client's policies grant access to path %q", path+"/"))
+	}
+}
+
+func (f *fakeVault) serveKV(w http.ResponseWriter, r *http.Request, key string, list bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case list:
+		if key != "" && !strings.HasSuffix(key, "/") {
+			key += "/" // as Vault's KV lists a folder
+		}
+		seen := map[string]bool{}
+		var keys []any
+		for k := range f.kv {
+			rest, ok := strings.CutPrefix(k, key)
+			if !ok || rest == "" {
+				continue
+			}
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				rest = rest[:i+1]
+			}
+			if !seen[rest] {
+				seen[rest] = true
+				keys = append(keys, rest)
+			}
+		}
+		if len(keys) == 0 {
+			writeVault(w, http.StatusNotFound, nil, "")
+			return
+		}
+		sort.Slice(keys, func(i, j int) bool { return keys[i].(string) < keys[j].(string) })
+		writeVault(w, http.StatusOK, map[string]any{"keys": keys}, "")
+	case r.Method == http.MethodGet:
+		data, ok := f.kv[key]
+		if !ok {
+			writeVault(w, http.StatusNotFound, nil, "")
+			return
+		}
+		writeVault(w, http.StatusOK, data, "")
+	default:
+		writeVault(w, http.StatusMethodNotAllowed, nil, "the migration must not write to godoauth's mount")
+	}
+}
+
+func (f *fakeVault) servePlugin(w http.ResponseWriter, r *http.Request, path string, list bool) {
+	var op logical.Operation
+	switch {
+	case list:
+		op = logical.ListOperation
+	case r.Method == http.MethodGet:
+		op = logical.ReadOperation
+	case r.Method == http.MethodPut || r.Method == http.MethodPost:
+		op = logical.UpdateOperation
+	case r.Method == http.MethodDelete:
+		op = logical.DeleteOperation
+	default:
+		writeVault(w, http.StatusMethodNotAllowed, nil, "unsupported method")
+		return
+	}
+	var data map[string]any
+	if body, _ := io.ReadAll(r.Body); len(body) > 0 {
+		if err := json.Unmarshal(body, &data); err != nil {
+			writeVault(w, http.StatusBadRequest, nil, "failed to parse JSON input: "+err.Error())
+			return
+		}
+	}
+	code, resp, msg := f.pluginCall(op, path, data)
+	switch {
+	case code >= 400:
+		writeVault(w, code, nil, msg)
+	case resp == nil:
+		w.WriteHeader(code)
+	default:
+		writeVault(w, code, resp.Data, "")
+	}
+}
+
+// pluginCall runs one request on the plugin the way Vault does and returns
+// Vault's HTTP status, the response and the error a client would see.
+func (f *fakeVault) pluginCall(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
+	ctx := context.Background()
+	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: f.storage, MountPoint: f.pluginMount + "/"}
+	if op == logical.UpdateOperation {
+		// Vault turns a write into create when the existence check says
+		// the object is not there.
+		if checkFound, exists, err := f.plugin.HandleExistenceCheck(ctx, req); err == nil && checkFound && !exists {
+			req.Operation = logical.CreateOperation
+		}
+	}
+	resp, err := f.plugin.HandleRequest(ctx, req)
+	if err == logical.ErrUnsupportedPath {
+		return http.StatusNotFound, nil, "unsupported path"
+	}
+	code, _ := logical.RespondErrorCommon(req, resp, err)
+	if err != nil {
+		logical.AdjustErrorStatusCode(&code, err)
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	} else if resp != nil && resp.IsError() {
+		msg = resp.Error().Error()
+	}
+	switch {
+	case code != 0:
+		return code, resp, msg
+	case resp == nil && (op == logical.ReadOperation || op == logical.ListOperation):
+		return http.StatusNotFound, nil, ""
+	case resp == nil:
+		return http.StatusNoContent, nil, ""
+	}
+	return http.StatusOK, resp, ""
+}
+
+// pluginOK runs a request on the plugin directly and fails the test unless
+// it succeeds.
+func (f *fakeVault) pluginOK(op logical.Operation, path string, data map[string]any) *logical.Response {
+	f.t.Helper()
+	code, resp, msg := f.pluginCall(op, path, data)
+	if code >= 400 {
+		f.t.Fatalf("%s %s: %d %s", op, path, code, msg)
+	}
+	return resp
+}
+
+// writes returns the recorded requests that could change something.
+func (f *fakeVault) writes() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, r := range f.requests {
+		if !strings.HasPrefix(r, "GET ") && !strings.HasPrefix(r, "LIST ") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (f *fakeVault) countRequests(req string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.requests {
+		if r == req {
+			n++
+		}
+	}
+	return n
+}
+
+func writeVault(w http.ResponseWriter, code int, data map[string]any, errMsg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body := map[string]any{"errors": []string{}}
+	if errMsg != "" {
+		body["errors"] = []string{errMsg}
+	}
+	if data != nil {
+		body = map[string]any{"data": data}
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// writeConfig writes godoauth's YAML pointing at the fake Vault with the
+// operator's token, plus extra lines for the token section.
+func (f *fakeVault) writeConfig(t *testing.T, token string, tokenSection string) string {
+	t.Helper()
+	u, err := url.Parse(f.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`---
+version: 0.1
+log:
+  level: info
+storage:
+  vault:
+    proto: http
+    host: %s
+    port: %s
+    auth_token: %s
+    timeout: 3s
+http:
+  timeout: 5s
+  addr: :5002
+token:
+   expiration: 800
+%s`, u.Hostname(), u.Port(), token, tokenSection)
+	path := filepath.Join(t.TempDir(), "config.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\n--- stdout:\n%s--- stderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// migrateCmd runs the command as `godoauth-relay migrate args…` with env as
+// the whole environment.
+func migrateCmd(env map[string]string, args ...string) result {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return env[k] })
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}

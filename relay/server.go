@@ -1,0 +1,244 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+const (
+	maxHeaderBytes = 16 << 10
+	maxBodyBytes   = 64 << 10
+	idleTimeout    = 2 * time.Minute
+	healthTTL      = time.Second
+)
+
+// Server is the relay: godoauth's token endpoint in front of the plugin.
+type Server struct {
+	cfg     Config
+	log     hclog.Logger
+	vault   *vault
+	metrics *metrics
+	handler http.Handler
+	timeout time.Duration // http.timeout: the whole of one request
+
+	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
+
+	healthMu    sync.Mutex
+	healthAt    time.Time
+	healthState string
+	healthOK    bool
+}
+
+// New makes a relay from a configuration (validated here) and a logger.
+// It does not contact Vault.
+func New(cfg *Config, logger hclog.Logger) (*Server, error) {
+	c := *cfg
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: c, log: logger, metrics: newMetrics(), timeout: time.Duration(c.HTTP.Timeout)}
+	var err error
+	if s.vault, err = newVault(&c, logger, s.metrics); err != nil {
+		return nil, err
+	}
+	if c.HTTP.TLS.Enabled() {
+		if err := s.ReloadTLS(); err != nil {
+			return nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/auth", s.serveAuth)
+	mux.HandleFunc("/server-ping", serverPing)
+	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.Handle("/metrics", s.metrics.handler())
+	s.handler = mux
+	return s, nil
+}
+
+// Handler is the relay's HTTP handler: /auth, /server-ping, /healthz, /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// ReloadTLS loads http.tls's certificate and key again; on error the old
+// pair stays in use.
+func (s *Server) ReloadTLS() error {
+	t := s.cfg.HTTP.TLS
+	if !t.Enabled() {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.Certificate, t.Key)
+	if err != nil {
+		return fmt.Errorf("http.tls: cannot load certificate %s and key %s: %w", quote(t.Certificate), quote(t.Key), err)
+	}
+	s.cert.Store(&cert)
+	return nil
+}
+
+// Serve answers on ln (with TLS when http.tls is set) until ctx is done,
+// then lets the requests in flight finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.timeout,
+		ReadTimeout:       s.timeout,
+		WriteTimeout:      s.timeout + time.Second, // room to answer 503 when the deadline hits
+		IdleTimeout:       max(idleTimeout, s.timeout),
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.HTTP.TLS.Enabled() {
+			srv.TLSConfig = &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+					return s.cert.Load(), nil
+				},
+			}
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: finishing the requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 2*s.timeout+5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// serverPing is godoauth's health check for load balancers, answered as godoauth did.
+func serverPing(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, "{\"message\": \"Save the Whales !\"}\n\r")
+}
+
+// serveHealth is 200 only when Vault answers and is unsealed. The answer is
+// remembered for a second so that a busy health checker cannot load Vault.
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	s.healthMu.Lock()
+	if time.Since(s.healthAt) > healthTTL {
+		ctx, cancel := context.WithTimeout(r.Context(), s.vault.timeout)
+		s.healthState, s.healthOK = s.vault.health(ctx)
+		cancel()
+		s.healthAt = time.Now()
+	}
+	state, ok := s.healthState, s.healthOK
+	s.healthMu.Unlock()
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]string{"vault": state})
+}
+
+// exchange is one token request as the log and the metrics see it.
+type exchange struct {
+	req     *tokenRequest
+	service string // metric label: a checked mount, else "invalid"
+	user    string
+	status  int
+	granted int
+}
+
+// serveAuth is the token endpoint: parse, check the mount, mint, answer.
+func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := exchange{service: invalidService}
+	defer s.record(r, &x, start)
+
+	oauth := r.Method == http.MethodPost
+	req, f := readTokenRequest(w, r)
+	if f == nil {
+		x.req, x.user = req, req.Username
+		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+		defer cancel()
+		if f = s.vault.checkMount(ctx, req.Service); f == nil {
+			x.service = req.Service
+			var t *mintedToken
+			if t, f = s.vault.mint(ctx, req); f == nil {
+				x.status, x.granted, x.user = http.StatusOK, len(t.Access), t.Subject
+				writeToken(w, t, oauth)
+				return
+			}
+		}
+	}
+	x.status = f.status
+	writeFailure(w, f, oauth)
+}
+
+// readTokenRequest reads GET (query and Basic credentials) or POST (OAuth2 form).
+func readTokenRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *failure) {
+	switch r.Method {
+	case http.MethodGet:
+		if len(r.Header.Values("Authorization")) > 1 {
+			return nil, badRequest("more than one Authorization header")
+		}
+		return parseTokenQuery(r.URL.RawQuery, r.Header.Get("Authorization"))
+	case http.MethodPost:
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			mt, _, err := mime.ParseMediaType(ct)
+			if err != nil || mt != "application/x-www-form-urlencoded" {
+				return nil, badRequest("want Content-Type application/x-www-form-urlencoded, got %s", quote(ct))
+			}
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, &failure{status: http.StatusRequestEntityTooLarge, oauthCode: "invalid_request",
+					msg: fmt.Sprintf("request body larger than %d bytes", maxBodyBytes)}
+			}
+			return nil, badRequest("cannot read the request body")
+		}
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, badRequest("malformed form body")
+		}
+		return parseTokenForm(form)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		return nil, &failure{status: http.StatusMethodNotAllowed, oauthCode: "invalid_request",
+			msg: "method " + quote(r.Method) + " not allowed; use GET or POST"}
+	}
+}
+
+// record counts the request and logs one line for it: never a password,
+// a token or the Authorization header.
+func (s *Server) record(r *http.Request, x *exchange, start time.Time) {
+	d := time.Since(start)
+	o := outcome(x.status)
+	s.metrics.requests.WithLabelValues(x.service, o).Inc()
+	s.metrics.duration.WithLabelValues(o).Observe(d.Seconds())
+	if !s.log.IsInfo() {
+		return
+	}
+	args := []any{"method", r.Method, "remote", r.RemoteAddr, "status", x.status, "duration", d}
+	if x.req != nil {
+		args = append(args, "service", x.req.Service, "user", x.user, "grant", x.req.grantType(),
+			"requested", len(x.req.Scopes), "granted", x.granted)
+	}
+	s.log.Info("token request", args...)
+}

@@ -1,0 +1,642 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := get(s, "service=registry&scope=repository:linux/app:pull,push&scope=repository:linux/db:pull"+
+		"&account=alice&client_id=docker&offline_token=true", basic("alice", "s3cret"))
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if w.Header().Get("Cache-Control") != "no-store" {
+		t.Error("token answer may be cached")
+	}
+	body := decodeJSON(t, w)
+	for _, k := range []string{"token", "access_token", "expires_in", "issued_at", "refresh_token"} {
+		if _, ok := body[k]; !ok {
+			t.Errorf("answer lacks %s: %v", k, body)
+		}
+	}
+	if body["token"] != body["access_token"] || body["expires_in"] != float64(300) {
+		t.Errorf("answer = %v", body)
+	}
+	path, sent, auth := fv.last()
+	if path != "PUT registry/token" || auth != relayToken {
+		t.Errorf("vault call = %s with token %q", path, auth)
+	}
+	want := map[string]any{"username": "alice", "password": "s3cret", "account": "alice", "client_id": "docker",
+		"offline_token": true, "ttl": float64(800),
+		"scope": []any{"repository:linux/app:pull,push", "repository:linux/db:pull"}}
+	if !reflect.DeepEqual(sent, want) {
+		t.Errorf("vault body = %v\nwant %v", sent, want)
+	}
+}
+
+func TestAuth_POSTPasswordGrantAnswersOAuth2(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := post(s, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"pw"},
+		"service": {"registry"}, "client_id": {"containerd-client"},
+		"scope": {"repository:a/b:pull,push repository:c:pull"}, "access_type": {"offline"}})
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	body := decodeJSON(t, w)
+	if body["scope"] != "repository:a/b:pull,push repository:c:pull" || body["refresh_token"] != "good-refresh-token" ||
+		body["token_type"] != "Bearer" || body["access_token"] == "" || body["expires_in"] != float64(300) {
+		t.Errorf("answer = %v", body)
+	}
+	if _, ok := body["issued_at"]; !ok {
+		t.Error("no issued_at")
+	}
+	_, sent, _ := fv.last()
+	if sent["offline_token"] != true || !reflect.DeepEqual(sent["scope"], []any{"repository:a/b:pull,push", "repository:c:pull"}) {
+		t.Errorf("vault body = %v", sent)
+	}
+}
+
+func TestAuth_POSTRefreshGrant(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"},
+		"service": {"registry"}, "client_id": {"docker"}, "scope": {"repository:a:pull"}})
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	path, sent, _ := fv.last()
+	want := map[string]any{"refresh_token": "good-refresh-token", "client_id": "docker", "scope": []any{"repository:a:pull"},
+		"ttl": float64(800)}
+	if path != "PUT registry/token/refresh" || !reflect.DeepEqual(sent, want) {
+		t.Errorf("vault call %s %v", path, sent)
+	}
+	if decodeJSON(t, w)["refresh_token"] != "good-refresh-token" {
+		t.Error("refresh token not returned")
+	}
+}
+
+func TestAuth_invalidRefreshTokenIsInvalidGrant401(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"revoked"}, "service": {"registry"}})
+	if w.Code != 401 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	body := decodeJSON(t, w)
+	if body["error"] != "invalid_grant" || !strings.Contains(body["error_description"].(string), "invalid refresh token") {
+		t.Errorf("answer = %v", body)
+	}
+	if !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Basic realm=") {
+		t.Errorf("WWW-Authenticate = %q", w.Header().Get("WWW-Authenticate"))
+	}
+}
+
+func TestAuth_unsupportedGrantType(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := post(s, url.Values{"grant_type": {"client_credentials"}, "service": {"registry"}})
+	if w.Code != 400 || decodeJSON(t, w)["error"] != "unsupported_grant_type" {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if fv.tokens.Load()+fv.probes.Load() != 0 {
+		t.Error("vault was called")
+	}
+}
+
+func TestAuth_anonymousForwardsEmptyUserAnd401AsksForPassword(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+		if body["username"] == "" {
+			vaultError(w, 401, "credentials required")
+			return
+		}
+		fv.mint(w, body)
+	}
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := get(s, "service=registry&scope=repository:a:pull", "")
+	if w.Code != 401 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="godoauth-relay", charset="UTF-8"` {
+		t.Errorf("WWW-Authenticate = %q", got)
+	}
+	if code, msg := registryErrorCode(t, w); code != "UNAUTHORIZED" || msg != "credentials required" {
+		t.Errorf("error = %s %q", code, msg)
+	}
+	_, sent, _ := fv.last()
+	if sent["username"] != "" || sent["password"] != "" {
+		t.Errorf("anonymous request sent %v", sent)
+	}
+}
+
+// TestAuth_answerTable walks SPEC section 5's table: what Vault answers and
+// what the client gets, for GET and POST.
+func TestAuth_answerTable(t *testing.T) {
+	cases := []struct {
+		name        string
+		status      int
+		msg         string
+		want        int
+		code        string // registry code (GET)
+		oauth       string // OAuth2 error (POST)
+		retryAfter  string
+		log         string // in the relay's log
+		forgetMount bool
+	}{
+		{"plugin 400", 400, `malformed scope "repository:a"`, 400, "BAD_REQUEST", "invalid_request", "", "", false},
+		{"plugin 401", 401, "invalid username or password", 401, "UNAUTHORIZED", "invalid_grant", "", "", false},
+		{"locked out", 429, `user "alice" is locked out; retry after 123s`, 429, "TOOMANYREQUESTS",
+			"temporarily_unavailable", "123", "", false},
+		{"429 without a time", 429, "rate limit quota exceeded", 429, "TOOMANYREQUESTS",
+			"temporarily_unavailable", "60", "", false},
+		{"relay token refused", 403, "permission denied", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
+			"vault refused the relay's token (403): check its policy allows update on registry/token", false},
+		{"sealed", 503, "Vault is sealed", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "sealed", false},
+		{"internal error", 500, "internal error", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
+			"vault answered an error", false},
+		{"bad gateway", 502, "upstream", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "vault answered an error", false},
+		{"odd status", 418, "teapot", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "unexpected status", false},
+		{"unmounted since the probe", 404, "unsupported path", 400, "BAD_REQUEST", "invalid_request", "", "", true},
+	}
+	for _, c := range cases {
+		for _, viaPOST := range []bool{false, true} {
+			name := c.name + map[bool]string{false: " GET", true: " POST"}[viaPOST]
+			t.Run(name, func(t *testing.T) {
+				fv := newFakeVault(t, "registry")
+				fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) { vaultError(w, c.status, c.msg) }
+				s, logs := newTestRelay(t, fv.srv.URL)
+				var w *httptest.ResponseRecorder
+				if viaPOST {
+					w = post(s, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"pw"},
+						"service": {"registry"}})
+				} else {
+					w = get(s, "service=registry", basic("alice", "pw"))
+				}
+				if w.Code != c.want {
+					t.Fatalf("status %d, want %d: %s", w.Code, c.want, w.Body)
+				}
+				if got := w.Header().Get("Retry-After"); got != c.retryAfter {
+					t.Errorf("Retry-After = %q, want %q", got, c.retryAfter)
+				}
+				if (c.want == 401) != (w.Header().Get("WWW-Authenticate") != "") {
+					t.Errorf("WWW-Authenticate = %q", w.Header().Get("WWW-Authenticate"))
+				}
+				var msg string
+				if viaPOST {
+					body := decodeJSON(t, w)
+					if body["error"] != c.oauth {
+						t.Errorf("error = %v, want %s", body["error"], c.oauth)
+					}
+					msg, _ = body["error_description"].(string)
+				} else {
+					var code string
+					code, msg = registryErrorCode(t, w)
+					if code != c.code {
+						t.Errorf("code = %s, want %s", code, c.code)
+					}
+				}
+				switch {
+				case c.want == 503 && strings.Contains(msg, c.msg):
+					t.Errorf("the cause reached the client: %q", msg)
+				case c.want != 503 && c.want != 400 && !strings.Contains(msg, c.msg):
+					t.Errorf("message %q lacks the plugin's %q", msg, c.msg)
+				case c.name == "plugin 400" && !strings.Contains(msg, c.msg):
+					t.Errorf("message %q lacks the plugin's %q", msg, c.msg)
+				}
+				if c.log != "" && !strings.Contains(logs.String(), c.log) {
+					t.Errorf("log lacks %q:\n%s", c.log, logs)
+				}
+				if c.forgetMount {
+					get(s, "service=registry", basic("alice", "pw"))
+					if fv.probes.Load() != 2 {
+						t.Errorf("probes = %d: a 404 must make the relay probe the mount again", fv.probes.Load())
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestAuth_vaultTransportFailuresAre503(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	cases := map[string]func(w http.ResponseWriter, r *http.Request, _ map[string]any){
+		"timeout": func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		},
+		"connection reset": func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // a RST, not a FIN
+				}
+				conn.Close()
+			}
+		},
+		"garbage answer": func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+			writeJSON(w, 200, map[string]any{"data": map[string]any{"token": "not-a-jwt", "expires_in": 300}})
+		},
+		"no expiry": func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+			writeJSON(w, 200, map[string]any{"data": map[string]any{"token": fakeJWT(nil)}})
+		},
+	}
+	for name, h := range cases {
+		t.Run(name, func(t *testing.T) {
+			fv := newFakeVault(t, "registry")
+			fv.token = h
+			s, logs := newTestRelay(t, fv.srv.URL)
+			w := get(s, "service=registry", basic("alice", "pw"))
+			if w.Code != 503 || w.Header().Get("Retry-After") == "" {
+				t.Fatalf("status %d, Retry-After %q: %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+			}
+			if !strings.Contains(logs.String(), "[ERROR]") {
+				t.Errorf("no error in the log:\n%s", logs)
+			}
+		})
+	}
+}
+
+func TestAuth_vaultDownIs503AtOnce(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	addr := fv.srv.URL
+	fv.srv.Close() // connection refused from now on
+	s, logs := newTestRelay(t, addr)
+	w := get(s, "service=registry", basic("alice", "pw"))
+	if w.Code != 503 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if !strings.Contains(logs.String(), "vault is unreachable") {
+		t.Errorf("log:\n%s", logs)
+	}
+	// The relay now knows Vault is down and answers without trying.
+	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 503 {
+		t.Fatalf("second status %d", w.Code)
+	}
+}
+
+func TestAuth_probeDecidesWhichServicesExist(t *testing.T) {
+	cases := []struct {
+		name  string
+		probe func(w http.ResponseWriter, r *http.Request)
+		want  int
+	}{
+		{"no mount", func(w http.ResponseWriter, _ *http.Request) { vaultError(w, 404, "no handler") }, 400},
+		{"mount needs a token", func(w http.ResponseWriter, _ *http.Request) { vaultError(w, 403, "permission denied") }, 400},
+		{"PKI mount", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/pem-file")
+			_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\n")
+		}, 400},
+		{"not PEM", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			_, _ = io.WriteString(w, "{}")
+		}, 400},
+		{"redirect", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Location", "http://127.0.0.1:1/")
+			w.WriteHeader(307)
+		}, 400},
+		{"sealed", func(w http.ResponseWriter, _ *http.Request) { vaultError(w, 503, "Vault is sealed") }, 503},
+		{"server error", func(w http.ResponseWriter, _ *http.Request) { vaultError(w, 500, "boom") }, 503},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fv := newFakeVault(t, "registry")
+			fv.probe = c.probe
+			s, _ := newTestRelay(t, fv.srv.URL)
+			for i := range 2 {
+				w := get(s, "service=registry", basic("alice", "pw"))
+				if w.Code != c.want {
+					t.Fatalf("request %d: status %d, want %d: %s", i, w.Code, c.want, w.Body)
+				}
+				if code, msg := registryErrorCode(t, w); c.want == 400 && (code != "BAD_REQUEST" || !strings.Contains(msg, "unknown service")) {
+					t.Errorf("error = %s %q", code, msg)
+				}
+			}
+			if fv.tokens.Load() != 0 {
+				t.Error("the token path was called for a mount that is not the plugin's")
+			}
+			// A missing mount is remembered; an outage is not.
+			wantProbes := int32(1)
+			if c.want == 503 {
+				wantProbes = 2
+			}
+			if got := fv.probes.Load(); got != wantProbes {
+				t.Errorf("probes = %d, want %d", got, wantProbes)
+			}
+		})
+	}
+}
+
+func TestAuth_probeIsRememberedAndOnceForABurst(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	release := make(chan struct{})
+	fv.probe = func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\n")
+	}
+	s, _ := newTestRelay(t, fv.srv.URL)
+	var wg sync.WaitGroup
+	codes := make(chan int, 50)
+	for range 50 {
+		wg.Go(func() { codes <- get(s, "service=registry", basic("alice", "pw")).Code })
+	}
+	time.Sleep(100 * time.Millisecond) // let the burst gather behind the probe
+	close(release)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Fatalf("status %d", c)
+		}
+	}
+	get(s, "service=registry", basic("alice", "pw"))
+	if got := fv.probes.Load(); got != 1 {
+		t.Errorf("probes = %d, want 1", got)
+	}
+}
+
+func TestAuth_invalidServicesNeverReachVault(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	for _, svc := range []string{"", "sys%2Fmounts", "..%2Fsys", "a%20b", "registry%2Ftoken", url.QueryEscape(strings.Repeat("a", 129))} {
+		w := get(s, "service="+svc, basic("alice", "pw"))
+		if w.Code != 400 {
+			t.Errorf("service=%s: status %d", svc, w.Code)
+		}
+	}
+	if n := fv.probes.Load() + fv.tokens.Load(); n != 0 {
+		t.Errorf("vault got %d calls", n)
+	}
+}
+
+func TestAuth_issuerMismatchIsLoggedOnce(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.issuer = "vault-plugin-registry"
+	s, logs := newTestRelay(t, fv.srv.URL)
+	for range 3 {
+		if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 200 {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	if n := strings.Count(logs.String(), "token.issuer differs"); n != 1 {
+		t.Errorf("mismatch logged %d times:\n%s", n, logs)
+	}
+	if !strings.Contains(logs.String(), "vault write registry/config issuer=Token") {
+		t.Errorf("no fix in the log:\n%s", logs)
+	}
+}
+
+func TestAuth_methodsAndBodies(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+
+	r := httptest.NewRequest(http.MethodPut, "/auth?service=registry", nil)
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	if w.Code != 405 || w.Header().Get("Allow") != "GET, POST" {
+		t.Errorf("PUT: %d %q", w.Code, w.Header().Get("Allow"))
+	}
+
+	big := "grant_type=password&username=a&password=" + strings.Repeat("x", maxBodyBytes)
+	r = httptest.NewRequest(http.MethodPost, "/auth", strings.NewReader(big))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	if w.Code != 413 || decodeJSON(t, w)["error"] != "invalid_request" {
+		t.Errorf("huge body: %d %s", w.Code, w.Body)
+	}
+
+	r = httptest.NewRequest(http.MethodPost, "/auth", strings.NewReader(`{"grant_type":"password"}`))
+	r.Header.Set("Content-Type", "application/json")
+	w = httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	if w.Code != 400 {
+		t.Errorf("JSON body: %d %s", w.Code, w.Body)
+	}
+
+	r = httptest.NewRequest(http.MethodGet, "/auth?service=registry", nil)
+	r.Header.Add("Authorization", basic("a", "b"))
+	r.Header.Add("Authorization", basic("c", "d"))
+	w = httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, r)
+	if w.Code != 400 {
+		t.Errorf("two Authorization headers: %d", w.Code)
+	}
+}
+
+func TestServerPing_answersAsGodoauth(t *testing.T) {
+	fv := newFakeVault(t)
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/server-ping", nil))
+	if w.Code != 200 || w.Body.String() != "{\"message\": \"Save the Whales !\"}\n\r" ||
+		w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("%d %q", w.Code, w.Body)
+	}
+}
+
+func TestHealthz_followsVault(t *testing.T) {
+	cases := map[string]struct {
+		health func(w http.ResponseWriter, r *http.Request)
+		want   int
+		state  string
+	}{
+		"unsealed": {nil, 200, "unsealed"},
+		"sealed": {func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, 299, map[string]any{"initialized": true, "sealed": true})
+		}, 503, "sealed"},
+		"not initialized": {func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, 299, map[string]any{"initialized": false, "sealed": true})
+		}, 503, "not initialized"},
+		"broken": {func(w http.ResponseWriter, _ *http.Request) { vaultError(w, 500, "boom") }, 503, "unreachable"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			fv := newFakeVault(t)
+			fv.health = c.health
+			s, _ := newTestRelay(t, fv.srv.URL)
+			w := httptest.NewRecorder()
+			s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+			if w.Code != c.want || decodeJSON(t, w)["vault"] != c.state {
+				t.Errorf("%d %s", w.Code, w.Body)
+			}
+		})
+	}
+	fv := newFakeVault(t)
+	addr := fv.srv.URL
+	fv.srv.Close()
+	s, _ := newTestRelay(t, addr)
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if w.Code != 503 {
+		t.Errorf("vault down: %d", w.Code)
+	}
+}
+
+func TestMetrics_boundedLabels(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	get(s, "service=registry", basic("alice", "pw"))
+	get(s, "service=made-up-1", basic("alice", "pw"))
+	get(s, "service=made%2Fup", basic("alice", "pw"))
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	text := w.Body.String()
+	for _, want := range []string{
+		`godoauth_relay_requests_total{outcome="minted",service="registry"} 1`,
+		`godoauth_relay_requests_total{outcome="bad_request",service="invalid"} 2`,
+		`godoauth_relay_request_duration_seconds_bucket{outcome="minted"`,
+		`godoauth_relay_vault_errors_total{kind="unreachable"} 0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(text, "made") {
+		t.Error("a made-up service became a label")
+	}
+}
+
+func TestServe_finishesRequestsInFlightOnShutdown(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	started := make(chan struct{})
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		fv.mint(w, body)
+	}
+	s, _ := newTestRelay(t, fv.srv.URL)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+
+	status := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/auth?service=registry", nil)
+		req.SetBasicAuth("alice", "pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	<-started
+	cancel()
+	if got := <-status; got != 200 {
+		t.Errorf("request in flight got %d", got)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("still listening after shutdown")
+	}
+}
+
+func TestServe_slowClientCannotPinTheRelay(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(300 * time.Millisecond) })
+	addr := serveLoopback(t, s)
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET /auth?service=registry HTTP/1.1\r\nHost: x\r\n") // and never finishes
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the relay kept a half-sent request open past http.timeout")
+	}
+
+	huge, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer huge.Close()
+	_, _ = io.WriteString(huge, "GET /auth HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
+	resp, err := http.ReadResponse(bufioReader(huge), nil)
+	if err != nil || resp.StatusCode != 431 {
+		t.Fatalf("huge header: %v %v", resp, err)
+	}
+}
+
+func TestNew_refusesMissingTLSFiles(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:8200")
+	cfg.HTTP.TLS = TLSConfig{Certificate: "testdata/missing.pem", Key: "testdata/missing.key"}
+	_, err := New(cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "http.tls") || !strings.Contains(err.Error(), "missing.pem") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestNew_refusesAnIncompleteConfig(t *testing.T) {
+	cfg := testConfig("")
+	if _, err := New(cfg, nil); err == nil {
+		t.Fatal("no Vault address accepted")
+	}
+}
+
+func TestMintedToken_readsThePluginAnswerStrictly(t *testing.T) {
+	tok := fakeJWT(map[string]any{"iss": "Token", "sub": "alice",
+		"access": []map[string]any{{"type": "repository", "name": "a", "actions": []string{"pull"}}}})
+	good := func() map[string]any {
+		return map[string]any{"token": tok, "access_token": tok, "expires_in": json.Number("300"),
+			"issued_at": "2024-01-02T03:04:05Z"}
+	}
+	m, err := readMinted(good())
+	if err != nil || m.Subject != "alice" || m.grantedScope() != "repository:a:pull" || m.ExpiresIn != 300 {
+		t.Fatalf("%+v %v", m, err)
+	}
+	bad := map[string]func(map[string]any){
+		"no token":             func(d map[string]any) { delete(d, "token") },
+		"token not a string":   func(d map[string]any) { d["token"] = 5 },
+		"access_token differs": func(d map[string]any) { d["access_token"] = "x.y.z" },
+		"negative expiry":      func(d map[string]any) { d["expires_in"] = json.Number("-1") },
+		"fractional expiry":    func(d map[string]any) { d["expires_in"] = json.Number("1.5") },
+		"issued_at not a time": func(d map[string]any) { d["issued_at"] = "yesterday" },
+		"refresh not a string": func(d map[string]any) { d["refresh_token"] = 1 },
+		"two parts":            func(d map[string]any) { d["token"] = "a.b"; delete(d, "access_token") },
+		"payload not JSON": func(d map[string]any) {
+			d["token"] = "a.bm90IGpzb24.c"
+			delete(d, "access_token")
+		},
+	}
+	for name, edit := range bad {
+		d := good()
+		edit(d)
+		if _, err := readMinted(d); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
