@@ -80,7 +80,10 @@ func TestRefresh_refused(t *testing.T) {
 		{"unknown token", func(f *fixture, rt string) (string, string) { return rt[:len(rt)-1] + "A", "docker" }},
 		{"garbage", func(f *fixture, rt string) (string, string) { return "x", "docker" }},
 		{"expired", func(f *fixture, rt string) (string, string) { f.clock.Advance(721 * time.Hour); return rt, "docker" }},
-		{"password changed", func(f *fixture, rt string) (string, string) { f.addUser("bob", "new", "repository:bob/*:*"); return rt, "docker" }},
+		{"password changed", func(f *fixture, rt string) (string, string) {
+			f.addUser("bob", "new", "repository:bob/*:*")
+			return rt, "docker"
+		}},
 		{"user deleted", func(f *fixture, rt string) (string, string) { f.b.DeleteUser(f.ctx, f.s, "bob"); return rt, "docker" }},
 		{"revoked by operator", func(f *fixture, rt string) (string, string) {
 			if n, err := f.b.RevokeRefreshTokens(f.ctx, f.s, "bob"); n != 1 || err != nil {
