@@ -77,7 +77,13 @@ func TestRefresh_refused(t *testing.T) {
 		act  func(f *fixture, rt string) (string, string) // returns token and client id to use
 	}{
 		{"other client_id", func(f *fixture, rt string) (string, string) { return rt, "containerd" }},
-		{"unknown token", func(f *fixture, rt string) (string, string) { return rt[:len(rt)-1] + "A", "docker" }},
+		{"unknown token", func(f *fixture, rt string) (string, string) {
+			last := "A"
+			if strings.HasSuffix(rt, "A") {
+				last = "B"
+			}
+			return rt[:len(rt)-1] + last, "docker"
+		}},
 		{"garbage", func(f *fixture, rt string) (string, string) { return "x", "docker" }},
 		{"expired", func(f *fixture, rt string) (string, string) { f.clock.Advance(721 * time.Hour); return rt, "docker" }},
 		{"password changed", func(f *fixture, rt string) (string, string) {
