@@ -31,41 +31,47 @@ type keyPair struct {
 	leaf              *x509.Certificate
 }
 
+// keyFiles names the key pair and where the names came from, for errors.
+type keyFiles struct {
+	certificate, key        string
+	certSetting, keySetting string // "token.certificate" or "-certificate", …
+}
+
 // loadKeyPair reads and checks the pair; nil when neither file is named.
 // Relative paths are read from the working directory, as godoauth and the
 // relay read theirs.
-func loadKeyPair(certPath, keyPath string) (*keyPair, error) {
+func loadKeyPair(f keyFiles) (*keyPair, error) {
 	switch {
-	case certPath == "" && keyPath == "":
+	case f.certificate == "" && f.key == "":
 		return nil, nil
-	case certPath == "":
-		return nil, errors.New("token.key is set but token.certificate is not; name both, or use -keys=false")
-	case keyPath == "":
-		return nil, errors.New("token.certificate is set but token.key is not; name both, or use -keys=false")
+	case f.certificate == "":
+		return nil, fmt.Errorf("%s is set but %s is not; name both, or use -keys=false", f.keySetting, f.certSetting)
+	case f.key == "":
+		return nil, fmt.Errorf("%s is set but %s is not; name both, or use -keys=false", f.certSetting, f.keySetting)
 	}
-	certPEM, err := readPEMFile("token.certificate", certPath)
+	certPEM, err := readPEMFile(f.certSetting, f.certificate)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := readPEMFile("token.key", keyPath)
+	keyPEM, err := readPEMFile(f.keySetting, f.key)
 	if err != nil {
 		return nil, err
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("token.certificate %s and token.key %s: %v", quote(certPath), quote(keyPath), err)
+		return nil, fmt.Errorf("%s %s and %s %s: %v", f.certSetting, quote(f.certificate), f.keySetting, quote(f.key), err)
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
 		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("token.certificate %s: %v", quote(certPath), err)
+			return nil, fmt.Errorf("%s %s: %v", f.certSetting, quote(f.certificate), err)
 		}
 	}
 	if time.Now().After(leaf.NotAfter) {
-		return nil, fmt.Errorf("token.certificate %s expired on %s; the plugin refuses it (use -keys=false to migrate the users only)",
-			quote(certPath), leaf.NotAfter.UTC().Format(time.DateOnly))
+		return nil, fmt.Errorf("%s %s expired on %s; the plugin refuses it (use -keys=false to migrate the users only)",
+			f.certSetting, quote(f.certificate), leaf.NotAfter.UTC().Format(time.DateOnly))
 	}
-	return &keyPair{certPath: certPath, keyPath: keyPath, certPEM: string(certPEM), keyPEM: string(keyPEM), leaf: leaf}, nil
+	return &keyPair{certPath: f.certificate, keyPath: f.key, certPEM: string(certPEM), keyPEM: string(keyPEM), leaf: leaf}, nil
 }
 
 func readPEMFile(setting, path string) ([]byte, error) {

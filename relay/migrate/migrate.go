@@ -55,13 +55,13 @@ storage.delete.enabled.
 Vault: the address and token come from storage.vault of the configuration,
 and VAULT_ADDR, VAULT_TOKEN and VAULT_CACERT override them, as for every
 Vault client. godoauth's token can usually only read the old mount: run
-this with an operator's VAULT_TOKEN. It needs list and read on <from>/*,
-read and update on <to>/config and <to>/users/*, list on <to>/users/, read
-on <to>/ca, and update on <to>/ca/import.
+this with an operator's VAULT_TOKEN. It needs list and read on <from>/*;
+read and update on <to>/config; read, create and update on <to>/users/*;
+list on <to>/users/; read on <to>/ca; update on <to>/ca/import.
 
 Exit status: 0 everything migrated; 1 some users were skipped or a step
 failed (fix it and run again); 2 nothing was changed: bad flags,
-configuration, key pair or mounts.
+configuration, key pair or mounts. A dry run answers as the run would.
 
 Example:
   godoauth-relay migrate -config config.yaml -from registry -to registry-new -dry-run
@@ -86,9 +86,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	opts, status, ok := parseFlags(args, stdout, stderr)
+	opts, code, ok := parseFlags(args, stdout, stderr)
 	if !ok {
-		return status
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "godoauth-relay migrate:", oneLine(err.Error()))
@@ -101,11 +101,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	var pair *keyPair
 	if opts.keys {
-		certPath, keyPath := cfg.Token.Certificate, cfg.Token.Key
-		if opts.certificate != "" || opts.key != "" {
-			certPath, keyPath = opts.certificate, opts.key
+		files := keyFiles{certificate: cfg.Token.Certificate, key: cfg.Token.Key, certSetting: "token.certificate", keySetting: "token.key"}
+		if opts.certificate != "" {
+			files = keyFiles{certificate: opts.certificate, key: opts.key, certSetting: "-certificate", keySetting: "-key"}
 		}
-		if pair, err = loadKeyPair(certPath, keyPath); err != nil {
+		if pair, err = loadKeyPair(files); err != nil {
 			return fail(err)
 		}
 	}
@@ -114,15 +114,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return fail(err)
 	}
 	m := &migration{
-		opts:    opts,
-		vault:   client,
-		out:     stdout,
-		errOut:  stderr,
-		addr:    cfg.VaultAddress(),
-		issuer:  cfg.Token.Issuer,
-		ttl:     cfg.Token.Expiration,
-		pair:    pair,
-		keysOff: !opts.keys,
+		opts:   opts,
+		vault:  client,
+		out:    stdout,
+		errOut: stderr,
+		addr:   cfg.VaultAddress(),
+		issuer: cfg.Token.Issuer,
+		ttl:    cfg.Token.Expiration,
+		pair:   pair,
 	}
 	if err := m.preflight(ctx); err != nil {
 		return fail(err)

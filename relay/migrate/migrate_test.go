@@ -152,7 +152,7 @@ func TestMigrate_dryRunWritesNothing(t *testing.T) {
 	f.pluginOK(logical.UpdateOperation, "users/same", map[string]any{"password": "x", "access": "repository:same/app:pull"})
 	f.pluginOK(logical.UpdateOperation, "users/changed", map[string]any{"password": "x", "access": "repository:old/app:pull"})
 	certPath, keyPath := writeKeyPair(t, t.TempDir(), "rsa")
-	cfg := f.writeConfig(t, testToken, "   issuer: Other\n   certificate: "+certPath+"\n   key: "+keyPath+"\n")
+	cfg := f.writeConfig(t, testToken, "  issuer: Other\n  certificate: "+certPath+"\n  key: "+keyPath+"\n")
 	before := len(f.writes())
 
 	r := migrateCmd(noEnv, "-config", cfg, "-from", "registry", "-to", "registry-new", "-dry-run")
@@ -279,7 +279,7 @@ func TestMigrate_importsTheKeyPairOnce(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			f := newFakeVault(t, "registry", "registry-new")
 			certPath, keyPath := writeKeyPair(t, t.TempDir(), kind)
-			cfg := f.writeConfig(t, testToken, "   certificate: "+certPath+"\n   key: "+keyPath+"\n")
+			cfg := f.writeConfig(t, testToken, "  certificate: "+certPath+"\n  key: "+keyPath+"\n")
 
 			r := migrateCmd(noEnv, "-config", cfg, "-from", "registry", "-to", "registry-new")
 			if r.code != exitOK {
@@ -316,7 +316,7 @@ func TestMigrate_keepsAnotherImportedCertificate(t *testing.T) {
 	before := f.pluginOK(logical.ReadOperation, "ca", nil).Data["fingerprint"]
 
 	certPath, keyPath := writeKeyPair(t, t.TempDir(), "rsa")
-	r := migrateCmd(noEnv, "-config", f.writeConfig(t, testToken, "   certificate: "+certPath+"\n   key: "+keyPath+"\n"),
+	r := migrateCmd(noEnv, "-config", f.writeConfig(t, testToken, "  certificate: "+certPath+"\n  key: "+keyPath+"\n"),
 		"-from", "registry", "-to", "registry-new")
 	if r.code != exitPartial {
 		t.Fatalf("%s", r)
@@ -334,7 +334,7 @@ func TestMigrate_keyPathsRelativeToTheWorkingDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeKeyPair(t, filepath.Join(dir, "certs"), "rsa")
-	cfg := f.writeConfig(t, testToken, "   certificate: certs/server.pem\n   key: certs/server.key\n")
+	cfg := f.writeConfig(t, testToken, "  certificate: certs/server.pem\n  key: certs/server.key\n")
 
 	r := migrateCmd(noEnv, "-config", cfg, "-from", "registry", "-to", "registry-new")
 	if r.code != exitUsage || len(f.writes()) != 0 {
@@ -352,7 +352,7 @@ func TestMigrate_keyPathsRelativeToTheWorkingDirectory(t *testing.T) {
 
 func TestMigrate_setsTheIssuerRegistriesCheck(t *testing.T) {
 	f := newFakeVault(t, "registry", "registry-new")
-	path := f.writeConfig(t, testToken, "   issuer: Acme auth\n")
+	path := f.writeConfig(t, testToken, "  issuer: Acme auth\n")
 	r := migrateCmd(noEnv, "-config", path, "-from", "registry", "-to", "registry-new")
 	if r.code != exitOK {
 		t.Fatalf("%s", r)

@@ -13,15 +13,14 @@ import (
 // migration is one run: checks, then issuer, keys and users, then the
 // summary.
 type migration struct {
-	opts    options
-	vault   *api.Client
-	out     io.Writer // the report
-	errOut  io.Writer // what stopped the run
-	addr    string
-	issuer  string // token.issuer
-	ttl     int64  // token.expiration, seconds
-	pair    *keyPair
-	keysOff bool // -keys=false
+	opts   options
+	vault  *api.Client
+	out    io.Writer // the report
+	errOut io.Writer // what stopped the run
+	addr   string
+	issuer string // token.issuer
+	ttl    int64  // token.expiration, seconds
+	pair   *keyPair
 
 	pluginConfig map[string]any // <to>/config, read by preflight
 	failed       bool           // a step failed: exit status 1
@@ -117,7 +116,7 @@ func (m *migration) migrateKeys(ctx context.Context) {
 	to := m.opts.to
 	p := m.pair
 	switch {
-	case m.keysOff:
+	case !m.opts.keys:
 		m.printf("keys: not imported (-keys=false)\n")
 		return
 	case p == nil:

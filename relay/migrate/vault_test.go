@@ -280,23 +280,8 @@ func (f *fakeVault) writeConfig(t *testing.T, token string, tokenSection string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`---
-version: 0.1
-log:
-  level: info
-storage:
-  vault:
-    proto: http
-    host: %s
-    port: %s
-    auth_token: %s
-    timeout: 3s
-http:
-  timeout: 5s
-  addr: :5002
-token:
-   expiration: 800
-%s`, u.Hostname(), u.Port(), token, tokenSection)
+	cfg := fmt.Sprintf("storage:\n  vault:\n    proto: http\n    host: %s\n    port: %s\n    auth_token: %s\n"+
+		"http:\n  addr: :5002\ntoken:\n  expiration: 800\n%s", u.Hostname(), u.Port(), token, tokenSection)
 	path := filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
