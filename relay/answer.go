@@ -44,6 +44,13 @@ func unknownService(service string) *failure {
 }
 
 // errUnavailable is every Vault trouble as the client sees it.
+// statusClientClosed is nginx's status for a request whose client went
+// away before the answer: nobody reads it, but the log and the metrics
+// must not count it as a Vault outage.
+const statusClientClosed = 499
+
+var errCanceled = &failure{status: statusClientClosed, msg: "client closed the request"}
+
 var errUnavailable = &failure{
 	status:     http.StatusServiceUnavailable,
 	oauthCode:  "temporarily_unavailable",

@@ -85,8 +85,11 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, 403, "permission denied")
 			return
 		}
-		if fv.token != nil {
-			fv.token(w, r, body)
+		fv.mu.Lock()
+		token := fv.token
+		fv.mu.Unlock()
+		if token != nil {
+			token(w, r, body)
 			return
 		}
 		fv.mint(w, body)

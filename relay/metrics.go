@@ -21,6 +21,7 @@ var outcomes = map[int]string{
 	http.StatusRequestEntityTooLarge: "bad_request",
 	http.StatusTooManyRequests:       "locked_out",
 	http.StatusServiceUnavailable:    "unavailable",
+	statusClientClosed:               "canceled",
 }
 
 func outcome(status int) string {

@@ -640,3 +640,55 @@ func TestMintedToken_readsThePluginAnswerStrictly(t *testing.T) {
 }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+func TestAuth_clientGoneIsCanceledNotAnOutage(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, logs := newTestRelay(t, fv.srv.URL)
+	get(s, "service=registry", basic("alice", "pw")) // probe once while Vault still answers
+	release := make(chan struct{})
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		<-release // Vault is slow; the client gives up meanwhile
+		vaultError(w, 500, "too late")
+	}
+	fv.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := httptest.NewRequest(http.MethodGet, "/auth?service=registry", nil).WithContext(ctx)
+	r.Header.Set("Authorization", basic("alice", "pw"))
+	done := make(chan struct{})
+	go func() {
+		s.Handler().ServeHTTP(httptest.NewRecorder(), r)
+		close(done)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	<-done
+	close(release)
+
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	text := w.Body.String()
+	if !strings.Contains(text, `godoauth_relay_requests_total{outcome="canceled",service="registry"} 1`) {
+		t.Errorf("the abandoned request is not counted as canceled:\n%s", grepLines(text, "requests_total"))
+	}
+	if strings.Contains(text, `outcome="unavailable"`) || strings.Contains(logs.String(), "[ERROR]") {
+		t.Errorf("an abandoned request was taken for a Vault outage:\n%s", logs)
+	}
+	// Vault is not marked down: the next request reaches it.
+	fv.mu.Lock()
+	fv.token = nil
+	fv.mu.Unlock()
+	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 200 {
+		t.Fatalf("next request: %d %s", w.Code, w.Body)
+	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

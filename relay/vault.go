@@ -333,7 +333,7 @@ func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest) *fail
 // unreachable Vault marks Vault down for a moment.
 func (v *vault) transportTrouble(ctx context.Context, err error, path string) *failure {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return errUnavailable // the client went away; nothing to tell anyone
+		return errCanceled // the client went away; nothing to tell anyone
 	}
 	v.downUntil.Store(time.Now().Add(downFor).UnixNano())
 	var ne net.Error
