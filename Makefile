@@ -48,9 +48,14 @@ relay:
 tools:
 	scripts/install.sh
 
-# Both suites run even when the first fails, so one run shows every failure.
+# Every suite runs even when an earlier one fails, so one run shows every
+# failure. Fuzzing is brief here (TEST_FUZZTIME each target); `make fuzz`
+# runs longer.
+TEST_FUZZTIME ?= 5s
 test: tools
-	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory e2e || rc=1; exit $$rc
+	@rc=0; $(MAKE) --no-print-directory unit || rc=1; \
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) || rc=1; \
+	$(MAKE) --no-print-directory e2e || rc=1; exit $$rc
 
 unit:
 	$(GO) test -race ./...
