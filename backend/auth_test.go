@@ -245,3 +245,19 @@ func TestAuthenticate_concurrentWritesNeverGrantAccessNeverHeld(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestLockout_samePasswordWriteUnlocks(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.LockoutThreshold = 1
+	f.saveConfig(cfg)
+	f.addUser("bob", "right", "")
+	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); errKind(err) != KindLockedOut {
+		t.Fatalf("want locked out, got %v", err)
+	}
+	f.addUser("bob", "right", "") // the operator sets the same password again
+	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); err != nil {
+		t.Fatalf("after the operator rewrote the password: %v", err)
+	}
+}

@@ -35,6 +35,10 @@ type Config struct {
 	LockoutDuration    time.Duration `json:"lockout_duration"`
 	RefreshTokenTTL    time.Duration `json:"refresh_token_ttl"`
 	RotationPeriod     time.Duration `json:"rotation_period"`
+	// OmitX5C leaves the certificate chain out of the token header, for
+	// registries that trust only a JWK set (distribution v3's jwks option
+	// checks x5c against rootcertbundle whenever a token carries it).
+	OmitX5C bool `json:"omit_x5c,omitempty"`
 
 	anonymous Access // parsed AnonymousAccess
 }

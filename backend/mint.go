@@ -192,7 +192,9 @@ func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, serv
 	}
 	t := jwt.NewWithClaims(key.method, c)
 	t.Header["kid"] = key.ID
-	t.Header["x5c"] = key.x5c
+	if !cfg.OmitX5C {
+		t.Header["x5c"] = key.x5c
+	}
 	signed, err := t.SignedString(key.signer)
 	if err != nil {
 		return nil, err

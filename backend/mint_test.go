@@ -173,3 +173,24 @@ func TestMint_clientIDIsChecked(t *testing.T) {
 		t.Errorf("control character in client_id: %v, want 400", err)
 	}
 }
+
+func TestMint_omitX5CLeavesOnlyKid(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.OmitX5C = true
+	f.saveConfig(cfg)
+	f.addUser("bob", "pw", "")
+	tok, err := f.mint(TokenRequest{Username: "bob", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var header map[string]any
+	decodeSegment(t, strings.Split(tok.JWT, ".")[0], &header)
+	ring, _ := f.b.Keys(f.ctx, f.s)
+	if _, ok := header["x5c"]; ok || header["kid"] != ring.Current().ID {
+		t.Errorf("header %v: want kid %s and no x5c", header, ring.Current().ID)
+	}
+	if !strings.Contains(string(ring.JWKS()), ring.Current().ID) {
+		t.Error("the jwks lacks the kid tokens carry")
+	}
+}

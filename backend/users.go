@@ -171,10 +171,13 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 		u.Access = access.String()
 		change.AccessChanged = true
 	}
-	if !change.Created && !change.PasswordChanged && !change.AccessChanged {
+	// An operator who sets the password unlocks the user, even when the
+	// password is the same.
+	unlock := (up.Password != nil || up.PasswordHash != nil) && u.Lockout != (Lockout{})
+	if !change.Created && !change.PasswordChanged && !change.AccessChanged && !unlock {
 		return change, nil
 	}
-	if change.PasswordChanged {
+	if change.PasswordChanged || unlock {
 		u.Lockout = Lockout{}
 	}
 	u.Updated = now

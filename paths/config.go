@@ -26,6 +26,7 @@ func configPaths(b *backend.Backend) []*framework.Path {
 			"lockout_duration":     {Type: framework.TypeDurationSecond, Description: "Lockout length; the failure count also resets after this long.", Default: "15m"},
 			"refresh_token_ttl":    {Type: framework.TypeDurationSecond, Description: "Refresh token lifetime; 0 turns refresh tokens off.", Default: "720h"},
 			"rotation_period":      {Type: framework.TypeDurationSecond, Description: "Automatic signing-key rotation period (at least 1m); 0 rotates only on keys/rotate.", Default: 0},
+			"x5c":                  {Type: framework.TypeBool, Description: "Put the signing certificate chain in the token header (x5c). Set false for registries that trust only a JWK set (distribution v3 auth.token.jwks without rootcertbundle): v3 checks x5c against rootcertbundle whenever a token carries it. Registry 2.8 needs x5c.", Default: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: h.read, Summary: "Read the mount's settings."},
@@ -55,6 +56,7 @@ func (h *configHandler) read(ctx context.Context, req *logical.Request, _ *frame
 		"lockout_duration":     seconds(cfg.LockoutDuration),
 		"refresh_token_ttl":    seconds(cfg.RefreshTokenTTL),
 		"rotation_period":      seconds(cfg.RotationPeriod),
+		"x5c":                  !cfg.OmitX5C,
 	}}, nil
 }
 
@@ -75,6 +77,9 @@ func (h *configHandler) write(ctx context.Context, req *logical.Request, d *fram
 	setDuration(d, "lockout_duration", &cfg.LockoutDuration)
 	setDuration(d, "refresh_token_ttl", &cfg.RefreshTokenTTL)
 	setDuration(d, "rotation_period", &cfg.RotationPeriod)
+	if v, ok := d.GetOk("x5c"); ok {
+		cfg.OmitX5C = !v.(bool)
+	}
 	if err := h.b.SaveConfig(ctx, req.Storage, &cfg); err != nil {
 		return respond(err)
 	}
@@ -118,4 +123,5 @@ the tokens' "aud". Settings apply at once, on every node.
   lockout_duration     how long a lockout lasts
   refresh_token_ttl    refresh token lifetime (0: no refresh tokens)
   rotation_period      automatic signing-key rotation (0: only keys/rotate)
+  x5c                  certificate chain in tokens (false: jwks-only registries)
 `
