@@ -58,7 +58,7 @@ func TestConcurrency_mintWhileUsersAndKeysChange(t *testing.T) {
 			if _, err := f.b.RotateKeys(f.ctx, f.s); err != nil {
 				t.Error(err)
 			}
-			if _, err := f.b.GenerateCA(f.ctx, f.s, ""); err != nil {
+			if _, err := f.b.GenerateCA(f.ctx, f.s, "", false); err != nil {
 				t.Error(err)
 			}
 		}

@@ -61,6 +61,9 @@ type storedCA struct {
 	PrivateKey  string    `json:"private_key,omitempty"` // PKCS#8 PEM
 	Imported    bool      `json:"imported,omitempty"`
 	Retires     time.Time `json:"retires,omitzero"` // an old CA leaves the bundle then
+	// Staged: published in the bundle, not yet signing; keys/rotate
+	// makes it the active anchor.
+	Staged bool `json:"staged,omitempty"`
 }
 
 type storedKey struct {
@@ -97,6 +100,7 @@ type CAInfo struct {
 	NotAfter    time.Time
 	Fingerprint string // SHA-256 of the DER, hex with colons
 	Imported    bool
+	Staged      bool
 	Retires     time.Time
 }
 
@@ -180,8 +184,21 @@ func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, 
 	if err != nil {
 		return nil, err
 	}
-	if sr == nil || sr.CAs[0].Imported {
-		return nil, errorf(KindBadRequest, "the trust anchor was imported and signs tokens itself, so it cannot be rotated; use ca/generate to move to a CA kept in Vault")
+	if sr == nil {
+		return nil, errorf(KindBadRequest, "no keys yet")
+	}
+	if staged := takeStaged(sr); staged != nil {
+		// The operator has put the staged CA into every registry's bundle:
+		// sign under it from now on.
+		b.retireAll(sr, cfg)
+		if err := b.anchorWith(sr, cfg, *staged); err != nil {
+			return nil, err
+		}
+		b.logger.Info("activated the staged trust anchor")
+		return b.saveRing(ctx, s, sr)
+	}
+	if sr.CAs[0].Imported {
+		return nil, errorf(KindBadRequest, "the trust anchor was imported and signs tokens itself, so it cannot be rotated; stage a CA kept in Vault with ca/generate stage=true, put ca/pem into the registries, then rotate")
 	}
 	if err := b.rotate(sr, cfg); err != nil {
 		return nil, err
@@ -189,9 +206,24 @@ func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, 
 	return b.saveRing(ctx, s, sr)
 }
 
+// takeStaged removes the staged CA from sr and returns it, if there is one.
+func takeStaged(sr *storedRing) *storedCA {
+	for i, ca := range sr.CAs {
+		if ca.Staged {
+			sr.CAs = append(sr.CAs[:i], sr.CAs[i+1:]...)
+			ca.Staged = false
+			return &ca
+		}
+	}
+	return nil
+}
+
 // GenerateCA replaces the trust anchor and all signing keys. The old CA
-// stays in the bundle until every token signed under it has expired.
-func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType string) (*KeyRing, error) {
+// stays in the bundle until every token signed under it has expired. With
+// stage, the new CA is only published in the bundle, next to the active
+// one, and keys/rotate activates it: registries can load the new bundle
+// before any token depends on it.
+func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType string, stage bool) (*KeyRing, error) {
 	cfg, err := b.Config(ctx, s)
 	if err != nil {
 		return nil, err
@@ -209,6 +241,21 @@ func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType str
 	sr, err := loadRing(ctx, s)
 	if err != nil {
 		return nil, err
+	}
+	if sr != nil {
+		takeStaged(sr) // a new CA replaces a staged one
+	}
+	if stage {
+		if sr == nil {
+			return nil, errorf(KindBadRequest, "nothing to stage against: no trust anchor yet; use ca/generate without stage")
+		}
+		ca, err := newCA(cfg.KeyType, b.now().UTC())
+		if err != nil {
+			return nil, err
+		}
+		ca.Staged = true
+		sr.CAs = append(sr.CAs, ca)
+		return b.saveRing(ctx, s, sr)
 	}
 	if sr == nil {
 		sr = &storedRing{}
@@ -261,6 +308,7 @@ func (b *Backend) ImportCA(ctx context.Context, s logical.Storage, certPEM, keyP
 	if sr == nil {
 		sr = &storedRing{}
 	}
+	takeStaged(sr) // the imported anchor replaces a staged one
 	b.retireAll(sr, cfg)
 	sr.CAs = append([]storedCA{{Certificate: certPEMNorm, Imported: true}}, sr.CAs...)
 	sr.Keys = append([]storedKey{{
@@ -377,11 +425,16 @@ func (b *Backend) retireAll(sr *storedRing, cfg *Config) {
 
 // newAnchor puts a new CA first in sr with a current and a next key.
 func (b *Backend) newAnchor(sr *storedRing, cfg *Config) error {
-	now := b.now().UTC()
-	ca, err := newCA(cfg.KeyType, now)
+	ca, err := newCA(cfg.KeyType, b.now().UTC())
 	if err != nil {
 		return err
 	}
+	return b.anchorWith(sr, cfg, ca)
+}
+
+// anchorWith puts ca first in sr with a current and a next key it issues.
+func (b *Backend) anchorWith(sr *storedRing, cfg *Config, ca storedCA) error {
+	now := b.now().UTC()
 	sr.CAs = append([]storedCA{ca}, sr.CAs...)
 	current, err := b.newSigningKey(ca, cfg, now)
 	if err != nil {
@@ -487,7 +540,7 @@ func prune(sr *storedRing, now time.Time) bool {
 	sr.Keys = keys
 	cas := sr.CAs[:1]
 	for _, ca := range sr.CAs[1:] {
-		if !now.Before(ca.Retires) {
+		if !ca.Staged && !now.Before(ca.Retires) {
 			changed = true
 			continue
 		}
@@ -554,7 +607,7 @@ func parseRing(sr *storedRing, now time.Time) (*KeyRing, error) {
 	}
 	var bundle strings.Builder
 	for i, ca := range sr.CAs {
-		if i > 0 && !now.Before(ca.Retires) {
+		if i > 0 && !ca.Staged && !now.Before(ca.Retires) {
 			continue
 		}
 		cert, err := parseCertificatePEM(ca.Certificate)
@@ -568,6 +621,7 @@ func parseRing(sr *storedRing, now time.Time) (*KeyRing, error) {
 			NotAfter:    cert.NotAfter,
 			Fingerprint: colonHex(sum[:]),
 			Imported:    ca.Imported,
+			Staged:      ca.Staged,
 			Retires:     ca.Retires,
 		})
 		bundle.WriteString(ca.Certificate)

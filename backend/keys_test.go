@@ -154,7 +154,7 @@ func TestKeys_generateCAKeepsOldCAInBundleUntilItsTokensExpire(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("bob", "pw", "")
 	old, _ := f.mint(TokenRequest{Username: "bob", Password: "pw"})
-	r, err := f.b.GenerateCA(f.ctx, f.s, KeyTypeRSA)
+	r, err := f.b.GenerateCA(f.ctx, f.s, KeyTypeRSA, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,5 +318,68 @@ func TestKeyID_isLibtrustFormat(t *testing.T) {
 		if len(g) != 4 || strings.Trim(g, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") != "" {
 			t.Fatalf("kid %q: group %q is not 4 base32 characters", id, g)
 		}
+	}
+}
+
+func TestKeys_stagedCAIsPublishedFirstAndActivatedByRotate(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("bob", "pw", "")
+	r0, _ := f.b.Keys(f.ctx, f.s)
+	oldBundle := r0.Bundle()
+
+	r1, err := f.b.GenerateCA(f.ctx, f.s, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Current().ID != r0.Current().ID || strings.Count(string(r1.Bundle()), "BEGIN CERTIFICATE") != 2 {
+		t.Fatalf("staging changed the signer or did not publish the CA")
+	}
+	// Tokens still verify against the old bundle: registries not yet
+	// restarted keep working.
+	tok, _ := f.mint(TokenRequest{Username: "bob", Password: "pw"})
+	verifyToken(t, tok.JWT, oldBundle, f.clock.Now())
+	// Maintenance (automatic rotation) never activates a staged CA.
+	f.clock.Advance(2 * time.Hour)
+	if err := f.b.MaintainKeys(f.ctx, f.s); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := f.b.Keys(f.ctx, f.s); strings.Count(string(r.Bundle()), "BEGIN CERTIFICATE") != 2 || r.CAs()[0].Staged {
+		t.Fatal("maintenance dropped or activated the staged CA")
+	}
+	newBundle := r1.Bundle()
+
+	r2, err := f.b.RotateKeys(f.ctx, f.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.CAs()[0].Fingerprint == r0.CAs()[0].Fingerprint || r2.CAs()[0].Staged {
+		t.Fatal("keys/rotate did not activate the staged CA")
+	}
+	after, _ := f.mint(TokenRequest{Username: "bob", Password: "pw"})
+	// A registry that loaded the bundle with the staged CA verifies the new
+	// tokens and the old ones.
+	verifyToken(t, after.JWT, newBundle, f.clock.Now())
+	verifyToken(t, tok.JWT, newBundle, f.clock.Now())
+}
+
+func TestKeys_importedAnchorMovesToStagedCA(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	cert := pemBlock("CERTIFICATE", selfSigned(t, rsaKey, &rsaKey.PublicKey).Raw)
+	f := newFixture(t)
+	if _, err := f.b.ImportCA(f.ctx, f.s, cert, pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.b.RotateKeys(f.ctx, f.s); errKind(err) != KindBadRequest {
+		t.Fatalf("rotating an imported anchor without a staged CA: %v", err)
+	}
+	if _, err := f.b.GenerateCA(f.ctx, f.s, KeyTypeEC, true); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.b.RotateKeys(f.ctx, f.s)
+	if err != nil || r.Imported() || r.CAs()[0].KeyType != KeyTypeEC {
+		t.Fatalf("after activating the staged CA: %v imported=%v", err, r != nil && r.Imported())
+	}
+	if !strings.Contains(string(r.Bundle()), cert) {
+		t.Error("the imported certificate left the bundle before its tokens expired")
 	}
 }

@@ -33,6 +33,7 @@ func caPaths(b *backend.Backend) []*framework.Path {
 			Pattern: "ca/generate$",
 			Fields: map[string]*framework.FieldSchema{
 				"key_type": {Type: framework.TypeString, Description: "ec, rsa or ed25519; default the config's key_type."},
+				"stage":    {Type: framework.TypeBool, Description: "Only publish the new CA in ca/pem next to the active one; keys/rotate activates it once every registry has loaded the new bundle. No token is refused on the way."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.generate, Summary: "Make a new trust anchor and signing keys inside Vault."},
@@ -83,7 +84,18 @@ func caResponse(ring *backend.KeyRing) *logical.Response {
 		"imported":    ca.Imported,
 		"bundle":      string(ring.Bundle()),
 		"current_key": ring.Current().ID,
+		"staged":      staged(ring),
 	}}
+}
+
+// staged describes a staged trust anchor, or is nil when there is none.
+func staged(ring *backend.KeyRing) any {
+	for _, ca := range ring.CAs() {
+		if ca.Staged {
+			return map[string]any{"fingerprint": ca.Fingerprint, "key_type": ca.KeyType, "expires": timestamp(ca.NotAfter)}
+		}
+	}
+	return nil
 }
 
 func (h *caHandler) pem(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -111,7 +123,7 @@ func rawResponse(contentType string, body []byte) *logical.Response {
 }
 
 func (h *caHandler) generate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	ring, err := h.b.GenerateCA(ctx, req.Storage, d.Get("key_type").(string))
+	ring, err := h.b.GenerateCA(ctx, req.Storage, d.Get("key_type").(string), d.Get("stage").(bool))
 	if err != nil {
 		return respond(err)
 	}
@@ -155,6 +167,12 @@ Makes a new CA and signing keys; the old CA and keys stay published until the
 tokens they signed have expired (max_ttl plus 60s). Registries must load the
 new bundle from ca/pem (a restart) before they accept tokens signed under the
 new CA. Signing-key rotation (keys/rotate) needs no such step.
+
+With stage=true nothing changes for tokens: the new CA is only added to
+ca/pem. Re-fetch ca/pem into every registry and restart them at leisure, then
+"vault write -f <service>/keys/rotate" makes the staged CA the signer. This
+also moves an imported godoauth key pair to a CA kept in Vault without a
+refused token.
 `
 
 const caImportHelpSynopsis = "Use an existing certificate and private key (godoauth's) as trust anchor and signer."

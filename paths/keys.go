@@ -85,6 +85,7 @@ const rotateHelpDescription = `
 Registries need no change: tokens carry the signing certificate (x5c), issued
 by the trust anchor they already trust, and the jwks path published the new
 key before it signed. Tokens signed by the retired key stay valid until they
-expire. config rotation_period rotates automatically. An imported trust
-anchor signs tokens itself and cannot be rotated.
+expire. config rotation_period rotates automatically. When a CA is staged
+(ca/generate stage=true), keys/rotate activates it instead. An imported trust
+anchor signs tokens itself and cannot be rotated, except into a staged CA.
 `

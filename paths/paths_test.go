@@ -342,3 +342,18 @@ func jwtHeader(t *testing.T, tok string) map[string]any {
 	}
 	return h
 }
+
+func TestCA_generateStagedThenRotate(t *testing.T) {
+	m := newMount(t, "registry")
+	before := m.ok(read, "ca", nil).Data
+	staged := m.ok(update, "ca/generate", map[string]any{"stage": true}).Data
+	if staged["fingerprint"] != before["fingerprint"] || staged["staged"] == nil ||
+		strings.Count(staged["bundle"].(string), "BEGIN CERTIFICATE") != 2 {
+		t.Fatalf("ca/generate stage=true: %v", staged)
+	}
+	m.ok(update, "keys/rotate", nil)
+	after := m.ok(read, "ca", nil).Data
+	if after["fingerprint"] == before["fingerprint"] || after["staged"] != nil {
+		t.Fatalf("keys/rotate did not activate the staged CA: %v", after)
+	}
+}
