@@ -188,6 +188,11 @@ func (b *Backend) recordFailure(ctx context.Context, s logical.Storage, cfg *Con
 	}
 	now := b.now().UTC()
 	l := &u.Lockout
+	if now.Before(l.Until) {
+		// Already locked out: a failure that was checked before the lockout
+		// began must not restart the count, which would lift the lockout.
+		return nil
+	}
 	if l.Failures == 0 || now.Sub(l.Since) > cfg.LockoutDuration {
 		*l = Lockout{Since: now}
 	}

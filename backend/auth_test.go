@@ -261,3 +261,21 @@ func TestLockout_samePasswordWriteUnlocks(t *testing.T) {
 		t.Fatalf("after the operator rewrote the password: %v", err)
 	}
 }
+
+func TestLockout_lateFailureDoesNotLiftIt(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.LockoutThreshold = 2
+	f.saveConfig(cfg)
+	f.addUser("bob", "right", "")
+	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	// A wrong password checked concurrently, before the lockout began,
+	// is recorded after it.
+	if err := f.b.recordFailure(f.ctx, f.s, cfg, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); errKind(err) != KindLockedOut {
+		t.Fatalf("after a late failure: %v, want still locked out", err)
+	}
+}

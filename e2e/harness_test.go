@@ -659,6 +659,7 @@ const (
 	BadRequest   = "bad_request"  // 400
 	LockedOut    = "locked_out"   // 429
 	Unavailable  = "unavailable"  // 503
+	Canceled     = "canceled"     // 499: the client went away
 
 	// VaultErrors is not an outcome: the sum of
 	// godoauth_relay_vault_errors_total, Vault calls that failed.

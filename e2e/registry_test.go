@@ -96,12 +96,10 @@ func only(delta map[string]float64, outcome string) bool {
 
 // mintedOnly is only(delta, Minted) for a client that is refused by the
 // registry mid-way: crane then cancels its other calls, and a token request
-// it abandons counts as unavailable at the relay, without any Vault error.
+// it abandons counts as canceled at the relay.
 func mintedOnly(delta map[string]float64) bool {
-	if delta[VaultErrors] == 0 {
-		delta = maps.Clone(delta)
-		delete(delta, Unavailable)
-	}
+	delta = maps.Clone(delta)
+	delete(delta, Canceled)
 	return only(delta, Minted)
 }
 
