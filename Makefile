@@ -67,8 +67,10 @@ e2e: build
 demo: tools build
 	scripts/demo.sh
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Go benchmarks, then wrk against the real relay, Vault and plugin;
+# writes bench-results.md (scripts/bench.sh).
+bench: build
+	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/bench.sh
 
 # `go test -list` prints each package's fuzz targets, then "ok <package>".
 fuzz:
@@ -87,6 +89,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
+	$(GO) vet -tags "e2e bench" ./e2e/...
 
 clean:
 	rm -rf $(BIN)

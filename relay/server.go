@@ -100,6 +100,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
+	ln = sendBoundListener{ln}
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.HTTP.TLS.Enabled() {
@@ -127,6 +128,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = serr
 	}
 	return err
+}
+
+// sendBuffer bounds the kernel's send buffer of each client connection.
+// An answer is a few kilobytes; unbounded, the kernel grows the buffer to
+// megabytes, and a client that sends requests back to back and never reads
+// the answers has the relay mint that many megabytes of tokens, held in
+// kernel memory until the write times out.
+const sendBuffer = 64 << 10
+
+type sendBoundListener struct{ net.Listener }
+
+func (l sendBoundListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(sendBuffer)
+	}
+	return c, err
 }
 
 // serverPing is godoauth's health check for load balancers, answered as godoauth did.

@@ -55,8 +55,9 @@ type vault struct {
 	log         hclog.Logger
 	metrics     *metrics
 
-	slots     chan struct{}
-	downUntil atomic.Int64 // unix nanoseconds
+	slots       chan struct{}
+	downUntil   atomic.Int64 // unix nanoseconds
+	credentials *provenCredentials
 
 	mountsMu sync.RWMutex
 	mounts   map[string]mountAnswer
@@ -117,6 +118,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		log:         log,
 		metrics:     m,
 		slots:       make(chan struct{}, maxVaultCalls),
+		credentials: newProvenCredentials(),
 		mounts:      map[string]mountAnswer{},
 	}, nil
 }
@@ -223,12 +225,12 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 	resp, err := v.http.Do(req)
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, service+"/ca/pem")
+		return false, v.transportTrouble(ctx, err, service+"/ca/pem", false)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBytes))
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, service+"/ca/pem")
+		return false, v.transportTrouble(ctx, err, service+"/ca/pem", false)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBytes)) // so the connection is reused
 	switch {
@@ -252,8 +254,18 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 }
 
-// mint sends one token request to the plugin.
+// mint sends one token request to the plugin. A password that got no
+// token lately waits for a place among maxUnprovenCalls first.
 func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
+	id, password := v.credentials.id(req)
+	unproven := password && !v.credentials.proven(id)
+	if unproven {
+		leave, f := v.enterUnproven(ctx)
+		if f != nil {
+			return nil, f
+		}
+		defer leave()
+	}
 	release, f := v.enter(ctx)
 	if f != nil {
 		return nil, f
@@ -262,7 +274,11 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	path := req.vaultPath()
 	secret, err := v.client.Logical().WriteWithContext(ctx, path, req.vaultBody(v.ttl))
 	if err != nil {
-		return nil, v.refusal(ctx, err, req)
+		f := v.refusal(ctx, err, req, unproven)
+		if password && f.status == http.StatusUnauthorized {
+			v.credentials.forget(id)
+		}
+		return nil, f
 	}
 	if secret == nil {
 		return nil, v.trouble("bad_answer", "vault answered no data", "path", path)
@@ -272,6 +288,9 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
 	v.checkIssuer(req.Service, t.Issuer)
+	if password {
+		v.credentials.remember(id)
+	}
 	return t, nil
 }
 
@@ -281,10 +300,12 @@ var retryAfterRE = regexp.MustCompile(`retry after (\d+)s`)
 const defaultRetryAfter = 60
 
 // refusal turns Vault's answer to a token request into the client's.
-func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest) *failure {
+// passwordCheck says the plugin may have queued the request behind other
+// password checks.
+func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest, passwordCheck bool) *failure {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
-		return v.transportTrouble(ctx, err, req.vaultPath())
+		return v.transportTrouble(ctx, err, req.vaultPath(), passwordCheck)
 	}
 	msg := pluginMessage(re.Errors)
 	path := req.vaultPath()
@@ -330,17 +351,25 @@ func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest) *fail
 }
 
 // transportTrouble handles a call that got no answer: a timeout or an
-// unreachable Vault marks Vault down for a moment.
-func (v *vault) transportTrouble(ctx context.Context, err error, path string) *failure {
+// unreachable Vault marks Vault down for a moment. Not the timeout of a
+// password check: the plugin may have queued it behind a flood of wrong
+// passwords, which says nothing about Vault.
+func (v *vault) transportTrouble(ctx context.Context, err error, path string, passwordCheck bool) *failure {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return errCanceled // the client went away; nothing to tell anyone
 	}
-	v.downUntil.Store(time.Now().Add(downFor).UnixNano())
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if passwordCheck {
+			return v.trouble("timeout", "vault did not answer a password check in time; the plugin queues "+
+				"password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
+				"address", v.addr, "path", path, "timeout", v.timeout)
+		}
+		v.downUntil.Store(time.Now().Add(downFor).UnixNano())
 		return v.trouble("timeout", "vault did not answer in time", "address", v.addr, "path", path,
 			"timeout", v.timeout)
 	}
+	v.downUntil.Store(time.Now().Add(downFor).UnixNano())
 	return v.trouble("unreachable", "vault is unreachable", "address", v.addr, "path", path, "error", err)
 }
 

@@ -1,0 +1,114 @@
+package relay
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fillUnproven takes every place for unproven passwords, as a flood of
+// wrong passwords does, until the returned function gives them back.
+func fillUnproven(s *Server) (release func()) {
+	for range maxUnprovenCalls {
+		s.vault.credentials.unproven <- struct{}{}
+	}
+	return func() {
+		for range maxUnprovenCalls {
+			<-s.vault.credentials.unproven
+		}
+	}
+}
+
+// aliceGotAToken is a relay with the given http.timeout whose first token
+// went to alice; her Authorization header is returned.
+func aliceGotAToken(t *testing.T, timeout time.Duration) (*fakeVault, *Server, *syncBuffer, string) {
+	t.Helper()
+	fv := newFakeVault(t, "registry")
+	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(timeout) })
+	alice := basic("alice", "pw")
+	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+		t.Fatalf("first token: %d %s", w.Code, w.Body)
+	}
+	return fv, s, logs, alice
+}
+
+func TestMint_onlyUnprovenPasswordsWaitForTheirPlaces(t *testing.T) {
+	_, s, logs, alice := aliceGotAToken(t, 400*time.Millisecond)
+	release := fillUnproven(s)
+	defer release()
+
+	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+		t.Errorf("a credential that got a token waited for a place: %d %s", w.Code, w.Body)
+	}
+	if w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"},
+		"service": {"registry"}}); w.Code != http.StatusOK {
+		t.Errorf("a refresh token waited for a place: %d %s", w.Code, w.Body)
+	}
+	if w := get(s, "service=registry", ""); w.Code != http.StatusOK {
+		t.Errorf("an anonymous request waited for a place: %d %s", w.Code, w.Body)
+	}
+	for _, who := range []string{basic("alice", "other password"), basic("bob", "pw")} {
+		start := time.Now()
+		w := get(s, "service=registry", who)
+		took := time.Since(start)
+		if code, msg := registryErrorCode(t, w); w.Code != http.StatusTooManyRequests || code != "TOOMANYREQUESTS" ||
+			w.Header().Get("Retry-After") != "1" || !strings.Contains(msg, "too many password checks") {
+			t.Errorf("unproven password with every place taken: %d %v %s", w.Code, w.Header(), w.Body)
+		}
+		if took < 150*time.Millisecond || took > time.Second {
+			t.Errorf("unproven password waited %s for a place; want about half of http.timeout", took)
+		}
+	}
+	if !strings.Contains(logs.String(), "too many requests with passwords") {
+		t.Errorf("the refusals are not in the log:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), "[ERROR]") {
+		t.Errorf("the refusals were logged as a Vault outage:\n%s", logs)
+	}
+}
+
+func TestMint_credentialRefusedIsForgotten(t *testing.T) {
+	fv, s, _, alice := aliceGotAToken(t, 200*time.Millisecond)
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+		vaultError(w, http.StatusUnauthorized, "invalid username or password") // the password changed
+	}
+	fv.mu.Unlock()
+	if w := get(s, "service=registry", alice); w.Code != http.StatusUnauthorized {
+		t.Fatalf("after the change: %d %s", w.Code, w.Body)
+	}
+	fv.mu.Lock()
+	fv.token = nil
+	fv.mu.Unlock()
+	defer fillUnproven(s)()
+	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
+		t.Errorf("a refused credential still passes as proven: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestProvenCredentials_bounded(t *testing.T) {
+	p := newProvenCredentials()
+	var first credentialID
+	for i := range maxProven + 100 {
+		id, ok := p.id(&tokenRequest{Service: "registry", Username: "u", Password: strings.Repeat("x", i+1)})
+		if !ok {
+			t.Fatal("a password request has no credential id")
+		}
+		if i == 0 {
+			first = id
+		}
+		p.remember(id)
+	}
+	if n := len(p.known); n > maxProven {
+		t.Errorf("%d credentials remembered; want at most %d", n, maxProven)
+	}
+	other, _ := p.id(&tokenRequest{Service: "other", Username: "u", Password: "x"})
+	if other == first {
+		t.Error("the same credential on another service has the same id")
+	}
+	if _, ok := p.id(&tokenRequest{Service: "registry", RefreshToken: "rt"}); ok {
+		t.Error("a refresh token request counts as a password check")
+	}
+}
