@@ -47,8 +47,11 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 	}
 
 	cu := b.cachedUser(u)
-	mac := b.credentialMAC(name, u.Version, password)
-	cached := cfg.CredentialCacheTTL > 0 && cu.credential != nil && now.Before(cu.credentialExpires) &&
+	var mac []byte // the password's MAC, only when the cache is on
+	if cfg.CredentialCacheTTL > 0 {
+		mac = b.credentialMAC(name, u.Version, password)
+	}
+	cached := mac != nil && cu.credential != nil && now.Before(cu.credentialExpires) &&
 		hmac.Equal(cu.credential, mac)
 	if !cached {
 		if err := b.acquirePasswordCheck(ctx); err != nil {

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -197,23 +196,7 @@ func startGodoauthRegistry(t *testing.T, relayPort int, rootCertBundle string) (
 // the root token in VAULT_TOKEN.
 func runRelayCommand(t *testing.T, v *Vault, dir string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bins.relay, args...)
-	cmd.Dir = dir
-	cmd.Env = append(baseEnv(dir), "VAULT_TOKEN="+rootToken)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := Result{Args: append([]string{"godoauth-relay"}, args...), Stdout: stdout.String(), Stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		r.ExitCode = exitErr.ExitCode()
-	default:
-		t.Fatalf("running %s: %v", strings.Join(r.Args, " "), err)
-	}
+	r := RunCommand(t, append(baseEnv(dir), "VAULT_TOKEN="+rootToken), dir, "", bins.relay, args...)
 	if strings.Contains(r.Stdout+r.Stderr, "typo-pw-1c2d9e") {
 		t.Errorf("the output shows a password: %v", r)
 	}
