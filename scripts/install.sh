@@ -27,8 +27,12 @@ GO_TOOLS=(
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
-# `go test -race` needs (cgo).
-APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev)
+# `go test -race` needs (cgo). docker.io and containerd are the two clients
+# most people use (the tests run their daemons on their own sockets); slapd
+# and ldap-utils are the LDAP server behind Vault's ldap auth method in the
+# tests; gnuplot-nox draws make bench's picture.
+APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
+	docker.io containerd slapd ldap-utils gnuplot-nox)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH
