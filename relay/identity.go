@@ -218,7 +218,7 @@ func (v *vault) passwordLogin(ctx context.Context, mount, user, password string)
 	if err := r.SetJSONBody(map[string]any{"password": password}); err != nil {
 		return nil, v.trouble("unexpected", "cannot encode a login", "path", "auth/"+mount+"/login")
 	}
-	resp, err := v.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // the request needs its own token
+	resp, err := v.client.RawRequestWithContext(ctx, r)
 	if resp != nil {
 		defer resp.Body.Close()
 	}
@@ -279,7 +279,7 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	if err := r.SetJSONBody(body); err != nil {
 		return nil, v.trouble("unexpected", "cannot encode a token request", "path", path)
 	}
-	resp, err := v.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // the request needs its own token
+	resp, err := v.client.RawRequestWithContext(ctx, r)
 	if resp != nil {
 		defer resp.Body.Close()
 	}
