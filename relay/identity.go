@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -126,7 +125,7 @@ func newIdentities(cfg *Config, m *metrics) *identities {
 			Help: "Password logins at Vault auth mounts (identity.password_mounts), by outcome: " +
 				"login (a Vault login), reused (a proven password reused its Vault token), refused.",
 		}, []string{"outcome"}),
-		cache: newVaultTokenCache(),
+		cache: newVaultTokenCache(time.Duration(c.TokenReuse)),
 	}
 	for _, o := range []string{"login", "reused", "refused"} {
 		ids.logins.WithLabelValues(o)
@@ -299,26 +298,24 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	v.checkIssuer(req.Service, t.Issuer)
+	v.issuer.check(req.Service, t.Issuer)
 	return t, nil
 }
 
 // vaultTokenCache maps the MAC of a proven user and password to the Vault
 // token its login got, until a time before the token's end.
 type vaultTokenCache struct {
-	macKey [32]byte
-
-	mu      sync.Mutex
-	entries map[credentialID]cachedVaultToken
+	macKey  [32]byte
+	entries *ttlMap[credentialID, cachedVaultToken]
 }
 
 type cachedVaultToken struct {
 	token string
-	until time.Time
+	until time.Time // at most half the token's TTL after the login
 }
 
-func newVaultTokenCache() *vaultTokenCache {
-	c := &vaultTokenCache{entries: map[credentialID]cachedVaultToken{}}
+func newVaultTokenCache(reuse time.Duration) *vaultTokenCache {
+	c := &vaultTokenCache{entries: newTTLMap[credentialID, cachedVaultToken](reuse, maxProven)}
 	_, _ = rand.Read(c.macKey[:]) // never fails (crypto/rand panics instead)
 	return c
 }
@@ -334,32 +331,15 @@ func (c *vaultTokenCache) key(user, password string) credentialID {
 }
 
 func (c *vaultTokenCache) get(id credentialID) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[id]
+	e, ok := c.entries.get(id)
 	if !ok || !time.Now().Before(e.until) {
-		delete(c.entries, id)
 		return "", false
 	}
 	return e.token, true
 }
 
 func (c *vaultTokenCache) put(id credentialID, token string, until time.Time) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxProven {
-		for k, e := range c.entries {
-			if !now.Before(e.until) || len(c.entries) >= maxProven {
-				delete(c.entries, k)
-			}
-		}
-	}
-	c.entries[id] = cachedVaultToken{token: token, until: until}
+	c.entries.put(id, cachedVaultToken{token: token, until: until}, true)
 }
 
-func (c *vaultTokenCache) drop(id credentialID) {
-	c.mu.Lock()
-	delete(c.entries, id)
-	c.mu.Unlock()
-}
+func (c *vaultTokenCache) drop(id credentialID) { c.entries.delete(id) }
