@@ -227,3 +227,39 @@ func TestIdentityRefresh_boundToTheEntity(t *testing.T) {
 		t.Errorf("made-up refresh token: %d %q", code, msg)
 	}
 }
+
+// Hostile input to the identity paths: clear 4xx, nothing stored.
+func TestIdentityHostile_refusedCleanly(t *testing.T) {
+	m, _ := newIdentityMount(t)
+	for _, tc := range []struct {
+		name, path string
+		data       map[string]any
+		want       int
+	}{
+		{"access over 1 MiB", "groups/devs", map[string]any{"access": strings.Repeat("repository:a:pull;", 70000)}, 400},
+		{"access of the wrong type", "groups/devs", map[string]any{"access": map[string]any{"a": 1}}, 400},
+		{"name too long", "groups/" + strings.Repeat("g", 300), map[string]any{"access": ""}, 404},
+		{"path in name", "entities/../users/bob", map[string]any{"access": ""}, 404},
+		{"dots only", "entities/..", map[string]any{"access": ""}, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, _, msg := m.call(update, tc.path, tc.data); code != tc.want {
+				t.Errorf("status %d (%s), want %d", code, msg, tc.want)
+			}
+		})
+	}
+	for _, kind := range []string{"groups/", "entities/"} {
+		if code, resp, _ := m.call(list, kind, nil); code != http.StatusNotFound && len(resp.Data["keys"].([]string)) != 0 {
+			t.Errorf("refused writes stored %v", resp.Data["keys"])
+		}
+	}
+	for name, data := range map[string]map[string]any{
+		"control character in scope": {"scope": []any{"repository:a\x00:pull"}},
+		"scope of the wrong type":    {"scope": map[string]any{"a": 1}},
+		"ttl of the wrong type":      {"ttl": []int{1}},
+	} {
+		if code, _, msg := m.identityCall("token/identity", "e-alice", data); code != 400 {
+			t.Errorf("%s: %d %s", name, code, msg)
+		}
+	}
+}
