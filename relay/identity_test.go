@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // identityVault stands in for Vault with the plugin at "registry" and a
@@ -15,12 +16,13 @@ import (
 // (ldap-pw, token hvs.alice). The e2e tests use the real Vault.
 type identityVault struct {
 	srv    *httptest.Server
+	lease  int // lease_duration of a login, seconds
 	logins atomic.Int32
 	calls  atomic.Int32 // token/identity calls
 }
 
 func newIdentityVault(t *testing.T) *identityVault {
-	iv := &identityVault{}
+	iv := &identityVault{lease: 120}
 	iv.srv = httptest.NewServer(http.HandlerFunc(iv.serve))
 	t.Cleanup(iv.srv.Close)
 	return iv
@@ -66,7 +68,7 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		iv.logins.Add(1)
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": 120}})
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": iv.lease}})
 	default:
 		if strings.HasPrefix(path, "auth/ldap/login/") {
 			vaultError(w, 400, "invalid username or password")
@@ -172,5 +174,27 @@ func TestIdentity_configKeys(t *testing.T) {
 		if _, err := ParseConfig([]byte(minimal + yaml)); err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%q: err %v, want one mentioning %q", yaml, err, mention)
 		}
+	}
+}
+
+func TestIdentity_tokenReusedAtMostHalfItsTTL(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.lease = 2 // a 2s token: reused for 1s, though token_reuse is 1m
+	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	login := func() {
+		t.Helper()
+		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	login()
+	login()
+	if n := iv.logins.Load(); n != 1 {
+		t.Fatalf("%d logins within the reuse time, want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	login()
+	if n := iv.logins.Load(); n != 2 {
+		t.Errorf("%d logins after half the token's TTL, want 2", n)
 	}
 }
