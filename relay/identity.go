@@ -142,14 +142,14 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		return v.mint(ctx, req)
 	}
 	if req.Username == ids.vaultTokenUser {
-		return v.mintForVaultToken(ctx, req, req.Password)
+		return v.mintForVaultToken(ctx, withoutRefresh(req), req.Password)
 	}
 	if len(ids.mounts) == 0 {
 		return v.mint(ctx, req)
 	}
 	key := ids.cache.key(req.Username, req.Password)
 	if token, ok := ids.cache.get(key); ok {
-		t, f := v.mintForVaultToken(ctx, req, token)
+		t, f := v.mintForVaultToken(ctx, withoutRefresh(req), token)
 		if f == nil || f.status != http.StatusUnauthorized {
 			ids.logins.WithLabelValues("reused").Inc()
 			return t, f
@@ -167,7 +167,18 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 	if until.After(time.Now()) {
 		ids.cache.put(key, token, until)
 	}
-	return v.mintForVaultToken(ctx, req, token)
+	return v.mintForVaultToken(ctx, withoutRefresh(req), token)
+}
+
+// withoutRefresh is req asking no refresh token. The relay asks none for
+// an identity: it would outlive what proved the identity (a Vault token of
+// a CI job lives minutes; an LDAP account deleted keeps its Vault entity),
+// while a client keeping the password or Vault token has every login
+// checked by Vault again. Callers of token/identity may still ask one.
+func withoutRefresh(req *tokenRequest) *tokenRequest {
+	r := *req
+	r.Offline = false
+	return &r
 }
 
 // login tries the user's password at each auth mount in turn, within the

@@ -53,6 +53,10 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case "registry/token/identity":
 		iv.calls.Add(1)
+		if off, _ := body["offline_token"].(bool); off {
+			vaultError(w, 400, "the relay asked a refresh token for an identity")
+			return
+		}
 		if _, ok := body["password"]; ok || tok != "hvs.alice" {
 			vaultError(w, 403, "permission denied")
 			return
@@ -81,7 +85,7 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 func TestIdentity_vaultTokenAsPassword(t *testing.T) {
 	iv := newIdentityVault(t)
 	s, logs := newTestRelay(t, iv.srv.URL)
-	w := get(s, "service=registry&scope=repository:a/b:pull", basic("vault", "hvs.alice"))
+	w := get(s, "service=registry&scope=repository:a/b:pull&offline_token=true&client_id=docker", basic("vault", "hvs.alice"))
 	if w.Code != 200 {
 		t.Fatalf("valid Vault token: %d %s", w.Code, w.Body)
 	}
@@ -106,7 +110,7 @@ func TestIdentity_passwordMountBehindThePluginUsers(t *testing.T) {
 		t.Fatalf("plugin user: %d, logins %d", w.Code, iv.logins.Load())
 	}
 	for i := range 3 {
-		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+		if w := get(s, "service=registry&offline_token=true", basic("alice", "ldap-pw")); w.Code != 200 {
 			t.Fatalf("auth-mount user, try %d: %d %s", i, w.Code, w.Body)
 		}
 	}
