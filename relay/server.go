@@ -26,14 +26,14 @@ const (
 
 // Server is the relay: godoauth's token endpoint in front of the plugin.
 type Server struct {
-	cfg   Config
-	log   hclog.Logger
-	vault *vault
-	// identities routes Vault identities' requests (identity.go).
-	identities *identities
-	metrics    *metrics
-	handler    http.Handler
-	timeout    time.Duration // http.timeout: the whole of one request
+	cfg     Config
+	log     hclog.Logger
+	vault   *vault
+	metrics *metrics
+	handler http.Handler
+	timeout time.Duration // http.timeout: the whole of one request
+
+	identities *identities // Vault identities' requests (identity.go)
 
 	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
 
