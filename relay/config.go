@@ -65,6 +65,10 @@ type VaultConfig struct {
 	AuthToken string   `yaml:"auth_token"`
 	Timeout   Duration `yaml:"timeout"` // per Vault call; default 3s
 	Pool      int      `yaml:"pool"`    // idle connections kept to Vault, at least; default 2
+	// Addresses is an extension of godoauth's format: the URLs of the
+	// nodes of a Vault cluster, in place of proto, host and port
+	// (relay/nodes_config.go).
+	Addresses []string `yaml:"addresses"`
 
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`
@@ -208,7 +212,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		return nil
 	}
 	if v := getenv("VAULT_ADDR"); v != "" {
-		if err := checkVaultAddr(v); err != nil {
+		if err := checkVaultAddrs(v); err != nil {
 			return &ConfigError{Key: "VAULT_ADDR", Msg: err.Error()}
 		}
 		c.Storage.Vault.Addr = v
@@ -231,7 +235,7 @@ func (c *Config) Validate() error {
 	}
 	c.setDefaults()
 	v := &c.Storage.Vault
-	if v.Addr == "" {
+	if v.Addr == "" && len(v.Addresses) == 0 {
 		if v.Proto == "" || v.Host == "" || v.Port == 0 {
 			return c.errorf("storage.vault", "proto, host and port are required (or set VAULT_ADDR)")
 		}
@@ -248,14 +252,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// VaultAddress is the Vault server's URL: VAULT_ADDR, else proto://host:port.
+// VaultAddress is the Vault server's URL (VAULT_ADDR, else proto://host:port),
+// or the cluster's node URLs separated by commas.
 func (c *Config) VaultAddress() string {
-	v := c.Storage.Vault
-	if v.Addr != "" {
-		return v.Addr
-	}
-	u := url.URL{Scheme: v.Proto, Host: joinHostPort(v.Host, v.Port)}
-	return u.String()
+	return strings.Join(c.VaultAddresses(), ",")
 }
 
 func joinHostPort(host string, port int) string {
@@ -289,6 +289,9 @@ func (c *Config) checkValues() error {
 	}
 	if v.Port < 0 || v.Port > 65535 {
 		return c.errorf("storage.vault.port", "want 1 to 65535, got %d", v.Port)
+	}
+	if err := c.checkAddresses(); err != nil {
+		return err
 	}
 	if err := checkTimeout(time.Duration(v.Timeout)); err != nil {
 		return c.errorf("storage.vault.timeout", "%s", err)
@@ -412,6 +415,18 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string, depth int) e
 		return nil
 	}
 
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
+		if n.Kind != yaml.SequenceNode {
+			return bad("want a list of strings, got " + describe(n))
+		}
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return &ConfigError{Line: item.Line, Key: path, Msg: "want a list of strings, got " + describe(item)}
+			}
+			v.Set(reflect.Append(v, reflect.ValueOf(item.Value)))
+		}
+		return nil
+	}
 	if n.Kind != yaml.ScalarNode {
 		return bad("want " + want(v.Type()) + ", got " + describe(n))
 	}

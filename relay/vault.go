@@ -55,6 +55,7 @@ type vault struct {
 	log         hclog.Logger
 	metrics     *metrics
 
+	nodes       *nodes // the cluster's nodes (relay/nodes.go)
 	slots       chan struct{}
 	downUntil   atomic.Int64 // unix nanoseconds
 	credentials *provenCredentials
@@ -78,7 +79,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		return nil, fmt.Errorf("vault client: %w", vc.Error)
 	}
 	addr := cfg.VaultAddress()
-	vc.Address = addr
+	vc.Address = cfg.VaultAddresses()[0]
 	vc.AgentAddress = ""
 	vc.Timeout = time.Duration(cfg.Storage.Vault.Timeout)
 	// An outage answers 503 now, not after backoffs. Never retrying also
@@ -99,6 +100,15 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 			return nil, fmt.Errorf("VAULT_CACERT %s: %w", quote(cfg.Storage.Vault.CACert), err)
 		}
 	}
+	nodes, err := newNodes(cfg.VaultAddresses(), vc.HttpClient.Transport, vc.Timeout, log, m)
+	if err != nil {
+		return nil, err
+	}
+	if len(nodes.list) > 1 {
+		// nodes times each attempt; the request's deadline bounds the retries.
+		vc.Timeout, vc.HttpClient.Timeout = 0, 0
+		vc.HttpClient.Transport = nodes
+	}
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
@@ -108,8 +118,9 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 	header.Del(api.AuthHeaderName) // the probe goes without a token
 	return &vault{
 		client:      client,
+		nodes:       nodes,
 		http:        vc.HttpClient,
-		probeBase:   strings.TrimRight(addr, "/") + "/v1/",
+		probeBase:   strings.TrimRight(vc.Address, "/") + "/v1/",
 		probeHeader: header,
 		addr:        addr,
 		timeout:     time.Duration(cfg.Storage.Vault.Timeout),
@@ -271,6 +282,7 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		return nil, f
 	}
 	defer release()
+	ctx = retrySafe(ctx, !unproven) // a retry of an unproven password could count two failures
 	path := req.vaultPath()
 	secret, err := v.client.Logical().WriteWithContext(ctx, path, req.vaultBody(v.ttl))
 	if err != nil {
