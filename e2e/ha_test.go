@@ -445,14 +445,20 @@ func TestHA_threeNodeCluster(t *testing.T) {
 		// Each node starts and is unsealed; the last unseal gives the
 		// cluster its quorum back.
 		var wg sync.WaitGroup
+		results := make([]Result, len(c.Nodes))
 		for i := range c.Nodes {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c.Start(t, i)
+				results[i] = RunCommand(t, c.env, "", "", c.script, "start", c.Dir, fmt.Sprint(i+1))
 			}()
 		}
 		wg.Wait()
+		for _, r := range results {
+			if !r.OK() {
+				t.Fatalf("%s", r)
+			}
+		}
 		c.LeaderIndex(t, -1)
 		t.Logf("MEASURE ha whole_cluster_restart leader_after=%s", ms(time.Since(start)))
 		checkIntact(t, c, relay, svc, before, regs)
