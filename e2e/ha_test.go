@@ -111,13 +111,17 @@ var loadClient = &http.Client{
 func startLoad(t testing.TB, relay *Relay, service string, rate int) *load {
 	t.Helper()
 	l := &load{relay: relay, service: service, rate: rate, failures: map[string]int{}, stop: make(chan struct{})}
-	jobs := make(chan int, 4*rate)
-	for range 32 {
+	type job struct {
+		i   int
+		due time.Time
+	}
+	jobs := make(chan job, 4*rate)
+	for range 128 {
 		l.done.Add(1)
 		go func() {
 			defer l.done.Done()
-			for i := range jobs {
-				l.one(haUsers[i%len(haUsers)])
+			for j := range jobs {
+				l.one(haUsers[j.i%len(haUsers)], j.due)
 			}
 		}()
 	}
@@ -134,19 +138,20 @@ func startLoad(t testing.TB, relay *Relay, service string, rate int) *load {
 				return
 			case <-end:
 				return
-			case <-tick.C:
-				jobs <- i
+			case due := <-tick.C:
+				jobs <- job{i, due}
 			}
 		}
 	}()
 	return l
 }
 
-func (l *load) one(u user) {
+// one sends one request; its time counts from when it was due, so a
+// request that waited for a free worker is not made to look fast.
+func (l *load) one(u user, due time.Time) {
 	q := url.Values{"service": {l.service}, "scope": {"repository:" + u.name + "/app:pull"}}
 	req, _ := http.NewRequest(http.MethodGet, l.relay.URL+"/auth?"+q.Encode(), nil)
 	req.SetBasicAuth(u.name, u.password)
-	start := time.Now()
 	resp, err := loadClient.Do(req)
 	var why string
 	if err != nil {
@@ -158,7 +163,7 @@ func (l *load) one(u user) {
 			why = fmt.Sprintf("%d %s", resp.StatusCode, truncate(body, 120))
 		}
 	}
-	d := time.Since(start)
+	d := time.Since(due)
 	l.sent.Add(1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
