@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // maxVaultNodes bounds storage.vault.addresses (and VAULT_ADDR's list).
@@ -72,4 +73,15 @@ func (c *Config) checkAddresses() error {
 		}
 	}
 	return nil
+}
+
+// probeTimeout bounds one mount probe. With a cluster the probe may have
+// to ride out an election, like the token request it serves, so it gets
+// the request's http.timeout; with one address, one call's timeout.
+func (c *Config) probeTimeout() time.Duration {
+	t := time.Duration(c.Storage.Vault.Timeout)
+	if len(c.VaultAddresses()) > 1 {
+		t = max(t, time.Duration(c.HTTP.Timeout))
+	}
+	return t
 }

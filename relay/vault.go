@@ -99,7 +99,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		metrics:     m,
 		admission:   newAdmission(),
 		credentials: newProvenCredentials(),
-		mounts:      newMountCache(timeout),
+		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 	}, nil
 }
