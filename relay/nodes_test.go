@@ -186,10 +186,10 @@ http:
 	}
 
 	for _, bad := range []struct{ yaml, want string }{
-		{`addresses: "http://a:8200"`, "want a list of strings"},
+		{`addresses: "http://a:8200"`, "storage.vault.addresses"},
 		{`addresses: [ "ftp://a" ]`, "storage.vault.addresses"},
 		{`addresses: [ "http://a:1", "http://a:1" ]`, "given twice"},
-		{`addresses: [ [ "http://a:1" ] ]`, "want a list of strings"},
+		{`addresses: [ [ "http://a:1" ] ]`, "storage.vault.addresses"},
 	} {
 		_, err := ParseConfig([]byte("storage:\n  vault:\n    " + bad.yaml + "\n"))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
