@@ -217,7 +217,8 @@ type clusterState struct {
 
 func snapshot(t testing.TB, c *Cluster, relay *Relay, svc *Service) clusterState {
 	t.Helper()
-	s := clusterState{keys: readKeys(t, c.Leader(t), svc.Name), ca: svc.CAPEM(t)}
+	leader := c.Leader(t)
+	s := clusterState{keys: readKeys(t, leader, svc.Name), ca: (&Service{Name: svc.Name, Vault: leader}).CAPEM(t)}
 	code, body := postForm(t, relay, url.Values{
 		"grant_type": {"password"}, "username": {haUsers[0].name}, "password": {haUsers[0].password},
 		"access_type": {"offline"}, "client_id": {"ha-test"}, "service": {svc.Name},
@@ -387,10 +388,12 @@ func TestHA_threeNodeCluster(t *testing.T) {
 			c.LeaderIndex(t, killed)
 			election = time.Since(start)
 		}, func() {})
+		defer func() {
+			c.Start(t, killed)
+			c.waitVoters(t, 3)
+		}()
 		t.Logf("MEASURE ha leader_sigkill new_leader_after=%s relay_failovers=%.0f", ms(election), relayFailovers(t, relay)-failoversBefore)
 		checkIntact(t, c, relay, svc, before, regs)
-		c.Start(t, killed)
-		c.waitVoters(t, 3)
 	})
 
 	t.Run("sealed_node_and_stopped_node", func(t *testing.T) {
