@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +51,15 @@ import (
 // has not seen succeed may be a wrong one, and its retry could count a
 // second failure for one attempt: that call gets its failure (503) and the
 // client decides whether to try again.
+//
+// One 429 is retried too: the plugin's busy refusal ("too many password
+// checks in progress"), which it answers when its password checks stayed
+// full for 2 s — typically right after an election, when every request
+// that waited it out reaches bcrypt on the new leader at once with a cold
+// credential cache. The plugin answers it before comparing the password
+// and before counting anything, so a retry cannot count a failure, for
+// any call. It is retried after a pause, within the same budget. A 429
+// for a locked-out user is an answer and passes on untouched.
 type nodes struct {
 	list    []*node
 	next    http.RoundTripper
@@ -140,6 +151,14 @@ const (
 	notRun                            // the node failed before Vault could run the call
 	maybeRun                          // the node failed after the call may have run
 	callerGaveUp                      // the caller's context ended
+	busy                              // the plugin refused before checking anything: pause, then again
+)
+
+// pluginBusy starts the message of the plugin's busy refusal (a 429;
+// backend.KindBusy). maxBusyBody bounds what is read to recognize it.
+const (
+	pluginBusy  = "too many password checks in progress"
+	maxBusyBody = 4 << 10
 )
 
 // RoundTrip implements http.RoundTripper.
@@ -172,6 +191,7 @@ func (n *nodes) RoundTrip(req *http.Request) (*http.Response, error) {
 		previous *node
 	)
 	for round := 0; round < failoverRounds; round++ {
+	nodes:
 		for _, nd := range n.order() {
 			if previous != nil && previous != nd {
 				n.failovers.Inc()
@@ -189,6 +209,8 @@ func (n *nodes) RoundTrip(req *http.Request) (*http.Response, error) {
 				if !safe {
 					return resp, err
 				}
+			case busy:
+				break nodes // the other nodes forward to the same busy one
 			}
 		}
 		select {
@@ -236,7 +258,33 @@ func (n *nodes) try(req *http.Request, nd *node, body []byte) (*http.Response, e
 		return resp, nil, maybeRun
 	}
 	nd.downUntil.Store(0)
+	if resp.StatusCode == http.StatusTooManyRequests && pluginBusyAnswer(resp) {
+		return resp, nil, busy
+	}
 	return resp, nil, answered
+}
+
+// pluginBusyAnswer reports whether a 429 is the plugin's busy refusal. It
+// reads the start of the body and puts it back.
+func pluginBusyAnswer(resp *http.Response) bool {
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxBusyBody))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if err != nil {
+		return false
+	}
+	var answer struct{ Errors []string }
+	if json.Unmarshal(head, &answer) != nil {
+		return false
+	}
+	for _, e := range answer.Errors {
+		if strings.HasPrefix(e, pluginBusy) || strings.Contains(e, ": "+pluginBusy) {
+			return true
+		}
+	}
+	return false
 }
 
 // neverSent reports whether err happened before the request left: the

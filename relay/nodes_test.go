@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -218,4 +221,48 @@ func failovers(t *testing.T, s *Server) float64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// The plugin's busy 429 is answered before any password is compared or
+// counted: the relay waits and asks again, even for an unproven password.
+// A lockout 429 is the answer and is not retried.
+func TestNodes_busyIsRetriedLockoutIsNot(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	var busyLeft, lockedCalls atomic.Int32
+	busyLeft.Store(2)
+	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/token") {
+			raw, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(raw))
+			var body struct{ Username string }
+			_ = json.Unmarshal(raw, &body)
+			if body.Username == "lars" {
+				lockedCalls.Add(1)
+				vaultError(w, http.StatusTooManyRequests, `user "lars" is locked out; retry after 60s`)
+				return
+			}
+			if busyLeft.Add(-1) >= 0 {
+				vaultError(w, http.StatusTooManyRequests, "too many password checks in progress; retry after 1s")
+				return
+			}
+		}
+		fv.serve(w, r)
+	}))
+	t.Cleanup(node.Close)
+	s, _ := newTestRelay(t, node.URL+","+deadAddr(t))
+	s.vault.nodes.refresh(t.Context())
+
+	if w := get(s, "service=registry", basic("mallory", "first-try")); w.Code != http.StatusOK {
+		t.Fatalf("after two busy answers: %d %s, want 200", w.Code, w.Body)
+	}
+	if n := fv.tokens.Load(); n != 1 || busyLeft.Load() != -1 {
+		t.Errorf("minted %d tokens, busy answers left %d; want 1 token after both busy answers", n, busyLeft.Load())
+	}
+	w := get(s, "service=registry", basic("lars", "pw"))
+	if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "locked out") {
+		t.Fatalf("locked-out user: %d %s, want 429 naming the lockout", w.Code, w.Body)
+	}
+	if n := lockedCalls.Load(); n != 1 {
+		t.Errorf("the lockout 429 was sent to Vault %d times, want once", n)
+	}
 }
