@@ -512,6 +512,7 @@ func upgradePlugin(t testing.TB, c *Cluster, mount, bin, version string) {
 	v := c.Leader(t)
 	v.CLI(t, "plugin", "register", "-sha256="+sum, "-version="+version, "-command="+command, "secret", pluginName)
 	v.CLI(t, "secrets", "tune", "-plugin-version="+version, mount)
-	out := v.CLI(t, "plugin", "reload", "-mounts="+mount, "-scope=global")
+	// -plugin and -mounts exclude each other; -scope=global goes with -plugin.
+	out := v.CLI(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName, "-scope=global")
 	t.Logf("vault plugin reload: %s", strings.TrimSpace(out))
 }

@@ -280,7 +280,9 @@ func pluginBusyAnswer(resp *http.Response) bool {
 		return false
 	}
 	for _, e := range answer.Errors {
-		if strings.HasPrefix(e, pluginBusy) || strings.Contains(e, ": "+pluginBusy) {
+		// Vault may wrap it: "1 error occurred:\n\t* too many password…".
+		// No lockout message can hold it: user names are [a-z0-9._-].
+		if strings.Contains(e, pluginBusy) {
 			return true
 		}
 	}

@@ -242,7 +242,8 @@ func TestNodes_busyIsRetriedLockoutIsNot(t *testing.T) {
 				return
 			}
 			if busyLeft.Add(-1) >= 0 {
-				vaultError(w, http.StatusTooManyRequests, "too many password checks in progress; retry after 1s")
+				// As Vault words it: wrapped by go-multierror.
+				vaultError(w, http.StatusTooManyRequests, "1 error occurred:\n\t* too many password checks in progress; retry after 1s\n\n")
 				return
 			}
 		}
