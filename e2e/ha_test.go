@@ -170,6 +170,8 @@ func (l *load) one(u user, due time.Time) {
 	l.longest = max(l.longest, d)
 	l.durations = append(l.durations, d)
 	if why != "" {
+		// Fast refusals and ones at the deadline have different causes.
+		why = fmt.Sprintf("%s (after %ds)", why, int(d.Seconds()))
 		l.failed.Add(1)
 		l.failures[why]++
 	}
@@ -188,6 +190,14 @@ func (l *load) finish(t testing.TB, event string, elapsed time.Duration) {
 		event, l.sent.Load(), rate, l.failed.Load(), ms(l.longest), ms(quantile(l.durations, 0.5)), ms(quantile(l.durations, 0.99)))
 	if l.failed.Load() > 0 {
 		t.Errorf("%s: %d of %d token requests failed: %v", event, l.failed.Load(), l.sent.Load(), l.failures)
+		// The relay's reasons (its 503s never say why): its ERROR and WARN lines.
+		var reasons []string
+		for _, line := range strings.Split(l.relay.Proc.Log(), "\n") {
+			if strings.Contains(line, "[ERROR]") || strings.Contains(line, "[WARN]") {
+				reasons = append(reasons, truncate([]byte(line), 400))
+			}
+		}
+		t.Logf("relay ERROR/WARN lines so far (%d), last 20:\n%s", len(reasons), strings.Join(reasons[max(0, len(reasons)-20):], "\n"))
 	}
 	if rate < 100 {
 		t.Errorf("%s: the load ran at %.0f requests/s, want at least 100 (machine too busy?)", event, rate)
@@ -480,7 +490,25 @@ func TestHA_threeNodeCluster(t *testing.T) {
 			}
 		}
 		c.LeaderIndex(t, -1)
-		t.Logf("MEASURE ha whole_cluster_restart leader_after=%s", ms(time.Since(start)))
+		leaderAfter := time.Since(start)
+		// The relay's first call after the restart: a token that both
+		// registries accept. No retry here: a client would see this answer.
+		u := haUsers[2]
+		code, _, body := relay.Token(t, svc.Name, u.name, u.password, "repository:"+u.name+"/app:pull")
+		firstAfter := time.Since(start)
+		t.Logf("MEASURE ha whole_cluster_restart leader_after=%s first_token_after=%s status=%d",
+			ms(leaderAfter), ms(firstAfter), code)
+		if code != http.StatusOK {
+			httpCode, _, health := httpGet(t, relay.URL+"/healthz", "", "")
+			t.Fatalf("first token after the restart: %d %s; relay /healthz %d %s", code, truncate(body, 200), httpCode, bytes.TrimSpace(health))
+		}
+		token := tokenOf(t, body)
+		for _, reg := range regs {
+			code, body := bearerGet(t, reg.URL+"/v2/"+u.name+"/app/tags/list", token)
+			if code != http.StatusNotFound || !bytes.Contains(body, []byte("NAME_UNKNOWN")) {
+				t.Errorf("%s with the first token after the restart: %d %s, want 404 NAME_UNKNOWN", reg.Kind, code, truncate(body, 200))
+			}
+		}
 		checkIntact(t, c, relay, svc, before, regs)
 	})
 }

@@ -440,6 +440,18 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
+// markDown refuses every Vault call for a moment after one got no answer
+// (admission). Not with a cluster: nodes already keeps each failed node
+// aside and rides out an election within each request's deadline, and a
+// request that ran out its own deadline there — queued behind an election
+// or the plugin's busy checks — says nothing of the calls that follow;
+// refusing them would turn one late answer into a second of 503s.
+func (v *vault) markDown() {
+	if len(v.nodes.list) == 1 {
+		v.admission.markDown()
+	}
+}
+
 // clusterHealth is /healthz's answer: for one Vault address its state;
 // for a cluster, whether some node can serve and each node's state.
 func (v *vault) clusterHealth(ctx context.Context) (string, bool, map[string]string) {

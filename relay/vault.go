@@ -279,11 +279,11 @@ func (v *vault) transportTrouble(ctx context.Context, err error, path string, pa
 				"password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
 				"address", v.addr, "path", path, "timeout", v.timeout)
 		}
-		v.admission.markDown()
+		v.markDown()
 		return v.trouble("timeout", "vault did not answer in time", "address", v.addr, "path", path,
 			"timeout", v.timeout)
 	}
-	v.admission.markDown()
+	v.markDown()
 	return v.trouble("unreachable", "vault is unreachable", "address", v.addr, "path", path, "error", err)
 }
 
