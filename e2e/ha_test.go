@@ -101,11 +101,13 @@ type load struct {
 const (
 	loadMaxDuration = 3 * time.Minute
 	loadMaxRequests = 40000
+	// loadWorkers: at 150/s, requests held 3 s each by an election.
+	loadWorkers = 512
 )
 
 var loadClient = &http.Client{
 	Timeout:   30 * time.Second,
-	Transport: &http.Transport{MaxIdleConnsPerHost: 64, Proxy: nil},
+	Transport: &http.Transport{MaxIdleConnsPerHost: loadWorkers, Proxy: nil},
 }
 
 func startLoad(t testing.TB, relay *Relay, service string, rate int) *load {
@@ -115,8 +117,11 @@ func startLoad(t testing.TB, relay *Relay, service string, rate int) *load {
 		i   int
 		due time.Time
 	}
-	jobs := make(chan job, 4*rate)
-	for range 128 {
+	// Open loop: enough workers that requests stay due at rate while an
+	// election holds each one for seconds (the ticker drops ticks nobody
+	// takes, and the load would shrink just when it matters).
+	jobs := make(chan job, 10*rate)
+	for range loadWorkers {
 		l.done.Add(1)
 		go func() {
 			defer l.done.Done()
