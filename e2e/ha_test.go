@@ -465,6 +465,11 @@ func TestHA_threeNodeCluster(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &mounts); err != nil {
 			t.Fatalf("vault secrets list: %v", err)
 		}
+		for _, line := range strings.Split(c.Leader(t).CLI(t, "secrets", "list", "-detailed"), "\n") {
+			if strings.HasPrefix(line, "Path") || strings.HasPrefix(line, svc.Name+"/") {
+				t.Logf("vault secrets list -detailed: %s", strings.Join(strings.Fields(line), " "))
+			}
+		}
 		m := mounts[svc.Name+"/"]
 		t.Logf("MEASURE ha upgrade plugin_version=%s running_plugin_version=%s", m.Version, m.RunningVersion)
 		if m.RunningVersion != newVersion || m.Version != newVersion {
