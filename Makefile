@@ -30,7 +30,7 @@ help:
 	@echo "make unit    unit tests only (go test -race ./...)"
 	@echo "make e2e     end-to-end tests only (real Vault, registries and clients)"
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback"
-	@echo "make bench   benchmarks"
+	@echo "make bench   benchmarks, load run, profiles: bench-results.md and .png (DOCKER_AUTH_BIN=… adds docker_auth)"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make lint    gofmt and go vet"
 	@echo "make clean   remove $(BIN)/"
@@ -67,8 +67,9 @@ e2e: build
 demo: tools build
 	scripts/demo.sh
 
-# Go benchmarks, then wrk against the real relay, Vault and plugin;
-# writes bench-results.md (scripts/bench.sh).
+# Go benchmarks, then wrk against the real relay, Vault and plugin (and
+# docker_auth when DOCKER_AUTH_BIN names its auth_server), with profiles;
+# writes bench-results.md and bench-results.png (scripts/bench.sh).
 bench: build
 	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/bench.sh
 
