@@ -85,7 +85,7 @@ set xtics (1, 8, 64)
 set xrange [0.8:80]
 set xlabel "connections"
 set grid
-set key top left font ",10"
+set key below font ",10"
 set title "tokens/s (higher is better)"
 set ylabel "tokens/s"
 set format y "%g"
