@@ -32,7 +32,7 @@ help:
 	@echo "make e2e     end-to-end tests only (real Vault, registries and clients; E2E_JOBS in parallel)"
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback"
 	@echo "make demo-ha the same on a three-node Vault Raft cluster (scripts/demo-ha.sh)"
-	@echo "make bench   benchmarks"
+	@echo "make bench   benchmarks, load run, profiles: bench-results.md and .png (DOCKER_AUTH_BIN=… adds docker_auth)"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make lint    gofmt and go vet"
 	@echo "make clean   remove $(BIN)/"
@@ -74,8 +74,9 @@ demo: tools build
 demo-ha: tools build
 	scripts/demo-ha.sh
 
-# Go benchmarks, then wrk against the real relay, Vault and plugin;
-# writes bench-results.md (scripts/bench.sh).
+# Go benchmarks, then wrk against the real relay, Vault and plugin (and
+# docker_auth when DOCKER_AUTH_BIN names its auth_server), with profiles;
+# writes bench-results.md and bench-results.png (scripts/bench.sh).
 bench: build
 	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/bench.sh
 

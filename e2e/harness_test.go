@@ -596,6 +596,13 @@ token:
 // given services only.
 func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
 	t.Helper()
+	return StartRelayWithToken(t, v, v.RelayToken(t, services...))
+}
+
+// StartRelayWithToken starts the relay with the Vault token given and
+// extra command-line arguments (e.g. -pprof).
+func StartRelayWithToken(t testing.TB, v *Vault, token string, args ...string) *Relay {
+	t.Helper()
 	vaultPort := portOf(t, v.Addr)
 	port := freePort(t)
 	r := &Relay{
@@ -603,11 +610,11 @@ func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
 		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
 		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
 	}
-	config := fmt.Sprintf(relayConfig, vaultPort, v.RelayToken(t, services...), port, tokenIssuer)
+	config := fmt.Sprintf(relayConfig, vaultPort, token, port, tokenIssuer)
 	if err := os.WriteFile(r.ConfigPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
+	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, append([]string{"-config", r.ConfigPath}, args...)...)
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
 		return wantStatus(r.URL+"/healthz", http.StatusOK)
 	})
