@@ -212,14 +212,15 @@ func TestRelayToken_appRole(t *testing.T) {
 	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
 	loginErrors := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="login"}`)
 	maxTTL := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="max_ttl"}`)
-	t.Logf("MEASURE approle token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f max_ttl_warnings=%.0f",
+	t.Logf("MEASURE approle token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f max_ttl_troubles=%.0f",
 		statuses, logins, renewals, maxTTL)
 	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
 		t.Fatalf("answers by status: %v; want only 200", statuses)
 	}
 	// 70 s with a 30 s max TTL: logged in at least three times, renewed in between.
-	if logins < 3 || renewals < 2 || loginErrors != 0 || maxTTL < 2 {
-		t.Errorf("logins %.0f (want ≥3), renewals %.0f (want ≥2), login errors %.0f, max TTL warnings %.0f (want ≥2)",
+	// The max TTL is routine with AppRole: a log line, no trouble counted.
+	if logins < 3 || renewals < 2 || loginErrors != 0 || maxTTL != 0 {
+		t.Errorf("logins %.0f (want ≥3), renewals %.0f (want ≥2), login errors %.0f, max TTL troubles %.0f (want 0)",
 			logins, renewals, loginErrors, maxTTL)
 	}
 	log := r.Proc.Log()

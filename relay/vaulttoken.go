@@ -133,8 +133,8 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 		troubles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_errors_total",
 			Help: "Trouble with the relay's own Vault token, by kind: renew (a renewal failed), login (an AppRole " +
-				"login failed), file (the token file is missing or unusable), max_ttl (the token nears its max TTL " +
-				"and cannot be renewed further), not_renewable (the token expires and cannot be renewed).",
+				"login failed), file (the token file is missing or unusable), max_ttl (a token given to the relay " +
+				"nears its max TTL and cannot be renewed further), not_renewable (the token expires and cannot be renewed).",
 		}, []string{"kind"}),
 	}
 	for _, kind := range tokenTroubles {
@@ -335,26 +335,28 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) error {
 			}
 			if float64(lease) < nearMaxTTL*float64(full) && !warned {
 				warned = true
-				k.trouble("max_ttl", "the relay's Vault token nears its max TTL and can no longer be extended "+
-					"by a full period", "expires", k.expires(), "action", k.maxTTLAction())
+				k.maxTTL("the relay's Vault token nears its max TTL and can no longer be extended by a full period")
 			}
 		case err := <-w.DoneCh():
 			if err != nil {
 				k.trouble("renew", "cannot renew the relay's Vault token", "error", err, "expires", k.expires())
 				return err
 			}
-			k.trouble("max_ttl", "the relay's Vault token reached its max TTL: it can no longer be renewed",
-				"expires", k.expires(), "action", k.maxTTLAction())
+			k.maxTTL("the relay's Vault token reached its max TTL: it can no longer be renewed")
 			return nil
 		}
 	}
 }
 
-func (k *tokenKeeper) maxTTLAction() string {
+// maxTTL tells that the token nears or reached its max TTL: routine with
+// AppRole (the relay logs in again), trouble with a token it was given.
+func (k *tokenKeeper) maxTTL(msg string) {
 	if k.cfg.AppRole.Enabled() {
-		return "logging in again with AppRole"
+		k.log.Info(msg+"; logging in again with AppRole", "expires", k.expires())
+		return
 	}
-	return "give the relay a new token before then (a periodic one: vault token create -period=…), or use AppRole"
+	k.trouble("max_ttl", msg, "expires", k.expires(), "action",
+		"give the relay a new token before then (a periodic one: vault token create -period=…), or use AppRole")
 }
 
 // waitForExpiry says, once more, when a token that cannot be renewed has expired.
