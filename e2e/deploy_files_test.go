@@ -220,6 +220,9 @@ func TestDeploy_containerImage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(confDir, "config.yml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(confDir, 0o755); err != nil { // the image's user 65532 reads it
+		t.Fatal(err)
+	}
 	r := docker("run", "-d", "--name", "relay", "--read-only", "--network", "host", "--health-interval=1s",
 		"-v", confDir+":/etc/godoauth-relay:ro", "godoauth-relay:e2e")
 	if !r.OK() {
