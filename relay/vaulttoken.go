@@ -111,6 +111,8 @@ type tokenKeeper struct {
 	reloads  prometheus.Counter
 	troubles *prometheus.CounterVec
 	expiry   atomic.Int64 // unix seconds when the token expires; 0: never or unknown
+
+	fileTrouble string // the last error of auth_token_file, said once
 }
 
 func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg prometheus.Registerer) *tokenKeeper {
@@ -388,16 +390,19 @@ func (k *tokenKeeper) followTokenFile(ctx context.Context, last string) {
 func (k *tokenKeeper) readTokenFile(last string) string {
 	path := k.cfg.AuthTokenFile
 	token, err := readSmallFile(path)
-	switch {
-	case err != nil:
-		if last == "" || !errors.Is(err, os.ErrNotExist) {
-			k.trouble("file", "cannot read the relay's Vault token from auth_token_file", "file", path, "error", err)
+	if err == nil && !printableToken(token) {
+		err = errors.New("blanks or control characters inside the token")
+	}
+	if err != nil {
+		// Said once until the file is good again; the token in use stays.
+		if msg := err.Error(); msg != k.fileTrouble {
+			k.fileTrouble = msg
+			k.trouble("file", "cannot use auth_token_file; keeping the token in use", "file", path, "error", err)
 		}
-		return last // keep the token in use: Vault Agent may be replacing the file
-	case !printableToken(token):
-		k.trouble("file", "auth_token_file holds blanks or control characters inside the token", "file", path)
 		return last
-	case token == last:
+	}
+	k.fileTrouble = ""
+	if token == last {
 		return last
 	}
 	k.client.SetToken(token)

@@ -144,6 +144,9 @@ func TestTokenKeeper_tokenFileFollowed(t *testing.T) {
 	if got := s.vault.client.Token(); got != "hvs.second" {
 		t.Errorf("token after the file emptied %q, want hvs.second kept", got)
 	}
+	if n := counterValue(s.token.troubles.WithLabelValues("file")); n != 1 {
+		t.Errorf("file troubles %v over three polls of an empty file, want 1 (said once)", n)
+	}
 }
 
 func TestHealthURL_fromHTTPAddr(t *testing.T) {
