@@ -28,7 +28,7 @@ func TestDeploy_systemdUnitsVerify(t *testing.T) {
 	dir := t.TempDir()
 	for unit, binaries := range map[string]map[string]string{
 		"godoauth-relay.service":                 {"/usr/local/bin/godoauth-relay": bins.relay},
-		"vault-plugin-registry-register.service": {"/usr/local/bin/vault": tool(t, "vault")},
+		"vault-plugin-registry-register.service": {}, // runs /bin/sh, which runs vault
 	} {
 		text := string(readBytes(t, filepath.Join("../deploy/systemd", unit)))
 		for path, real := range binaries {
