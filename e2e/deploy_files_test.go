@@ -243,7 +243,7 @@ func TestDeploy_containerImage(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("token from the container: %d %s", code, truncate(body, 300))
 	}
-	if top := docker("top", "relay", "-o", "uid,args"); !strings.Contains(top.Stdout, "65532") {
+	if top := docker("top", "relay", "-o", "pid,uid,args"); !strings.Contains(top.Stdout, "65532") {
 		t.Errorf("the relay does not run as uid 65532: %v", top)
 	}
 	// Vault sealed: Docker's health check sees it.
