@@ -34,8 +34,8 @@ path "sys/mounts/registry-godoauth" {
   capabilities = ["create", "read", "update", "delete"]
 }
 
-# Vault asks for sudo on sys/remount (a move can take any mount); the
-# rules on sys/mounts/... above say which mounts this policy may touch.
+# Vault asks for sudo on sys/remount, and with it a move can take any
+# mount: drop this rule once the migration is done.
 path "sys/remount" {
   capabilities = ["update", "sudo"]
 }
