@@ -126,7 +126,7 @@ func TestRecipe_comingFromGodoauth(t *testing.T) {
 			case strings.Contains(cmd, "godoauth-relay -config"):
 				// The relay in the foreground, as godoauth ran: here in the
 				// background, with no operator token in its environment.
-				relay = StartProcess(t, "relay", env(""), "bash", "-c", "exec "+cmd)
+				relay = StartProcess(t, "relay", env(""), "bash", "-c", "cd "+shellQuote(dir)+" && "+cmd)
 				waitFor(t, "relay", relay, startTimeout, func() error {
 					return wantStatus(relayURL+"/healthz", http.StatusOK)
 				})
@@ -185,3 +185,5 @@ func copyTree(t *testing.T, from, to string) {
 		}
 	}
 }
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
