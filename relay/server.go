@@ -34,6 +34,8 @@ type Server struct {
 	handler http.Handler
 	timeout time.Duration // http.timeout: the whole of one request
 
+	identities *identities // Vault identities' requests (identity.go)
+
 	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
 
 	healthMu    sync.Mutex
@@ -58,6 +60,7 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.token = newTokenKeeper(c.Storage.Vault, s.vault.client, logger, s.metrics.registry)
+	s.identities = newIdentities(&c, s.metrics)
 	if c.HTTP.TLS.Enabled() {
 		if err := s.ReloadTLS(); err != nil {
 			return nil, err
@@ -199,7 +202,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		if f = s.vault.checkMount(ctx, req.Service); f == nil {
 			x.service = req.Service
 			var t *mintedToken
-			if t, f = s.vault.mint(ctx, req); f == nil {
+			if t, f = s.mint(ctx, req); f == nil {
 				x.status, x.granted, x.user = http.StatusOK, len(t.Access), t.Subject
 				writeToken(w, t, oauth)
 				return
