@@ -554,6 +554,9 @@ func (v *Vault) RelayToken(t testing.TB, services ...string) string {
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token")
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token/refresh")
 	}
+	// As deploy/policies/relay.hcl: the relay renews its own token.
+	policy.WriteString("path \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}\n")
+	policy.WriteString("path \"auth/token/lookup-self\" {\n  capabilities = [\"read\"]\n}\n")
 	name := "registry-relay-" + strings.Join(services, "-")
 	v.CLIInput(t, policy.String(), "policy", "write", name, "-")
 	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy="+name, "-no-default-policy", "-field=token"))
