@@ -15,6 +15,14 @@ import (
 // sends with --user (POST grant_type=password, without access_type=offline).
 const passwordGrant = "grant=password"
 
+// oauthClientID is the client_id each client sends with a refresh grant.
+var oauthClientID = map[ClientKind]string{
+	Crane:  craneClientID,
+	Oras:   "oras-go",
+	Regctl: "regclient",
+	Skopeo: "containers/image",
+}
+
 // insufficientScope is the registry's reason for refusing a token that
 // lacks the repository; containerd shows the registry's message.
 const insufficientScope = "insufficient_scope"
@@ -73,7 +81,15 @@ func testContainerd(t *testing.T, relay *Relay, ctrd *Containerd, reg *Registry)
 func testIdentityTokenShared(t *testing.T, relay *Relay, dockerd *Dockerd, ctrd *Containerd, reg *Registry) {
 	d := NewDocker(t, dockerd)
 	mustOK(t, d.Login(reg, alice.name, alice.password))
-	refresh := []string{"--refresh", d.IdentityToken(reg, alice.name)}
+	rt := d.IdentityToken(reg, alice.name)
+	refresh := []string{"--refresh", rt}
+	// Each client shows in the operator's list as the token's last user.
+	lastClientIs := func(t *testing.T, want string) {
+		t.Helper()
+		if issued, last := reg.Service.RefreshTokenClients(t, alice.name, rt); issued != "docker" || last != want {
+			t.Errorf("alice's identity token: issued to %q, last used by %q; want docker and %s", issued, last, want)
+		}
+	}
 
 	t.Run("ctr pulls and pushes with --refresh", func(t *testing.T) {
 		log := ctrPullSame(t, relay, ctrd, reg, refresh, "alice/ctr-refresh-pull:v1") +
@@ -81,6 +97,7 @@ func testIdentityTokenShared(t *testing.T, relay *Relay, dockerd *Dockerd, ctrd 
 		if n, others := grants(log, refreshGrant); n == 0 || others != 0 {
 			t.Errorf("relay log: %d refresh grants and %d other token requests, want only refresh grants", n, others)
 		}
+		lastClientIs(t, "containerd-client")
 	})
 
 	for _, ck := range clientKinds {
@@ -93,6 +110,7 @@ func testIdentityTokenShared(t *testing.T, relay *Relay, dockerd *Dockerd, ctrd 
 			if n, others := grants(log, refreshGrant); n == 0 || others != 0 {
 				t.Errorf("relay log: %d refresh grants and %d other token requests, want only refresh grants", n, others)
 			}
+			lastClientIs(t, oauthClientID[ck])
 		})
 	}
 }

@@ -268,3 +268,26 @@ func ShareDockerConfig(t testing.TB, c *Client, d *Docker) {
 		}
 	}
 }
+
+// RefreshTokenClients returns the client_id a refresh token was issued to
+// and the last one that refreshed with it, as the operator's list
+// (`vault list <service>/users/<name>/refresh-tokens`) shows them under the
+// token's id: the first 16 hex digits of its SHA-256.
+func (s *Service) RefreshTokenClients(t testing.TB, userName, rt string) (issued, last string) {
+	t.Helper()
+	path := s.Name + "/users/" + userName + "/refresh-tokens"
+	code, answer := s.Vault.RootCall(t, "LIST", path, nil)
+	if code != http.StatusOK {
+		t.Fatalf("LIST %s: %d %v", path, code, answer)
+	}
+	data, _ := answer["data"].(map[string]any)
+	info, _ := data["key_info"].(map[string]any)
+	id := sha256Hex([]byte(rt))[:16]
+	one, _ := info[id].(map[string]any)
+	if one == nil {
+		t.Fatalf("LIST %s: no refresh token %s", path, id)
+	}
+	issued, _ = one["client_id"].(string)
+	last, _ = one["last_client_id"].(string)
+	return issued, last
+}

@@ -12,13 +12,13 @@ import (
 	"testing"
 )
 
-// TestDockerAndContainerd: docker 20.10 and containerd 1.6 from Debian, each
+// TestDocker_andContainerd: docker 20.10 and containerd 1.6 from Debian, each
 // daemon started once by the test and shared by its subtests, on registry
 // 2.8 and v3: docker login, push, pull, the classic builder and BuildKit
 // building from a private base image, ctr pulling and pushing with a password
 // and with docker's identity token, crane, skopeo, regctl and oras pulling
 // with docker's identity token, and the refusals of each.
-func TestDockerAndContainerd(t *testing.T) {
+func TestDocker_andContainerd(t *testing.T) {
 	st := NewStack(t, "registry")
 	svc := st.Services["registry"]
 	svc.AddUsers(t, alice, bob, admin)
@@ -109,10 +109,10 @@ func testDocker(t *testing.T, relay *Relay, dockerd *Dockerd, reg *Registry) {
 	})
 
 	t.Run("classic builder builds from a private base", func(t *testing.T) {
-		testBuildFromPrivateBase(t, relay, dockerd, reg, classicBuilder, "classic")
+		testBuildFromPrivateBase(t, relay, dockerd, reg, classicBuilder, "classic", "docker")
 	})
 	t.Run("BuildKit builds from a private base", func(t *testing.T) {
-		testBuildFromPrivateBase(t, relay, dockerd, reg, buildKit, "buildkit")
+		testBuildFromPrivateBase(t, relay, dockerd, reg, buildKit, "buildkit", "buildkit-client")
 	})
 }
 
@@ -124,8 +124,9 @@ var (
 // testBuildFromPrivateBase: `docker build --pull` FROM an image only the
 // logged-in user may pull. BuildKit asks for tokens itself, with the
 // identity token docker login stored and client_id=buildkit-client; the
-// classic builder lets the daemon ask, as docker.
-func testBuildFromPrivateBase(t *testing.T, relay *Relay, dockerd *Dockerd, reg *Registry, builder []string, name string) {
+// classic builder lets the daemon ask, as docker. client is the client_id
+// the operator's list must show as the token's last user.
+func testBuildFromPrivateBase(t *testing.T, relay *Relay, dockerd *Dockerd, reg *Registry, builder []string, name, client string) {
 	base := seed(t, reg, Crane, "alice/base-"+name+":v1")
 	d := NewDocker(t, dockerd)
 	mustOK(t, d.Login(reg, alice.name, alice.password))
@@ -140,6 +141,9 @@ func testBuildFromPrivateBase(t *testing.T, relay *Relay, dockerd *Dockerd, reg 
 	}
 	if n, others := grants(log, refreshGrant); n == 0 || others != 0 {
 		t.Errorf("relay log during the build: %d refresh grants and %d other token requests, want only refresh grants", n, others)
+	}
+	if issued, last := reg.Service.RefreshTokenClients(t, alice.name, d.IdentityToken(reg, alice.name)); issued != "docker" || last != client {
+		t.Errorf("alice's identity token: issued to %q, last used by %q; want docker and %s", issued, last, client)
 	}
 
 	// bob may not pull alice's base: the build stops there.
