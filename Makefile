@@ -20,6 +20,7 @@ LDFLAGS := -X vault-plugin-registry/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X vault-plugin-registry/relay.Version=$(VERSION)
 
 .PHONY: help build plugin relay tools test unit e2e demo bench fuzz lint clean
+.PHONY: demo-ha
 
 help:
 	@echo "make build   build $(PLUGIN) and $(RELAY)"
@@ -30,6 +31,7 @@ help:
 	@echo "make unit    unit tests only (go test -race ./...)"
 	@echo "make e2e     end-to-end tests only (real Vault, registries and clients; E2E_JOBS in parallel)"
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback"
+	@echo "make demo-ha the same on a three-node Vault Raft cluster (scripts/demo-ha.sh)"
 	@echo "make bench   benchmarks"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make lint    gofmt and go vet"
@@ -68,6 +70,9 @@ e2e: build
 
 demo: tools build
 	scripts/demo.sh
+
+demo-ha: tools build
+	scripts/demo-ha.sh
 
 # Go benchmarks, then wrk against the real relay, Vault and plugin;
 # writes bench-results.md (scripts/bench.sh).

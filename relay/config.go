@@ -68,6 +68,10 @@ type VaultConfig struct {
 	AuthToken string   `yaml:"auth_token"`
 	Timeout   Duration `yaml:"timeout"` // per Vault call; default 3s
 	Pool      int      `yaml:"pool"`    // idle connections kept to Vault, at least; default 2
+	// Addresses is an extension of godoauth's format: the URLs of the
+	// nodes of a Vault cluster, in place of proto, host and port
+	// (relay/nodes_config.go).
+	Addresses []string `yaml:"addresses"`
 
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`
@@ -211,7 +215,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		return nil
 	}
 	if v := getenv("VAULT_ADDR"); v != "" {
-		if err := checkVaultAddr(v); err != nil {
+		if err := checkVaultAddrs(v); err != nil {
 			return &ConfigError{Key: "VAULT_ADDR", Msg: err.Error()}
 		}
 		c.Storage.Vault.Addr = v
@@ -234,7 +238,7 @@ func (c *Config) Validate() error {
 	}
 	c.setDefaults()
 	v := &c.Storage.Vault
-	if v.Addr == "" {
+	if v.Addr == "" && len(v.Addresses) == 0 {
 		if v.Proto == "" || v.Host == "" || v.Port == 0 {
 			return c.errorf("storage.vault", "proto, host and port are required (or set VAULT_ADDR)")
 		}
@@ -251,14 +255,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// VaultAddress is the Vault server's URL: VAULT_ADDR, else proto://host:port.
+// VaultAddress is the Vault server's URL (VAULT_ADDR, else proto://host:port),
+// or the cluster's node URLs separated by commas.
 func (c *Config) VaultAddress() string {
-	v := c.Storage.Vault
-	if v.Addr != "" {
-		return v.Addr
-	}
-	u := url.URL{Scheme: v.Proto, Host: joinHostPort(v.Host, v.Port)}
-	return u.String()
+	return strings.Join(c.VaultAddresses(), ",")
 }
 
 func joinHostPort(host string, port int) string {
@@ -292,6 +292,9 @@ func (c *Config) checkValues() error {
 	}
 	if v.Port < 0 || v.Port > 65535 {
 		return c.errorf("storage.vault.port", "want 1 to 65535, got %d", v.Port)
+	}
+	if err := c.checkAddresses(); err != nil {
+		return err
 	}
 	if err := checkTimeout(time.Duration(v.Timeout)); err != nil {
 		return c.errorf("storage.vault.timeout", "%s", err)

@@ -41,6 +41,7 @@ type Server struct {
 	healthAt    time.Time
 	healthState string
 	healthOK    bool
+	healthNodes map[string]string // each Vault node's state, for a cluster
 }
 
 // New makes a relay from a configuration (validated here) and a logger.
@@ -162,17 +163,17 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	s.healthMu.Lock()
 	if time.Since(s.healthAt) > healthTTL {
 		ctx, cancel := context.WithTimeout(r.Context(), s.vault.timeout)
-		s.healthState, s.healthOK = s.vault.health(ctx)
+		s.healthState, s.healthOK, s.healthNodes = s.vault.clusterHealth(ctx)
 		cancel()
 		s.healthAt = time.Now()
 	}
-	state, ok := s.healthState, s.healthOK
+	state, ok, nodes := s.healthState, s.healthOK, s.healthNodes
 	s.healthMu.Unlock()
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]string{"vault": state})
+	writeJSON(w, status, healthAnswer(state, nodes))
 }
 
 // exchange is one token request as the log and the metrics see it.

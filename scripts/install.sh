@@ -33,6 +33,8 @@ GO_TOOLS=(
 # tests; gnuplot-nox draws make bench's picture.
 APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 	docker.io containerd slapd ldap-utils gnuplot-nox)
+# jq: scripts/vault-cluster.sh reads Vault's JSON answers.
+APT_PACKAGES+=(jq)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH
