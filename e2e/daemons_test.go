@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,6 +128,9 @@ type Dockerd struct {
 func StartDockerd(t testing.TB, ctrd *Containerd) *Dockerd {
 	t.Helper()
 	dir := scratchDir(t, "vpr-dockerd-")
+	// dockerd leaves its network namespace mounted after it exits; this runs
+	// after the daemon has stopped and before its directory is removed.
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(dir, "exec", "netns", "default"), syscall.MNT_DETACH) })
 	sock := socketPath(t, dir, "docker.sock")
 	daemonJSON := filepath.Join(dir, "daemon.json")
 	mustWrite(t, daemonJSON, []byte("{}\n"))

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -21,10 +20,7 @@ import (
 // TestDeploy_systemdUnitsVerify: `systemd-analyze verify` accepts both
 // units without a warning, with their ExecStart binaries present.
 func TestDeploy_systemdUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed (Debian's systemd package has it)")
-	}
+	analyze := tool(t, "systemd-analyze") // Debian's systemd (scripts/install.sh)
 	dir := t.TempDir()
 	for unit, binaries := range map[string]map[string]string{
 		"godoauth-relay.service":                 {"/usr/local/bin/godoauth-relay": bins.relay},
@@ -155,16 +151,6 @@ func goEnv(t *testing.T, name string) string {
 // Not tested here: the arm64 image (BuildKit's --platform), publishing
 // ports through a bridge (no network on the test machine: host network).
 func TestDeploy_containerImage(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("starting a dockerd needs root")
-	}
-	dockerd, err := exec.LookPath("dockerd")
-	if err != nil {
-		dockerd = "/usr/sbin/dockerd"
-	}
-	if !isExecutable(dockerd) || !isExecutable("/usr/bin/docker") {
-		t.Skip("Debian's docker.io (dockerd and its docker CLI) is not installed")
-	}
 	// The context: the relay binary as `make release` names it.
 	ctxDir := t.TempDir()
 	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
@@ -176,33 +162,12 @@ func TestDeploy_containerImage(t *testing.T) {
 		t.Fatalf("building the relay: %v\n%s", err, out)
 	}
 
-	root, err := os.MkdirTemp("", "vpr-dockerd-") // short: the socket path has a length limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// dockerd leaves its network namespace mounted after it exits.
-		_ = syscall.Unmount(filepath.Join(root, "exec", "netns", "default"), syscall.MNT_DETACH)
-		if err := os.RemoveAll(root); err != nil {
-			t.Errorf("removing dockerd's directory: %v", err)
-		}
-	})
-	sock := filepath.Join(root, "docker.sock")
-	d := StartProcess(t, "dockerd", baseEnv(root), dockerd,
-		"--data-root="+filepath.Join(root, "data"), "--exec-root="+filepath.Join(root, "exec"),
-		"--host=unix://"+sock, "--pidfile="+filepath.Join(root, "dockerd.pid"),
-		"--storage-driver=vfs", "--iptables=false", "--ip-masq=false", "--bridge=none")
-	env := append(baseEnv(root), "DOCKER_HOST=unix://"+sock, "DOCKER_BUILDKIT=0")
+	cli := NewDocker(t, StartDockerd(t, StartContainerd(t)))
+	d := cli.daemon.Proc
 	docker := func(args ...string) Result {
 		t.Helper()
-		return RunCommand(t, env, "..", "", "/usr/bin/docker", args...)
+		return cli.Run("", "..", []string{"DOCKER_BUILDKIT=0"}, args...)
 	}
-	waitFor(t, "dockerd", d, startTimeout, func() error {
-		if r := docker("version"); !r.OK() {
-			return fmt.Errorf("%s", r.Stderr)
-		}
-		return nil
-	})
 	if r := docker("build", "-q", "-f", "deploy/docker/Dockerfile", "--build-arg", "VERSION=v0.1.0",
 		"--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", "godoauth-relay:e2e", ctxDir); !r.OK() {
 		t.Fatalf("docker build: %v", r)

@@ -31,9 +31,10 @@ GO_TOOLS=(
 # most people use (the tests run their daemons on their own sockets); slapd
 # and ldap-utils are the LDAP server behind Vault's ldap auth method in the
 # tests; gnuplot-nox draws make bench's picture; prometheus brings promtool,
-# which checks and tests deploy/prometheus's alert rules.
+# which checks and tests deploy/prometheus's alert rules; systemd brings
+# systemd-analyze, which verifies deploy/systemd's units (no service runs).
 APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
-	docker.io containerd slapd ldap-utils gnuplot-nox prometheus)
+	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
 
