@@ -2,10 +2,15 @@ package plugin
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"testing"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/go-hclog"
 	gplugin "github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -58,6 +63,7 @@ func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 		return code, resp
 	}
 
+	var minted *logical.Response
 	for _, tc := range []struct {
 		name string
 		op   logical.Operation
@@ -82,12 +88,82 @@ func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 		if code != tc.want {
 			t.Errorf("%s: status %d, want %d (%v)", tc.name, code, tc.want, resp)
 		}
+		if tc.name == "token" {
+			minted = resp
+		}
 	}
 
 	// The raw PEM body survives the hop too.
 	_, resp := do(logical.ReadOperation, "ca/pem", nil)
 	if resp == nil || resp.Data[logical.HTTPContentType] != "application/x-pem-file" {
 		t.Fatalf("ca/pem over gRPC: %v", resp)
+	}
+	// Over gRPC the raw body arrives as the base64 string JSON makes of
+	// bytes; Vault's HTTP layer decodes it.
+	raw, _ := resp.Data[logical.HTTPRawBody].(string)
+	pem, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		t.Fatalf("ca/pem over gRPC: %v", err)
+	}
+
+	// And the token minted over gRPC is one a registry accepts: verified
+	// as a registry does, against ca/pem.
+	if minted == nil {
+		t.Fatal("no token minted over gRPC")
+	}
+	tok, _ := minted.Data["token"].(string)
+	verifyAsRegistry(t, tok, pem, "registry", "bob", `[{"type":"repository","name":"bob/x","actions":["pull"]}]`)
+}
+
+// verifyAsRegistry checks tok the way registry 2.8 does with a
+// rootcertbundle: the x5c chain leads to a certificate of the bundle, its
+// key verifies the signature, and iss, aud, sub and access are as wanted.
+func verifyAsRegistry(t *testing.T, tok string, bundle []byte, aud, sub, access string) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		t.Fatalf("ca/pem holds no certificate: %q", bundle)
+	}
+	var claims struct {
+		jwt.RegisteredClaims
+		Access json.RawMessage `json:"access"`
+	}
+	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"}), jwt.WithAudience(aud),
+		jwt.WithIssuer("Token"), jwt.WithExpirationRequired()).ParseWithClaims(tok, &claims, func(tk *jwt.Token) (any, error) {
+		chain, _ := tk.Header["x5c"].([]any)
+		if len(chain) == 0 {
+			return nil, errors.New("no x5c header")
+		}
+		var certs []*x509.Certificate
+		for _, c := range chain {
+			s, _ := c.(string)
+			der, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return nil, err
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, err
+			}
+			certs = append(certs, cert)
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, err
+		}
+		return certs[0].PublicKey, nil
+	})
+	if err != nil {
+		t.Fatalf("token minted over gRPC does not verify: %v", err)
+	}
+	if claims.Subject != sub {
+		t.Errorf("sub %q, want %q", claims.Subject, sub)
+	}
+	if string(claims.Access) != access {
+		t.Errorf("access %s, want %s", claims.Access, access)
 	}
 }
 
