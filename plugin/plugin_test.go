@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"os"
 	"testing"
 
@@ -17,6 +16,7 @@ import (
 	vaultplugin "github.com/hashicorp/vault/sdk/plugin"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/plugin/plugintest"
 )
 
 // grpcMount serves the plugin over the real gRPC plugin transport, as
@@ -45,21 +45,7 @@ func grpcMount(t *testing.T) logical.Backend {
 func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 	b := grpcMount(t)
 	do := func(op logical.Operation, path string, data map[string]any) (int, *logical.Response) {
-		req := &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "registry/"}
-		resp, err := b.HandleRequest(context.Background(), req)
-		code, _ := logical.RespondErrorCommon(req, resp, err)
-		if err != nil {
-			logical.AdjustErrorStatusCode(&code, err) // as Vault's HTTP layer does
-		}
-		if err == logical.ErrUnsupportedPath {
-			code = http.StatusNotFound
-		}
-		if code == 0 && resp == nil && op == logical.ReadOperation {
-			code = http.StatusNotFound
-		}
-		if code == 0 {
-			code = http.StatusOK
-		}
+		code, resp, _ := plugintest.Call(context.Background(), b, &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "registry/"})
 		return code, resp
 	}
 
@@ -71,7 +57,7 @@ func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 		data map[string]any
 		want int
 	}{
-		{"config", logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4, "lockout_threshold": 1}, 200},
+		{"config", logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4, "lockout_threshold": 1}, 204},
 		{"user", logical.UpdateOperation, "users/bob", map[string]any{"password": "pw", "access": "repository:bob/*:*"}, 200},
 		{"token", logical.UpdateOperation, "token", map[string]any{"username": "bob", "password": "pw", "scope": []string{"repository:bob/x:pull"}}, 200},
 		{"bad access is 400", logical.UpdateOperation, "users/eve", map[string]any{"password": "pw", "access": "repository:x:fly"}, 400},
