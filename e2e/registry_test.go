@@ -66,7 +66,7 @@ func mustFail(t testing.TB, what string, r Result) {
 
 // refusalWords are how docker, containerd, crane, oras, skopeo and regctl
 // print a registry's or token server's refusal.
-var refusalWords = regexp.MustCompile(`(?i)\b40[13]\b|unauthori[sz]ed|denied|insufficient_scope|forbidden|authentication required|invalid_grant`)
+var refusalWords = regexp.MustCompile(`(?i)\b40[13]\b|unauthori[sz]ed|denied|insufficient_scope|forbidden|authentication required|invalid username/password|invalid_grant`)
 
 // mustBeRefused is mustFail with the words of the expected refusal.
 func mustBeRefused(t testing.TB, what string, r Result, reason *regexp.Regexp) {
