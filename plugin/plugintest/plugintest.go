@@ -32,13 +32,10 @@ func Call(ctx context.Context, b logical.Backend, req *logical.Request) (int, *l
 }
 
 // Status is the HTTP status Vault's API answers for a request its backend
-// handled with resp and err:
-//   - an error: logical.RespondErrorCommon's status (a coded error's own,
-//     400 for an error response, 403 for permission denied, …), and 404
-//     for a path the backend does not have;
-//   - no response: 404 for a read or a list (a list with an empty "keys"
-//     too); 204 for any other operation;
-//   - a response: the status a raw response names, else 200.
+// handled with resp and err: logical.RespondErrorCommon's (the sdk's share
+// of Vault's HTTP layer: errors, a read with no response, an empty list);
+// 404 for a path the backend does not have; then 204 with no response, the
+// status a raw response names, or 200.
 func Status(req *logical.Request, resp *logical.Response, err error) int {
 	if err == logical.ErrUnsupportedPath {
 		return http.StatusNotFound
@@ -47,43 +44,14 @@ func Status(req *logical.Request, resp *logical.Response, err error) int {
 	if err != nil {
 		logical.AdjustErrorStatusCode(&code, err)
 	}
-	if code != 0 {
+	switch {
+	case code != 0:
 		return code
-	}
-	switch req.Operation {
-	case logical.ReadOperation:
-		if resp == nil {
-			return http.StatusNotFound
-		}
-	case logical.ListOperation:
-		if resp == nil || len(resp.Data) == 0 {
-			return http.StatusNotFound
-		}
-		if raw, ok := resp.Data["keys"]; ok && raw != nil && len(listKeys(raw)) == 0 {
-			return http.StatusNotFound
-		}
-	}
-	if resp == nil {
+	case resp == nil:
 		return http.StatusNoContent
 	}
 	if c, ok := resp.Data[logical.HTTPStatusCode].(int); ok {
 		return c
 	}
 	return http.StatusOK
-}
-
-func listKeys(raw any) []string {
-	switch keys := raw.(type) {
-	case []string:
-		return keys
-	case []any:
-		out := make([]string, 0, len(keys))
-		for _, k := range keys {
-			if s, ok := k.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }
