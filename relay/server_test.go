@@ -265,7 +265,7 @@ func TestAuth_vaultTransportFailuresAre503(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			fv := newFakeVault(t, "registry")
 			fv.token = h
-			s, logs := newTestRelay(t, fv.srv.URL)
+			s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
 			w := get(s, "service=registry", basic("alice", "pw"))
 			if w.Code != 503 || w.Header().Get("Retry-After") == "" {
 				t.Fatalf("status %d, Retry-After %q: %s", w.Code, w.Header().Get("Retry-After"), w.Body)
