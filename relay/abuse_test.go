@@ -61,14 +61,22 @@ type abuseRig struct {
 	logs *syncBuffer
 	addr string
 
-	checks      atomic.Int64 // wrong passwords checked by the stand-in plugin
-	busy        atomic.Int64 // requests it refused: too many password checks
-	waiting     atomic.Int64 // requests waiting for a password check now
+	checkWait   time.Duration // how long the stand-in plugin queues a password check
+	checks      atomic.Int64  // wrong passwords checked by the stand-in plugin
+	busy        atomic.Int64  // requests it refused: too many password checks
+	waiting     atomic.Int64  // requests waiting for a password check now
 	mostWaiting atomic.Int64
 }
 
 func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
-	rig := &abuseRig{t: t, fv: newFakeVault(t, "registry")}
+	return newAbuseRigWith(t, pluginPasswordCheckCost, pluginPasswordCheckWait, edit...)
+}
+
+// newAbuseRigWith is newAbuseRig with a stand-in plugin whose password
+// check takes checkCost, and that lets a request wait checkWait for one
+// before its 429.
+func newAbuseRigWith(t *testing.T, checkCost, checkWait time.Duration, edit ...func(*Config)) *abuseRig {
+	rig := &abuseRig{t: t, fv: newFakeVault(t, "registry"), checkWait: checkWait}
 	slots := make(chan struct{}, pluginPasswordChecks)
 	rig.fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		user, _ := body["username"].(string)
@@ -80,7 +88,7 @@ func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
 		n := rig.waiting.Add(1)
 		for m := rig.mostWaiting.Load(); n > m && !rig.mostWaiting.CompareAndSwap(m, n); m = rig.mostWaiting.Load() {
 		}
-		wait := time.NewTimer(pluginPasswordCheckWait)
+		wait := time.NewTimer(checkWait)
 		defer wait.Stop()
 		select {
 		case slots <- struct{}{}:
@@ -94,7 +102,7 @@ func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
 			rig.waiting.Add(-1)
 			return
 		}
-		time.Sleep(pluginPasswordCheckCost)
+		time.Sleep(checkCost)
 		<-slots
 		rig.checks.Add(1)
 		vaultError(w, http.StatusUnauthorized, "invalid username or password")
@@ -495,7 +503,11 @@ func TestAbuse_wrongPasswordFlood(t *testing.T) {
 		}
 	})
 	t.Run("vault timeout shorter than the plugin's queue", func(t *testing.T) {
-		rig := newAbuseRig(t, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
+		// The plugin's queue is made longer (slow checks, a long wait)
+		// rather than the timeout short, so that the well-behaved
+		// client's answers, which pass no queue, are far inside the
+		// timeout on a busy machine too.
+		rig := newAbuseRigWith(t, time.Second, 20*time.Second, func(c *Config) { c.Storage.Vault.Timeout = Duration(4 * time.Second) })
 		passwordFlood(rig)
 		if !strings.Contains(rig.logs.String(), "did not answer a password check in time") {
 			t.Errorf("no password check timed out:\n%s", rig.logs.String())
@@ -538,7 +550,7 @@ func passwordFlood(rig *abuseRig) {
 		// In full swing: the plugin's queue of password checks is long,
 		// and the flood has begun to be refused.
 		waitFor(t, func() bool { return rig.waiting.Load() >= 16 })
-		time.Sleep(pluginPasswordCheckWait)
+		time.Sleep(min(rig.checkWait, rig.s.vault.timeout))
 		return func() abuseEnd {
 			a.stop()
 			transport.CloseIdleConnections()
