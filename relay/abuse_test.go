@@ -61,22 +61,14 @@ type abuseRig struct {
 	logs *syncBuffer
 	addr string
 
-	checkWait   time.Duration // how long the stand-in plugin queues a password check
-	checks      atomic.Int64  // wrong passwords checked by the stand-in plugin
-	busy        atomic.Int64  // requests it refused: too many password checks
-	waiting     atomic.Int64  // requests waiting for a password check now
+	checks      atomic.Int64 // wrong passwords checked by the stand-in plugin
+	busy        atomic.Int64 // requests it refused: too many password checks
+	waiting     atomic.Int64 // requests waiting for a password check now
 	mostWaiting atomic.Int64
 }
 
 func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
-	return newAbuseRigWith(t, pluginPasswordCheckCost, pluginPasswordCheckWait, edit...)
-}
-
-// newAbuseRigWith is newAbuseRig with a stand-in plugin whose password
-// check takes checkCost, and that lets a request wait checkWait for one
-// before its 429.
-func newAbuseRigWith(t *testing.T, checkCost, checkWait time.Duration, edit ...func(*Config)) *abuseRig {
-	rig := &abuseRig{t: t, fv: newFakeVault(t, "registry"), checkWait: checkWait}
+	rig := &abuseRig{t: t, fv: newFakeVault(t, "registry")}
 	slots := make(chan struct{}, pluginPasswordChecks)
 	rig.fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		user, _ := body["username"].(string)
@@ -88,7 +80,7 @@ func newAbuseRigWith(t *testing.T, checkCost, checkWait time.Duration, edit ...f
 		n := rig.waiting.Add(1)
 		for m := rig.mostWaiting.Load(); n > m && !rig.mostWaiting.CompareAndSwap(m, n); m = rig.mostWaiting.Load() {
 		}
-		wait := time.NewTimer(checkWait)
+		wait := time.NewTimer(pluginPasswordCheckWait)
 		defer wait.Stop()
 		select {
 		case slots <- struct{}{}:
@@ -102,7 +94,7 @@ func newAbuseRigWith(t *testing.T, checkCost, checkWait time.Duration, edit ...f
 			rig.waiting.Add(-1)
 			return
 		}
-		time.Sleep(checkCost)
+		time.Sleep(pluginPasswordCheckCost)
 		<-slots
 		rig.checks.Add(1)
 		vaultError(w, http.StatusUnauthorized, "invalid username or password")
@@ -503,11 +495,7 @@ func TestAbuse_wrongPasswordFlood(t *testing.T) {
 		}
 	})
 	t.Run("vault timeout shorter than the plugin's queue", func(t *testing.T) {
-		// The plugin's queue is made longer (slow checks, a long wait)
-		// rather than the timeout short, so that the well-behaved
-		// client's answers, which pass no queue, are far inside the
-		// timeout on a busy machine too.
-		rig := newAbuseRigWith(t, time.Second, 20*time.Second, func(c *Config) { c.Storage.Vault.Timeout = Duration(4 * time.Second) })
+		rig := newAbuseRig(t, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
 		passwordFlood(rig)
 		if !strings.Contains(rig.logs.String(), "did not answer a password check in time") {
 			t.Errorf("no password check timed out:\n%s", rig.logs.String())
@@ -550,7 +538,7 @@ func passwordFlood(rig *abuseRig) {
 		// In full swing: the plugin's queue of password checks is long,
 		// and the flood has begun to be refused.
 		waitFor(t, func() bool { return rig.waiting.Load() >= 16 })
-		time.Sleep(min(rig.checkWait, rig.s.vault.timeout))
+		time.Sleep(pluginPasswordCheckWait)
 		return func() abuseEnd {
 			a.stop()
 			transport.CloseIdleConnections()
