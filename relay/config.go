@@ -42,6 +42,9 @@ type Config struct {
 	Storage Storage     `yaml:"storage"`
 	HTTP    HTTPConfig  `yaml:"http"`
 	Token   TokenConfig `yaml:"token"`
+	// Identity is this relay's extension: Vault identities as registry
+	// users (identity.go). godoauth's files have no such key.
+	Identity IdentityConfig `yaml:"identity"`
 
 	lines map[string]int // key path → line in the file, for errors
 }
@@ -314,7 +317,7 @@ func (c *Config) checkValues() error {
 	if c.Token.Expiration < 0 || c.Token.Expiration > maxExpiration {
 		return c.errorf("token.expiration", "want 0 to %d seconds, got %d", maxExpiration, c.Token.Expiration)
 	}
-	return nil
+	return c.checkIdentity()
 }
 
 func checkTimeout(d time.Duration) error {
@@ -412,6 +415,20 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string, depth int) e
 		return nil
 	}
 
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
+		if n.Kind != yaml.SequenceNode {
+			return bad("want a list of names, got " + describe(n))
+		}
+		list := reflect.MakeSlice(v.Type(), 0, len(n.Content))
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
+				return &ConfigError{Line: item.Line, Key: path, Msg: "want a list of names, got an item " + describe(item)}
+			}
+			list = reflect.Append(list, reflect.ValueOf(item.Value))
+		}
+		v.Set(list)
+		return nil
+	}
 	if n.Kind != yaml.ScalarNode {
 		return bad("want " + want(v.Type()) + ", got " + describe(n))
 	}

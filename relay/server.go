@@ -33,6 +33,8 @@ type Server struct {
 	handler http.Handler
 	timeout time.Duration // http.timeout: the whole of one request
 
+	identities *identities // Vault identities' requests (identity.go)
+
 	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
 
 	healthMu    sync.Mutex
@@ -56,6 +58,7 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 	if s.vault, err = newVault(&c, logger, s.metrics); err != nil {
 		return nil, err
 	}
+	s.identities = newIdentities(&c, s.metrics)
 	if c.HTTP.TLS.Enabled() {
 		if err := s.ReloadTLS(); err != nil {
 			return nil, err
@@ -196,7 +199,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		if f = s.vault.checkMount(ctx, req.Service); f == nil {
 			x.service = req.Service
 			var t *mintedToken
-			if t, f = s.vault.mint(ctx, req); f == nil {
+			if t, f = s.mint(ctx, req); f == nil {
 				x.status, x.granted, x.user = http.StatusOK, len(t.Access), t.Subject
 				writeToken(w, t, oauth)
 				return
