@@ -85,3 +85,8 @@ func errText(resp *logical.Response) string {
 }
 
 func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+// status is Vault's HTTP status for an answer (plugintest.Status).
+func status(req *logical.Request, resp *logical.Response, err error) int {
+	return plugintest.Status(req, resp, err)
+}
