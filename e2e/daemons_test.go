@@ -219,21 +219,21 @@ func (c *Docker) Layers(ref string) []string {
 	return layers
 }
 
-// dockerAuth is one entry of config.json's "auths".
-type dockerAuth struct {
+// dockerConfigAuth is one entry of config.json's "auths".
+type dockerConfigAuth struct {
 	Auth          string `json:"auth"`
 	IdentityToken string `json:"identitytoken"`
 }
 
 // StoredAuth reads what `docker login` stored for reg in config.json.
-func (c *Docker) StoredAuth(reg *Registry) dockerAuth {
+func (c *Docker) StoredAuth(reg *Registry) dockerConfigAuth {
 	c.t.Helper()
 	b, err := os.ReadFile(filepath.Join(c.Config, "config.json"))
 	if err != nil {
 		c.t.Fatalf("docker config: %v", err)
 	}
 	var cfg struct {
-		Auths map[string]dockerAuth `json:"auths"`
+		Auths map[string]dockerConfigAuth `json:"auths"`
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		c.t.Fatalf("docker config.json: %v", err)

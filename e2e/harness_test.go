@@ -427,8 +427,9 @@ var unsealKeyLine = regexp.MustCompile(`(?m)^Unseal Key: (\S+)$`)
 
 // StartVault starts a dev server (in memory, unsealed, root token rootToken)
 // with the plugin binary in its plugin directory, and registers the plugin
-// the way an operator does: by sha256 and version.
-func StartVault(t testing.TB) *Vault {
+// the way an operator does: by sha256 and version. extraArgs go to
+// `vault server` after the dev flags (a -config with another listener).
+func StartVault(t testing.TB, extraArgs ...string) *Vault {
 	t.Helper()
 	port := freePort(t)
 	v := &Vault{
@@ -438,11 +439,12 @@ func StartVault(t testing.TB) *Vault {
 		t:         t,
 	}
 	sum := copyFile(t, bins.plugin, filepath.Join(v.pluginDir, pluginName))
-	v.Proc = StartProcess(t, "vault", baseEnv(v.home), tool(t, "vault"), "server", "-dev",
-		"-dev-root-token-id="+rootToken,
+	args := []string{"server", "-dev",
+		"-dev-root-token-id=" + rootToken,
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
-		"-dev-plugin-dir="+v.pluginDir,
-		"-log-level=info")
+		"-dev-plugin-dir=" + v.pluginDir,
+		"-log-level=info"}
+	v.Proc = StartProcess(t, "vault", baseEnv(v.home), tool(t, "vault"), append(args, extraArgs...)...)
 	waitFor(t, "vault", v.Proc, startTimeout, func() error {
 		return wantStatus(v.Addr+"/v1/sys/health", http.StatusOK)
 	})

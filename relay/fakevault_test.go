@@ -174,7 +174,9 @@ func (s *syncBuffer) String() string {
 // testConfig is a relay configuration pointing at addr.
 func testConfig(addr string) *Config {
 	return &Config{
-		Storage: Storage{Vault: VaultConfig{Addr: addr, AuthToken: relayToken, Timeout: Duration(500 * time.Millisecond)}},
+		// A Vault timeout no answer of the stand-in reaches on a busy
+		// machine; tests of timeouts set their own.
+		Storage: Storage{Vault: VaultConfig{Addr: addr, AuthToken: relayToken, Timeout: Duration(10 * time.Second)}},
 		HTTP:    HTTPConfig{Addr: "127.0.0.1:0", Timeout: Duration(2 * time.Second)},
 		Token:   TokenConfig{Issuer: "Token", Expiration: 800},
 		Log:     LogConfig{Level: "debug"},
