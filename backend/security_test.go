@@ -40,7 +40,16 @@ func TestLockout_concurrentGuessesConcludeAtMostThreshold(t *testing.T) {
 		}()
 	}
 	close(start)
-	time.Sleep(20 * time.Millisecond) // the guesses are queued
+	// The right password comes once the guesses hold every check the
+	// threshold allows, before any of them concluded.
+	for inFlight := 0; inFlight < cfg.LockoutThreshold; {
+		runtime.Gosched()
+		f.b.checks.mu.Lock()
+		if p := f.b.checks.inFlight["bob"]; p != nil {
+			inFlight = p.n
+		}
+		f.b.checks.mu.Unlock()
+	}
 	tok, err := f.mint(TokenRequest{Username: "bob", Password: "right", Scopes: []string{"repository:bob/app:push"}})
 	wg.Wait()
 
