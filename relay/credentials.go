@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"sync"
 	"time"
 )
 
@@ -36,17 +35,19 @@ var errPasswordChecksBusy = lockedOut("too many password checks in progress; ret
 
 type credentialID [sha256.Size]byte
 
-// provenCredentials remembers the credentials that got a token lately.
+// provenCredentials remembers the credentials that got a token lately,
+// and bounds the Vault calls for the others.
 type provenCredentials struct {
 	key      [32]byte
 	unproven chan struct{}
-
-	mu    sync.Mutex
-	known map[credentialID]time.Time // expiry
+	known    *ttlMap[credentialID, struct{}]
 }
 
 func newProvenCredentials() *provenCredentials {
-	p := &provenCredentials{unproven: make(chan struct{}, maxUnprovenCalls), known: map[credentialID]time.Time{}}
+	p := &provenCredentials{
+		unproven: make(chan struct{}, maxUnprovenCalls),
+		known:    newTTLMap[credentialID, struct{}](provenTTL, maxProven),
+	}
 	_, _ = rand.Read(p.key[:]) // never fails (crypto/rand panics instead)
 	return p
 }
@@ -69,37 +70,13 @@ func (p *provenCredentials) id(req *tokenRequest) (credentialID, bool) {
 }
 
 func (p *provenCredentials) proven(id credentialID) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	expires, ok := p.known[id]
-	return ok && time.Now().Before(expires)
+	_, ok := p.known.get(id)
+	return ok
 }
 
-func (p *provenCredentials) remember(id credentialID) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.known[id]; !ok && len(p.known) >= maxProven {
-		for k, expires := range p.known {
-			if now.After(expires) {
-				delete(p.known, k)
-			}
-		}
-		for k := range p.known {
-			if len(p.known) < maxProven {
-				break
-			}
-			delete(p.known, k)
-		}
-	}
-	p.known[id] = now.Add(provenTTL)
-}
+func (p *provenCredentials) remember(id credentialID) { p.known.put(id, struct{}{}, true) }
 
-func (p *provenCredentials) forget(id credentialID) {
-	p.mu.Lock()
-	delete(p.known, id)
-	p.mu.Unlock()
-}
+func (p *provenCredentials) forget(id credentialID) { p.known.delete(id) }
 
 // enterUnproven takes a place for a password that got no token lately. It
 // waits at most half the request's time, so that the Vault call keeps the

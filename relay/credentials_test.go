@@ -101,7 +101,7 @@ func TestProvenCredentials_bounded(t *testing.T) {
 		}
 		p.remember(id)
 	}
-	if n := len(p.known); n > maxProven {
+	if n := p.known.len(); n > maxProven {
 		t.Errorf("%d credentials remembered; want at most %d", n, maxProven)
 	}
 	other, _ := p.id(&tokenRequest{Service: "other", Username: "u", Password: "x"})

@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,35 +12,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
-	"golang.org/x/sync/singleflight"
 )
 
 const (
-	// maxVaultCalls bounds the Vault calls in flight; more requests wait
-	// for a slot until their deadline.
-	maxVaultCalls = 128
-	// downFor is how long the relay answers 503 at once after Vault was
-	// unreachable or timed out, instead of piling up requests that wait.
-	downFor = time.Second
-	// mountTTL is how long the answer of a mount probe is remembered.
-	mountTTL = time.Minute
-	// maxMounts bounds the remembered probe answers.
-	maxMounts = 4096
 	// maxProbeBytes bounds the PEM bundle read from <service>/ca/pem.
 	maxProbeBytes = 64 << 10
-	// maxTokenBytes bounds a token from the plugin.
-	maxTokenBytes = 64 << 10
 	// pemContentType is what the plugin's ca/pem answers with (Vault's own
 	// PKI engine answers application/pem-file, so its mounts don't pass).
 	pemContentType = "application/x-pem-file"
 )
 
-// vault forwards token requests to the plugin mounts, and nowhere else.
+// vault makes the relay's calls to Vault: the mount probe, the token
+// requests, the health check. It forwards token requests to the plugin
+// mounts, and nowhere else.
 type vault struct {
 	client      *api.Client
 	http        *http.Client // the client's connections, for the token-less probe
@@ -50,166 +36,81 @@ type vault struct {
 	probeHeader http.Header
 	addr        string
 	timeout     time.Duration
-	ttl         int64  // token.expiration, sent as ttl
-	issuer      string // token.issuer, compared with the plugin's
+	ttl         int64 // token.expiration, sent as ttl
 	log         hclog.Logger
 	metrics     *metrics
 
-	slots       chan struct{}
-	downUntil   atomic.Int64 // unix nanoseconds
+	admission   *admission
 	credentials *provenCredentials
+	mounts      *mountCache
+	issuer      *issuerCheck
 
-	mountsMu sync.RWMutex
-	mounts   map[string]mountAnswer
-	probes   singleflight.Group
-
-	issuerChecked sync.Map // service → struct{}
-	loud          sync.Map // trouble kind → *throttle
-}
-
-type mountAnswer struct {
-	exists  bool
-	expires time.Time
+	loud sync.Map // trouble kind → *throttle
 }
 
 func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
-	vc := api.DefaultConfig()
-	if vc.Error != nil {
-		return nil, fmt.Errorf("vault client: %w", vc.Error)
-	}
-	addr := cfg.VaultAddress()
-	vc.Address = addr
-	vc.AgentAddress = ""
-	vc.Timeout = time.Duration(cfg.Storage.Vault.Timeout)
-	// An outage answers 503 now, not after backoffs. Never retrying also
-	// keeps retryablehttp from dropping every idle connection after an
-	// answer it would have retried (a 429 for a locked-out user, a 5xx).
-	vc.MaxRetries = 0
-	vc.CheckRetry = func(context.Context, *http.Response, error) (bool, error) { return false, nil }
-	transport, ok := vc.HttpClient.Transport.(*http.Transport)
-	if !ok {
-		return nil, fmt.Errorf("vault client: unexpected transport %T", vc.HttpClient.Transport)
-	}
-	idle := max(cfg.Storage.Vault.Pool, maxVaultCalls)
-	transport.MaxIdleConns = idle
-	transport.MaxIdleConnsPerHost = idle
-	transport.IdleConnTimeout = 90 * time.Second
-	if cfg.Storage.Vault.CACert != "" {
-		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.Storage.Vault.CACert}); err != nil {
-			return nil, fmt.Errorf("VAULT_CACERT %s: %w", quote(cfg.Storage.Vault.CACert), err)
+	var httpClient *http.Client
+	client, err := NewVaultClient(cfg, func(vc *api.Config) error {
+		vc.Timeout = time.Duration(cfg.Storage.Vault.Timeout)
+		// An outage answers 503 now, not after backoffs. Never retrying also
+		// keeps retryablehttp from dropping every idle connection after an
+		// answer it would have retried (a 429 for a locked-out user, a 5xx).
+		vc.MaxRetries = 0
+		vc.CheckRetry = func(context.Context, *http.Response, error) (bool, error) { return false, nil }
+		transport, ok := vc.HttpClient.Transport.(*http.Transport)
+		if !ok {
+			return fmt.Errorf("unexpected transport %T", vc.HttpClient.Transport)
 		}
-	}
-	client, err := api.NewClient(vc)
+		idle := max(cfg.Storage.Vault.Pool, maxVaultCalls)
+		transport.MaxIdleConns = idle
+		transport.MaxIdleConnsPerHost = idle
+		transport.IdleConnTimeout = 90 * time.Second
+		httpClient = vc.HttpClient
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, err
 	}
-	client.SetToken(cfg.Storage.Vault.AuthToken)
 	header := client.Headers()
 	header.Del(api.AuthHeaderName) // the probe goes without a token
+	addr := cfg.VaultAddress()
+	timeout := time.Duration(cfg.Storage.Vault.Timeout)
 	return &vault{
 		client:      client,
-		http:        vc.HttpClient,
+		http:        httpClient,
 		probeBase:   strings.TrimRight(addr, "/") + "/v1/",
 		probeHeader: header,
 		addr:        addr,
-		timeout:     time.Duration(cfg.Storage.Vault.Timeout),
+		timeout:     timeout,
 		ttl:         cfg.Token.Expiration,
-		issuer:      cfg.Token.Issuer,
 		log:         log,
 		metrics:     m,
-		slots:       make(chan struct{}, maxVaultCalls),
+		admission:   newAdmission(),
 		credentials: newProvenCredentials(),
-		mounts:      map[string]mountAnswer{},
+		mounts:      newMountCache(timeout),
+		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 	}, nil
 }
 
-// enter takes a slot for one Vault call. While Vault is known to be down
-// it refuses at once, so a burst during an outage costs nothing.
+// enter takes a slot for one Vault call (see admission).
 func (v *vault) enter(ctx context.Context) (release func(), f *failure) {
-	if time.Now().UnixNano() < v.downUntil.Load() {
+	release, err := v.admission.enter(ctx)
+	switch {
+	case errors.Is(err, errVaultDown):
 		return nil, errUnavailable
+	case err != nil:
+		return nil, v.trouble("busy", err.Error(), "slots", maxVaultCalls)
 	}
-	release = func() { <-v.slots }
-	select {
-	case v.slots <- struct{}{}:
-		return release, nil
-	default:
-	}
-	select {
-	case v.slots <- struct{}{}:
-		return release, nil
-	case <-ctx.Done():
-		return nil, v.trouble("busy", "every Vault call slot busy until the request's deadline",
-			"slots", maxVaultCalls)
-	}
+	return release, nil
 }
 
-// checkMount makes sure service names a mount of this plugin: its ca/pem
-// answers a PEM bundle without a token. Answers are remembered for a
-// minute; a Vault outage is not remembered, it is a 503.
+// checkMount makes sure service names a mount of this plugin.
 func (v *vault) checkMount(ctx context.Context, service string) *failure {
-	now := time.Now()
-	v.mountsMu.RLock()
-	a, ok := v.mounts[service]
-	v.mountsMu.RUnlock()
-	if !ok || now.After(a.expires) {
-		ch := v.probes.DoChan(service, func() (any, error) {
-			// Not the caller's context: the probe serves every waiter.
-			pctx, cancel := context.WithTimeout(context.Background(), v.timeout)
-			defer cancel()
-			exists, f := v.probe(pctx, service)
-			if f != nil {
-				return nil, f
-			}
-			v.remember(service, exists)
-			return exists, nil
-		})
-		select {
-		case r := <-ch:
-			if r.Err != nil {
-				return r.Err.(*failure)
-			}
-			a.exists = r.Val.(bool)
-		case <-ctx.Done():
-			return errUnavailable
-		}
-	}
-	if !a.exists {
-		return unknownService(service)
-	}
-	return nil
+	return v.mounts.check(ctx, service, v.probe)
 }
 
-func (v *vault) remember(service string, exists bool) {
-	now := time.Now()
-	v.mountsMu.Lock()
-	defer v.mountsMu.Unlock()
-	if len(v.mounts) >= maxMounts {
-		for s, a := range v.mounts {
-			if now.After(a.expires) {
-				delete(v.mounts, s)
-			}
-		}
-	}
-	if len(v.mounts) >= maxMounts && !exists {
-		return // a flood of made-up names; probe them again next time
-	}
-	for s := range v.mounts {
-		if len(v.mounts) < maxMounts {
-			break
-		}
-		delete(v.mounts, s)
-	}
-	v.mounts[service] = mountAnswer{exists: exists, expires: now.Add(mountTTL)}
-}
-
-func (v *vault) forget(service string) {
-	v.mountsMu.Lock()
-	delete(v.mounts, service)
-	v.mountsMu.Unlock()
-}
-
-// probe reads <service>/ca/pem without a token.
+// probe reads <service>/ca/pem without a token: a plugin mount answers a
+// PEM bundle.
 func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	release, f := v.enter(ctx)
 	if f != nil {
@@ -287,7 +188,7 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	v.checkIssuer(req.Service, t.Issuer)
+	v.issuer.check(req.Service, t.Issuer)
 	if password {
 		v.credentials.remember(id)
 	}
@@ -328,7 +229,7 @@ func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest, passw
 			"update on %s/token and %s/token/refresh, and that the token has not expired", req.Service, req.Service),
 			"path", path)
 	case code == http.StatusNotFound:
-		v.forget(req.Service)
+		v.mounts.forget(req.Service)
 		return unknownService(req.Service)
 	case code == http.StatusTooManyRequests:
 		secs := defaultRetryAfter
@@ -365,11 +266,11 @@ func (v *vault) transportTrouble(ctx context.Context, err error, path string, pa
 				"password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
 				"address", v.addr, "path", path, "timeout", v.timeout)
 		}
-		v.downUntil.Store(time.Now().Add(downFor).UnixNano())
+		v.admission.markDown()
 		return v.trouble("timeout", "vault did not answer in time", "address", v.addr, "path", path,
 			"timeout", v.timeout)
 	}
-	v.downUntil.Store(time.Now().Add(downFor).UnixNano())
+	v.admission.markDown()
 	return v.trouble("unreachable", "vault is unreachable", "address", v.addr, "path", path, "error", err)
 }
 
@@ -385,23 +286,6 @@ func (v *vault) trouble(kind, msg string, args ...any) *failure {
 		v.log.Error(msg, args...)
 	}
 	return errUnavailable
-}
-
-// checkIssuer compares token.issuer with the iss of the first token minted
-// for a service: the relay's token may not read the plugin's config.
-func (v *vault) checkIssuer(service, iss string) {
-	if v.issuer == "" {
-		return
-	}
-	if _, done := v.issuerChecked.LoadOrStore(service, struct{}{}); done {
-		return
-	}
-	if iss != v.issuer {
-		v.log.Error("token.issuer differs from the issuer of the plugin's tokens; the registry refuses tokens "+
-			"whose iss is not its own issuer setting",
-			"service", service, "token.issuer", v.issuer, "plugin_issuer", iss,
-			"fix", fmt.Sprintf("vault write %s/config issuer=%s", service, v.issuer))
-	}
 }
 
 // health asks Vault whether it is initialized and unsealed.
@@ -429,106 +313,4 @@ func pluginMessage(errs []string) string {
 		msg = msg[:512] + "…"
 	}
 	return msg
-}
-
-// mintedToken is the plugin's answer, checked.
-type mintedToken struct {
-	Token        string
-	ExpiresIn    int64
-	IssuedAt     string
-	RefreshToken string
-	// From the token's claims, for the log and the OAuth2 scope.
-	Issuer  string
-	Subject string
-	Access  []accessEntry
-}
-
-type accessEntry struct {
-	Type    string   `json:"type"`
-	Name    string   `json:"name"`
-	Actions []string `json:"actions"`
-}
-
-// readMinted checks the plugin's answer: a Vault field is input like any other.
-func readMinted(data map[string]any) (*mintedToken, error) {
-	t := &mintedToken{}
-	var ok bool
-	if t.Token, ok = data["token"].(string); !ok || t.Token == "" {
-		return nil, errors.New("no token")
-	}
-	if len(t.Token) > maxTokenBytes {
-		return nil, errors.New("token too long")
-	}
-	if at, present := data["access_token"]; present && at != t.Token {
-		return nil, errors.New("access_token differs from token")
-	}
-	n, err := wholeNumber(data["expires_in"])
-	if err != nil || n <= 0 || n > 10*maxExpiration {
-		return nil, fmt.Errorf("expires_in: want a positive number of seconds, got %v", data["expires_in"])
-	}
-	t.ExpiresIn = n
-	switch at := data["issued_at"].(type) {
-	case nil:
-		t.IssuedAt = time.Now().UTC().Format(time.RFC3339)
-	case string:
-		if _, err := time.Parse(time.RFC3339, at); err != nil {
-			return nil, fmt.Errorf("issued_at: want RFC 3339, got %s", quote(at))
-		}
-		t.IssuedAt = at
-	default:
-		return nil, errors.New("issued_at: want a string")
-	}
-	switch rt := data["refresh_token"].(type) {
-	case nil:
-	case string:
-		t.RefreshToken = rt
-	default:
-		return nil, errors.New("refresh_token: want a string")
-	}
-	if err := t.readClaims(); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-func wholeNumber(v any) (int64, error) {
-	switch n := v.(type) {
-	case json.Number:
-		return n.Int64()
-	case float64:
-		if n != float64(int64(n)) {
-			return 0, errors.New("not a whole number")
-		}
-		return int64(n), nil
-	case int:
-		return int64(n), nil
-	case int64:
-		return n, nil
-	default:
-		return 0, errors.New("not a number")
-	}
-}
-
-// readClaims reads iss, sub and access from the JWT's payload. The relay
-// does not verify the signature: the token comes from Vault over the
-// relay's own connection, and the registry verifies it.
-func (t *mintedToken) readClaims() error {
-	parts := strings.Split(t.Token, ".")
-	if len(parts) != 3 {
-		return errors.New("token is not a JWT")
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return errors.New("token payload is not base64url")
-	}
-	var claims struct {
-		Issuer  string        `json:"iss"`
-		Subject string        `json:"sub"`
-		Access  []accessEntry `json:"access"`
-	}
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		return errors.New("token payload is not a JSON claim set")
-	}
-	t.Issuer, t.Subject, t.Access = claims.Issuer, claims.Subject, claims.Access
-	return nil
 }

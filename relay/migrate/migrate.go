@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return fail(err)
 		}
 	}
-	client, err := newVaultClient(cfg)
+	client, err := relay.NewVaultClient(cfg, nil)
 	if err != nil {
 		return fail(err)
 	}

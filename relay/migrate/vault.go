@@ -7,31 +7,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/vault/api"
-
-	"vault-plugin-registry/relay"
 )
-
-// newVaultClient is a Vault client for the configuration's address and
-// token (VAULT_* already applied by the configuration loader).
-func newVaultClient(cfg *relay.Config) (*api.Client, error) {
-	vc := api.DefaultConfig()
-	if vc.Error != nil {
-		return nil, fmt.Errorf("vault client: %w", vc.Error)
-	}
-	vc.Address = cfg.VaultAddress()
-	vc.AgentAddress = ""
-	if ca := cfg.Storage.Vault.CACert; ca != "" {
-		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: ca}); err != nil {
-			return nil, fmt.Errorf("VAULT_CACERT %s: %w", quote(ca), err)
-		}
-	}
-	client, err := api.NewClient(vc)
-	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
-	}
-	client.SetToken(cfg.Storage.Vault.AuthToken)
-	return client, nil
-}
 
 // maxFolderDepth bounds the descent into folders of the godoauth mount.
 const maxFolderDepth = 16
