@@ -109,7 +109,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}
-	rec, err := b.useRefreshToken(ctx, s, req.RefreshToken, req.ClientID)
+	hash, rec, err := b.liveRefreshToken(ctx, s, req.RefreshToken)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +124,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	if u == nil || u.Generation != rec.Generation {
 		return nil, errInvalidRefreshToken
 	}
+	b.recordUse(ctx, s, hash, rec, req.ClientID)
 	access := b.cachedUser(u).access
 	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, GrantScopes(u.Name, scopes, access, cfg.Anonymous()), req.TTL)
 	if err != nil {

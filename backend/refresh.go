@@ -211,30 +211,37 @@ func (b *Backend) deleteRefreshToken(ctx context.Context, s logical.Storage, dir
 	return nil
 }
 
-// useRefreshToken returns a live refresh token's record, from whichever
-// client presents it, and records that client. The caller checks the
-// subject's generation against the record's.
-func (b *Backend) useRefreshToken(ctx context.Context, s logical.Storage, token, clientID string) (*storedRefreshToken, error) {
+// liveRefreshToken returns the record of a live (known, unexpired)
+// refresh token and its hash. The caller checks the subject's generation
+// against the record's, then calls recordUse.
+func (b *Backend) liveRefreshToken(ctx context.Context, s logical.Storage, token string) (string, *storedRefreshToken, error) {
 	if len(token) != len(refreshTokenPrefix)+base64.RawURLEncoding.EncodedLen(refreshTokenBytes) {
-		return nil, errInvalidRefreshToken
+		return "", nil, errInvalidRefreshToken
 	}
 	hash := refreshTokenHash(token)
 	rec, err := b.readRefreshRecord(ctx, s, hash)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
+	if rec == nil || !b.now().Before(rec.Expires) {
+		return "", nil, errInvalidRefreshToken
+	}
+	return hash, rec, nil
+}
+
+// recordUse records the client that used a refresh token, whichever it is.
+// It writes only when the client changed or the last use is older than
+// lastUsedResolution; a failed write is logged, not fatal: it is an audit
+// record and the token stays good.
+func (b *Backend) recordUse(ctx context.Context, s logical.Storage, hash string, rec *storedRefreshToken, clientID string) {
 	now := b.now()
-	if rec == nil || !now.Before(rec.Expires) {
-		return nil, errInvalidRefreshToken
+	if rec.LastClientID == clientID && now.Sub(rec.LastUsed) < lastUsedResolution {
+		return
 	}
-	if rec.LastClientID != clientID || now.Sub(rec.LastUsed) >= lastUsedResolution {
-		rec.LastClientID, rec.LastUsed = clientID, now.UTC()
-		if err := b.putRefreshRecord(ctx, s, hash, *rec); err != nil {
-			// Only an audit record: the token stays good.
-			b.logger.Warn("could not record a refresh token's last use", "id", hash[:16], "error", err)
-		}
+	rec.LastClientID, rec.LastUsed = clientID, now.UTC()
+	if err := b.putRefreshRecord(ctx, s, hash, *rec); err != nil {
+		b.logger.Warn("could not record a refresh token's last use", "id", hash[:16], "error", err)
 	}
-	return rec, nil
 }
 
 // ListRefreshTokens lists a user's live refresh tokens.
