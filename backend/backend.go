@@ -39,6 +39,8 @@ type Backend struct {
 
 	pruneMu     sync.Mutex
 	pruneCursor string // where the next refresh-token prune pass goes on
+
+	identities IdentitySource // Vault's identity store, set once by the plugin (identity.go)
 }
 
 // Options tune a Backend; the zero value is production's.

@@ -40,7 +40,12 @@ func tokenCall(t testing.TB, v *Vault, service, username, password string) (int,
 // and a locked-out user take the same time (the plugin spends the same
 // bcrypt work on each), measured through Vault's HTTP API.
 func TestHardening_noUserEnumerationByTime(t *testing.T) {
-	v := StartVault(t)
+	noUserEnumerationByTime(t, StartVault(t))
+}
+
+// noUserEnumerationByTime measures on v: the dev server's memory storage,
+// or integrated storage (e2e/raft_timing_test.go).
+func noUserEnumerationByTime(t *testing.T, v *Vault) {
 	svc := v.EnableService(t, "registry")
 	svc.WriteConfig(t, "lockout_threshold=3")
 	locked := user{"lena", "lena-pw-0b7e21", "repository:lena/*:pull"}

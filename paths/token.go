@@ -70,13 +70,18 @@ func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *frame
 }
 
 func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.b.MintFromRefresh(ctx, req.Storage, backend.RefreshRequest{
+	rr := backend.RefreshRequest{
 		Service:      service(req),
 		RefreshToken: d.Get("refresh_token").(string),
 		ClientID:     d.Get("client_id").(string),
 		Scopes:       d.Get("scope").([]string),
 		TTL:          time.Duration(d.Get("ttl").(int)) * time.Second,
-	})
+	}
+	mint := h.b.MintFromRefresh
+	if backend.IsIdentityRefreshToken(rr.RefreshToken) {
+		mint = h.b.MintFromIdentityRefresh // a Vault identity's (identity_token.go)
+	}
+	tok, err := mint(ctx, req.Storage, rr)
 	if err != nil {
 		return respond(err)
 	}

@@ -42,6 +42,9 @@ type Config struct {
 	Storage Storage     `yaml:"storage"`
 	HTTP    HTTPConfig  `yaml:"http"`
 	Token   TokenConfig `yaml:"token"`
+	// Identity is this relay's extension: Vault identities as registry
+	// users (identity.go). godoauth's files have no such key.
+	Identity IdentityConfig `yaml:"identity"`
 
 	lines map[string]int // key path → line in the file, for errors
 }
@@ -65,6 +68,14 @@ type VaultConfig struct {
 	AuthToken string   `yaml:"auth_token"`
 	Timeout   Duration `yaml:"timeout"` // per Vault call; default 3s
 	Pool      int      `yaml:"pool"`    // idle connections kept to Vault, at least; default 2
+	// Addresses is an extension of godoauth's format: the URLs of the
+	// nodes of a Vault cluster, in place of proto, host and port
+	// (relay/nodes_config.go).
+	Addresses []string `yaml:"addresses"`
+
+	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
+	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
+	AppRole       AppRoleConfig `yaml:"approle"`
 
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`
@@ -208,7 +219,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		return nil
 	}
 	if v := getenv("VAULT_ADDR"); v != "" {
-		if err := checkVaultAddr(v); err != nil {
+		if err := checkVaultAddrs(v); err != nil {
 			return &ConfigError{Key: "VAULT_ADDR", Msg: err.Error()}
 		}
 		c.Storage.Vault.Addr = v
@@ -231,16 +242,13 @@ func (c *Config) Validate() error {
 	}
 	c.setDefaults()
 	v := &c.Storage.Vault
-	if v.Addr == "" {
+	if v.Addr == "" && len(v.Addresses) == 0 {
 		if v.Proto == "" || v.Host == "" || v.Port == 0 {
 			return c.errorf("storage.vault", "proto, host and port are required (or set VAULT_ADDR)")
 		}
 	}
-	if v.AuthToken == "" {
-		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN)")
-	}
-	if strings.IndexFunc(v.AuthToken, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
-		return c.errorf("storage.vault.auth_token", "holds blanks or control characters (a stray newline?)")
+	if err := c.checkTokenSource(); err != nil {
+		return err
 	}
 	if c.HTTP.Addr == "" {
 		return c.errorf("http.addr", `required, for example ":5002"`)
@@ -248,14 +256,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// VaultAddress is the Vault server's URL: VAULT_ADDR, else proto://host:port.
+// VaultAddress is the Vault server's URL (VAULT_ADDR, else proto://host:port),
+// or the cluster's node URLs separated by commas.
 func (c *Config) VaultAddress() string {
-	v := c.Storage.Vault
-	if v.Addr != "" {
-		return v.Addr
-	}
-	u := url.URL{Scheme: v.Proto, Host: joinHostPort(v.Host, v.Port)}
-	return u.String()
+	return strings.Join(c.VaultAddresses(), ",")
 }
 
 func joinHostPort(host string, port int) string {
@@ -290,6 +294,9 @@ func (c *Config) checkValues() error {
 	if v.Port < 0 || v.Port > 65535 {
 		return c.errorf("storage.vault.port", "want 1 to 65535, got %d", v.Port)
 	}
+	if err := c.checkAddresses(); err != nil {
+		return err
+	}
 	if err := checkTimeout(time.Duration(v.Timeout)); err != nil {
 		return c.errorf("storage.vault.timeout", "%s", err)
 	}
@@ -314,7 +321,7 @@ func (c *Config) checkValues() error {
 	if c.Token.Expiration < 0 || c.Token.Expiration > maxExpiration {
 		return c.errorf("token.expiration", "want 0 to %d seconds, got %d", maxExpiration, c.Token.Expiration)
 	}
-	return nil
+	return c.checkIdentity()
 }
 
 func checkTimeout(d time.Duration) error {
@@ -412,6 +419,20 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string, depth int) e
 		return nil
 	}
 
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
+		if n.Kind != yaml.SequenceNode {
+			return bad("want a list of names, got " + describe(n))
+		}
+		list := reflect.MakeSlice(v.Type(), 0, len(n.Content))
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
+				return &ConfigError{Line: item.Line, Key: path, Msg: "want a list of names, got an item " + describe(item)}
+			}
+			list = reflect.Append(list, reflect.ValueOf(item.Value))
+		}
+		v.Set(list)
+		return nil
+	}
 	if n.Kind != yaml.ScalarNode {
 		return bad("want " + want(v.Type()) + ", got " + describe(n))
 	}

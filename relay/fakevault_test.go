@@ -93,10 +93,21 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fv.mint(w, body)
+	case path == "auth/token/renew-self":
+		// The relay renews its own token (vaulttoken.go): a periodic one here.
+		if r.Header.Get("X-Vault-Token") != relayToken {
+			vaultError(w, 403, "permission denied")
+			return
+		}
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{
+			"client_token": relayToken, "renewable": true, "lease_duration": fakeTokenPeriod}})
 	default:
 		vaultError(w, 404, "unsupported path")
 	}
 }
+
+// fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.
+const fakeTokenPeriod = 3600
 
 // mint answers like the plugin: a JWT whose access grants what was asked.
 func (fv *fakeVault) mint(w http.ResponseWriter, body map[string]any) {
