@@ -10,9 +10,10 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// passwordCheckWait is how long a login waits for a free password check
-// (and for its turn among one user's checks) before it is refused as busy;
-// a flood of logins queues this long at most.
+// passwordCheckWait is how long a login may wait, in all, for its turn
+// among one user's checks and for a free password check before it is
+// refused as busy; a flood of logins queues this long at most, so the
+// plugin answers (429 busy) well within the relay's request timeout.
 const passwordCheckWait = 2 * time.Second
 
 // cachedUser is what a node remembers of a user between requests. It is
@@ -45,9 +46,10 @@ type login struct {
 // judged when it concludes, under the same lock: a right password whose
 // check ends after the lockout began is refused with 429.
 func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (*login, error) {
+	waitUntil := time.Now().Add(passwordCheckWait) // one budget for every wait below
 	if !ValidUserName(name) || len(password) > maxPasswordLen {
 		// Such a name cannot exist, such a password cannot be right.
-		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials)
+		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials, waitUntil)
 	}
 	u, err := b.ReadUser(ctx, s, name)
 	if err != nil {
@@ -64,15 +66,15 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 		}
 	}
 
-	if err := b.reserveCheck(ctx, s, cfg, name); err != nil {
+	if err := b.reserveCheck(ctx, s, cfg, name, waitUntil); err != nil {
 		if e, ok := AsError(err); ok && e.Kind == KindLockedOut {
-			return nil, b.decoyCheck(ctx, cfg, password, err)
+			return nil, b.decoyCheck(ctx, cfg, password, err, waitUntil)
 		}
 		return nil, err
 	}
 	defer b.endCheck(cfg, name)
 
-	if err := b.acquirePasswordCheck(ctx); err != nil {
+	if err := b.acquirePasswordCheck(ctx, waitUntil); err != nil {
 		return nil, err
 	}
 	// Look again now that the slot is ours: the lockout may have begun
@@ -181,8 +183,8 @@ func (b *Backend) credentialMAC(name string, version uint64, password string) []
 // decoyCheck spends a real bcrypt comparison against a hash of the
 // configured cost, so that a refusal without a password check takes as
 // long as one with it, then returns refusal.
-func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, refusal error) error {
-	if err := b.acquirePasswordCheck(ctx); err != nil {
+func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, refusal error, waitUntil time.Time) error {
+	if err := b.acquirePasswordCheck(ctx, waitUntil); err != nil {
 		return err
 	}
 	defer b.releasePasswordCheck()
@@ -205,13 +207,15 @@ func (b *Backend) decoyHash(cost int) []byte {
 
 var errBusy = &Error{Kind: KindBusy, Msg: "too many password checks in progress; retry after 1s", RetryAfter: time.Second}
 
-func (b *Backend) acquirePasswordCheck(ctx context.Context) error {
+// acquirePasswordCheck takes a password-check slot, waiting for one until
+// waitUntil at most.
+func (b *Backend) acquirePasswordCheck(ctx context.Context, waitUntil time.Time) error {
 	select {
 	case b.passwordChecks <- struct{}{}:
 		return nil
 	default:
 	}
-	t := time.NewTimer(passwordCheckWait)
+	t := time.NewTimer(time.Until(waitUntil))
 	defer t.Stop()
 	select {
 	case b.passwordChecks <- struct{}{}:

@@ -20,13 +20,14 @@ import (
 
 // reserveCheck reserves a password check of name: under the name's lock,
 // failures counted plus checks in flight must stay below the threshold.
-// When they would not, it waits for a check in flight to conclude and
-// looks again; a lockout that began meanwhile is its answer.
-func (b *Backend) reserveCheck(ctx context.Context, s logical.Storage, cfg *Config, name string) error {
+// When they would not, it waits (until waitUntil at most) for a check in
+// flight to conclude and looks again; a lockout that began meanwhile is its
+// answer.
+func (b *Backend) reserveCheck(ctx context.Context, s logical.Storage, cfg *Config, name string, waitUntil time.Time) error {
 	if cfg.LockoutThreshold == 0 {
 		return nil
 	}
-	deadline := time.NewTimer(passwordCheckWait)
+	deadline := time.NewTimer(time.Until(waitUntil))
 	defer deadline.Stop()
 	lock := locksutil.LockForKey(b.userLocks, name)
 	for {

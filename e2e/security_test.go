@@ -40,12 +40,11 @@ func TestSecurity_concurrentGuessesThroughTheRelay(t *testing.T) {
 			}
 		}
 		t.Logf("MEASURE security relay_concurrent_guesses user=%s attackers=64 threshold=%d not_429=%d statuses=%v", name, threshold, not429, codes)
-		// A 503 is the relay giving up on a request the plugin still held
-		// queued (its request timeout): no password check concluded for it.
-		// It is counted and reported, not yet bounded (see the README).
-		if codes[http.StatusUnauthorized] > threshold || codes[http.StatusOK] > 0 ||
-			codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests]+codes[http.StatusServiceUnavailable] != 64 {
-			t.Errorf("%s: 64 concurrent wrong guesses answered %v; at most %d may be 401, none 200, the rest 429 (or 503 timeouts)", name, codes, threshold)
+		// The plugin bounds all of a login's waits together (2 s) and
+		// answers busy 429 past them, well within the relay's request
+		// timeout: every answer but at most threshold 401s is a 429.
+		if codes[http.StatusUnauthorized] > threshold || not429 > threshold {
+			t.Errorf("%s: 64 concurrent wrong guesses answered %v; at most %d answers may be other than 429, and only 401", name, codes, threshold)
 		}
 		password := "wrong"
 		if name == ivy.name {
