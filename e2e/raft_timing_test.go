@@ -11,5 +11,6 @@ import "testing"
 // user and not for an unknown one would show in the time.
 func TestRaft_noUserEnumerationByTime(t *testing.T) {
 	c := StartCluster(t, 1)
-	noUserEnumerationByTime(t, c.Nodes[0])
+	v := c.Nodes[0]
+	noUserEnumerationByTime(t, v, v.EnableService(t, "registry"))
 }

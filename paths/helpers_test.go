@@ -3,7 +3,6 @@ package paths_test
 import (
 	"context"
 	"encoding/base64"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 
 	"vault-plugin-registry/backend"
 	"vault-plugin-registry/plugin"
+	"vault-plugin-registry/plugin/plugintest"
 )
 
 // mount is one plugin mount over in-memory storage, called the way Vault
@@ -36,8 +36,8 @@ func newMount(t *testing.T, path string) *mount {
 	return m
 }
 
-// call runs one request and returns Vault's HTTP status for it, the
-// response, and the error text a client would see.
+// call runs one request the way Vault does and returns Vault's HTTP
+// status for it, the response, and the error text a client would see.
 func (m *mount) call(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
 	m.t.Helper()
 	req := &logical.Request{
@@ -47,42 +47,11 @@ func (m *mount) call(op logical.Operation, path string, data map[string]any) (in
 		Storage:    m.storage,
 		MountPoint: m.path + "/",
 	}
-	if op == logical.UpdateOperation || op == logical.CreateOperation {
-		// Vault turns a write into create when the existence check says
-		// the object is not there.
-		if checkFound, exists, err := m.b.HandleExistenceCheck(context.Background(), req); err == nil && checkFound && !exists {
-			req.Operation = logical.CreateOperation
-		}
+	code, resp, msg := plugintest.Call(context.Background(), m.b, req)
+	if msg == "" {
+		msg = errText(resp)
 	}
-	resp, err := m.b.HandleRequest(context.Background(), req)
-	msg := errText(resp)
-	if err != nil {
-		msg = err.Error()
-	}
-	return status(req, resp, err), resp, msg
-}
-
-func status(req *logical.Request, resp *logical.Response, err error) int {
-	if err == logical.ErrUnsupportedPath {
-		return http.StatusNotFound
-	}
-	code, _ := logical.RespondErrorCommon(req, resp, err)
-	if err != nil {
-		logical.AdjustErrorStatusCode(&code, err) // as Vault's HTTP layer does
-	}
-	if code != 0 {
-		return code
-	}
-	if resp == nil {
-		if req.Operation == logical.ReadOperation || req.Operation == logical.ListOperation {
-			return http.StatusNotFound
-		}
-		return http.StatusNoContent
-	}
-	if c, ok := resp.Data[logical.HTTPStatusCode].(int); ok {
-		return c
-	}
-	return http.StatusOK
+	return code, resp, msg
 }
 
 func (m *mount) ok(op logical.Operation, path string, data map[string]any) *logical.Response {
@@ -116,3 +85,8 @@ func errText(resp *logical.Response) string {
 }
 
 func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+// status is Vault's HTTP status for an answer (plugintest.Status).
+func status(req *logical.Request, resp *logical.Response, err error) int {
+	return plugintest.Status(req, resp, err)
+}

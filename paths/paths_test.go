@@ -28,16 +28,17 @@ func TestConfig_defaultsAndUpdate(t *testing.T) {
 	want := map[string]any{
 		"issuer": "Token", "ttl": int64(300), "max_ttl": int64(3600), "key_type": "ec", "anonymous_access": "",
 		"bcrypt_cost": 4, "credential_cache_ttl": int64(300), "lockout_threshold": 5, "lockout_duration": int64(900),
-		"refresh_token_ttl": int64(2592000), "rotation_period": int64(0),
+		"refresh_token_ttl": int64(2592000), "rotation_period": int64(0), "refresh_tokens_per_user": 100,
 	}
 	for k, v := range want {
 		if fmt.Sprint(got[k]) != fmt.Sprint(v) {
 			t.Errorf("config %s = %v, want %v", k, got[k], v)
 		}
 	}
-	m.ok(update, "config", map[string]any{"issuer": "Acme", "ttl": "10m", "anonymous_access": "repository:public/*:pull"})
+	m.ok(update, "config", map[string]any{"issuer": "Acme", "ttl": "10m", "anonymous_access": "repository:public/*:pull", "refresh_tokens_per_user": 7})
 	got = m.ok(read, "config", nil).Data
-	if got["issuer"] != "Acme" || got["ttl"] != int64(600) || got["max_ttl"] != int64(3600) || got["anonymous_access"] != "repository:public/*:pull" {
+	if got["issuer"] != "Acme" || got["ttl"] != int64(600) || got["max_ttl"] != int64(3600) || got["anonymous_access"] != "repository:public/*:pull" ||
+		got["refresh_tokens_per_user"] != 7 {
 		t.Errorf("after update: %v", got)
 	}
 }
@@ -57,6 +58,8 @@ func TestConfig_invalidValuesAre400AndChangeNothing(t *testing.T) {
 		{"bcrypt_cost", 31, "bcrypt_cost"},
 		{"lockout_threshold", -1, "lockout_threshold"},
 		{"rotation_period", "10s", "rotation_period"},
+		{"refresh_tokens_per_user", 0, "refresh_tokens_per_user"},
+		{"refresh_tokens_per_user", 10001, "refresh_tokens_per_user"},
 		{"anonymous_access", "repository:public/*:pul", "pul"},
 		{"ttl", "soon", ""},
 	} {
@@ -79,7 +82,8 @@ func TestUsers_lifecycle(t *testing.T) {
 		t.Errorf("list = %v", keys)
 	}
 	data := m.ok(read, "users/alice.smith@example.com", nil).Data
-	if data["access"] != "repository:linux/app:*;repository:linux/db:pull" || data["created"] == "" || data["updated"] == "" {
+	if data["access"] != "repository:linux/app:*;repository:linux/db:pull" || data["created"] == "" || data["updated"] == "" ||
+		data["bcrypt_cost"] != 4 {
 		t.Errorf("read = %v", data)
 	}
 	for k, v := range data {
@@ -269,7 +273,12 @@ func TestPaths_noResponseHoldsPrivateKeyMaterial(t *testing.T) {
 		{update, "keys/rotate", nil}, {update, "ca/generate", nil}, {read, "config", nil},
 		{read, "users/bob", nil}, {update, "token", map[string]any{"username": "bob", "password": "pw"}},
 	} {
-		_, resp, _ := m.call(c.op, c.path, c.data)
+		code, resp, msg := m.call(c.op, c.path, c.data)
+		if code != http.StatusOK || resp == nil {
+			// A failed call returns nothing, and nothing holds no key.
+			t.Errorf("%s %s: status %d (%s), want 200 with a response to look into", c.op, c.path, code, msg)
+			continue
+		}
 		raw, _ := json.Marshal(resp)
 		if resp != nil {
 			if b, ok := resp.Data[logical.HTTPRawBody].([]byte); ok {
@@ -292,9 +301,13 @@ func TestMounts_keepUsersAndKeysApart(t *testing.T) {
 	if pemA == pemB {
 		t.Error("two mounts share a trust anchor")
 	}
-	tok := a.ok(update, "token", map[string]any{"username": "alice", "password": "pw"}).Data["token"].(string)
-	if aud := string(jwtClaims(t, tok)["aud"]); aud != `"registry"` {
-		t.Errorf("aud %s, want the mount path", aud)
+	// aud is the mount path, on a mount not named like the default too.
+	b.ok(update, "users/alice", map[string]any{"password": "pw"})
+	for _, m := range []*mount{a, b} {
+		tok := m.ok(update, "token", map[string]any{"username": "alice", "password": "pw"}).Data["token"].(string)
+		if aud := string(jwtClaims(t, tok)["aud"]); aud != `"`+m.path+`"` {
+			t.Errorf("mount %s: aud %s, want the mount path", m.path, aud)
+		}
 	}
 }
 

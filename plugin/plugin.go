@@ -80,6 +80,7 @@ func Serve(args []string) error {
 		return err
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "vault-plugin-registry", Output: os.Stderr, JSONFormat: true})
+	servePprof(logger) // off unless VAULT_PLUGIN_REGISTRY_PPROF is set (pprof.go)
 	return vaultplugin.ServeMultiplex(&vaultplugin.ServeOpts{
 		BackendFactoryFunc: Factory,
 		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),

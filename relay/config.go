@@ -73,6 +73,10 @@ type VaultConfig struct {
 	// (relay/nodes_config.go).
 	Addresses []string `yaml:"addresses"`
 
+	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
+	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
+	AppRole       AppRoleConfig `yaml:"approle"`
+
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`
 	// CACert is VAULT_CACERT: a PEM file of CA certificates to verify Vault with.
@@ -243,11 +247,8 @@ func (c *Config) Validate() error {
 			return c.errorf("storage.vault", "proto, host and port are required (or set VAULT_ADDR)")
 		}
 	}
-	if v.AuthToken == "" {
-		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN)")
-	}
-	if strings.IndexFunc(v.AuthToken, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
-		return c.errorf("storage.vault.auth_token", "holds blanks or control characters (a stray newline?)")
+	if err := c.checkTokenSource(); err != nil {
+		return err
 	}
 	if c.HTTP.Addr == "" {
 		return c.errorf("http.addr", `required, for example ":5002"`)

@@ -29,6 +29,7 @@ type Server struct {
 	cfg     Config
 	log     hclog.Logger
 	vault   *vault
+	token   *tokenKeeper // the relay's own Vault token (vaulttoken.go)
 	metrics *metrics
 	handler http.Handler
 	timeout time.Duration // http.timeout: the whole of one request
@@ -59,6 +60,7 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 	if s.vault, err = newVault(&c, logger, s.metrics); err != nil {
 		return nil, err
 	}
+	s.token = newTokenKeeper(c.Storage.Vault, s.vault.client, logger, s.metrics.registry)
 	s.identities = newIdentities(&c, s.metrics)
 	if c.HTTP.TLS.Enabled() {
 		if err := s.ReloadTLS(); err != nil {
@@ -104,6 +106,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
+	s.token.start(ctx)
 	ln = sendBoundListener{ln}
 	errc := make(chan error, 1)
 	go func() {
