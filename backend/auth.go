@@ -90,15 +90,24 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 		b.releasePasswordCheck()
 		return nil, st.refusal(name)
 	}
-	hash := b.decoyHash(cfg.BcryptCost)
-	if u != nil {
-		hash = []byte(u.PasswordHash)
-	}
-	b.bcryptRuns.Add(1)
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && u != nil
+	var ok bool
 	var rehash []byte
-	if ok {
-		rehash = b.rehash(cfg, u, password)
+	if _, hit := b.cachedCredentialOf(cfg, u, password); hit {
+		// A check of the same user and password ended while this one
+		// waited (after an election, every waiting request arrives with
+		// a cold cache): it shares that check's bcrypt work. It is still
+		// this request's own check: reserved, judged and concluded below.
+		ok = true
+	} else {
+		hash := b.decoyHash(cfg.BcryptCost)
+		if u != nil {
+			hash = []byte(u.PasswordHash)
+		}
+		b.bcryptRuns.Add(1)
+		ok = bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && u != nil
+		if ok {
+			rehash = b.rehash(cfg, u, password)
+		}
 	}
 	b.releasePasswordCheck()
 
@@ -143,6 +152,14 @@ func (b *Backend) cachedCredential(cfg *Config, u *User, password string) (*cach
 	ok := cu.credential != nil && b.now().Before(cu.credentialExpires) &&
 		hmac.Equal(cu.credential, b.credentialMAC(u.Name, u.Version, password))
 	return cu, ok
+}
+
+// cachedCredentialOf is cachedCredential for a user that may not exist.
+func (b *Backend) cachedCredentialOf(cfg *Config, u *User, password string) (*cachedUser, bool) {
+	if u == nil {
+		return nil, false
+	}
+	return b.cachedCredential(cfg, u, password)
 }
 
 // cachedUser returns the parsed form of u, from the cache when its version

@@ -279,3 +279,52 @@ func TestLockout_lateFailureDoesNotLiftIt(t *testing.T) {
 		t.Fatalf("after a late failure: %v, want still locked out", err)
 	}
 }
+
+// Requests that queued for a password check with a cold cache, for a
+// password another check has just verified, share that check's work: no
+// bcrypt of their own. Each is still judged as its own login.
+func TestCredentialCache_queuedChecksShareAVerifiedPassword(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.LockoutThreshold = 3
+	f.saveConfig(cfg)
+	f.addUser("bob", "right", "repository:bob/*:*")
+	// Every password-check slot taken: the logins below queue.
+	for range cap(f.b.passwordChecks) {
+		f.b.passwordChecks <- struct{}{}
+	}
+	const n = 3 // no more than the lockout threshold: each is reserved at once
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := f.mint(TokenRequest{Username: "bob", Password: "right"})
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // they pass the cache (cold) and queue for a slot
+	// Another check verified the password meanwhile (as on a new leader).
+	u, err := f.b.ReadUser(f.ctx, f.s, "bob")
+	if err != nil || u == nil {
+		t.Fatal(u, err)
+	}
+	cu := f.b.cachedUser(u)
+	f.b.users.Store("bob", &cachedUser{version: u.Version, access: cu.access,
+		credential: f.b.credentialMAC("bob", u.Version, "right"), credentialExpires: f.clock.Now().Add(time.Minute)})
+	runs := f.b.BcryptRuns()
+	for range cap(f.b.passwordChecks) {
+		<-f.b.passwordChecks
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("queued login: %v", err)
+		}
+	}
+	if got := f.b.BcryptRuns() - runs; got != 0 {
+		t.Errorf("queued logins of a verified password ran bcrypt %d times, want 0", got)
+	}
+	// A wrong password never shares: each one is checked and counted.
+	f.login("bob", "wrong", KindUnauthorized)
+	if got := f.b.BcryptRuns() - runs; got != 1 {
+		t.Errorf("wrong password: %d bcrypt runs, want 1", got)
+	}
+}
