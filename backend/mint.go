@@ -38,6 +38,7 @@ type Token struct {
 	ExpiresIn    time.Duration
 	IssuedAt     time.Time
 	RefreshToken string // set when one was asked for and issued
+	Issuer       string
 	Subject      string
 	Access       []Grant
 }
@@ -50,7 +51,7 @@ const maxClientIDLen = 256
 func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest) (*Token, error) {
 	scopes, err := ParseScopes(req.Scopes)
 	if err != nil {
-		return nil, errorf(KindBadRequest, "%s", err)
+		return nil, errorf(KindInvalidScope, "%s", err)
 	}
 	if err := checkClientID(req.ClientID); err != nil {
 		return nil, err
@@ -91,7 +92,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
 	scopes, err := ParseScopes(req.Scopes)
 	if err != nil {
-		return nil, errorf(KindBadRequest, "%s", err)
+		return nil, errorf(KindInvalidScope, "%s", err)
 	}
 	if err := checkClientID(req.ClientID); err != nil {
 		return nil, err
@@ -199,5 +200,5 @@ func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, serv
 	if err != nil {
 		return nil, err
 	}
-	return &Token{JWT: signed, ExpiresIn: ttl, IssuedAt: now.UTC(), Subject: subject, Access: grants}, nil
+	return &Token{JWT: signed, ExpiresIn: ttl, IssuedAt: now.UTC(), Issuer: cfg.Issuer, Subject: subject, Access: grants}, nil
 }

@@ -3,6 +3,7 @@ package paths_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"vault-plugin-registry/backend"
 	"vault-plugin-registry/plugin"
+	"vault-plugin-registry/tokenapi"
 )
 
 // mount is one plugin mount over in-memory storage, called the way Vault
@@ -107,9 +109,19 @@ func (m *mount) fail(op logical.Operation, path string, data map[string]any, wan
 	}
 }
 
+// errText is the message of an error response, or of a token path's
+// refusal (its code first, as "code: message").
 func errText(resp *logical.Response) string {
 	if resp == nil || resp.Data == nil {
 		return ""
+	}
+	if raw, ok := resp.Data[logical.HTTPRawBody].(string); ok {
+		var body struct {
+			Data tokenapi.Refusal `json:"data"`
+		}
+		if json.Unmarshal([]byte(raw), &body) == nil && body.Data.Code != "" {
+			return string(body.Data.Code) + ": " + body.Data.Message
+		}
 	}
 	s, _ := resp.Data["error"].(string)
 	return s

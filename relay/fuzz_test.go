@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>/.
@@ -23,7 +25,7 @@ func FuzzParseBasic(f *testing.F) {
 			return
 		}
 		if !utf8.ValidString(user) || !utf8.ValidString(password) ||
-			len(user) > maxNameBytes || len(password) > maxPasswordBytes || strings.IndexFunc(user, isControl) >= 0 {
+			len(user) > maxNameBytes || len(password) > tokenapi.MaxPasswordBytes || strings.IndexFunc(user, isControl) >= 0 {
 			t.Fatalf("accepted %q:%q", user, password)
 		}
 		if user == "" && password != "" {
@@ -61,7 +63,7 @@ func FuzzParseForm(f *testing.F) {
 		if req.RefreshToken == "" && req.Username == "" {
 			t.Fatal("neither a user nor a refresh token")
 		}
-		if len(req.Scopes) > maxScopes {
+		if len(req.Scopes) > tokenapi.MaxScopes {
 			t.Fatalf("%d scopes", len(req.Scopes))
 		}
 		for _, s := range req.Scopes {

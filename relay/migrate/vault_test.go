@@ -212,6 +212,12 @@ func (f *fakeVault) pluginCall(op logical.Operation, path string, data map[strin
 	} else if resp != nil && resp.IsError() {
 		msg = resp.Error().Error()
 	}
+	if status, ok := rawStatus(resp); ok && err == nil && status >= 400 {
+		// A raw refusal (the token paths'): its status and Vault's errors.
+		var body struct{ Errors []string }
+		_ = json.Unmarshal([]byte(fmt.Sprint(resp.Data[logical.HTTPRawBody])), &body)
+		return status, resp, strings.Join(body.Errors, "; ")
+	}
 	switch {
 	case code != 0:
 		return code, resp, msg
@@ -304,4 +310,13 @@ func migrateCmd(env map[string]string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return env[k] })
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// rawStatus is the status of a raw answer.
+func rawStatus(resp *logical.Response) (int, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	s, ok := resp.Data[logical.HTTPStatusCode].(int)
+	return s, ok
 }
