@@ -157,7 +157,7 @@ func (b *Backend) SaveConfig(ctx context.Context, s logical.Storage, c *Config) 
 	}
 	b.config = c
 	b.dropCredentials() // anonymous access or cache settings may have changed
-	return nil
+	return b.FollowKeyType(ctx, s, c)
 }
 
 func (b *Backend) dropConfig() {

@@ -157,7 +157,7 @@ func numericDate(sec int64) *jwt.NumericDate { return jwt.NewNumericDate(time.Un
 // sign makes the JWT for subject with the given grants, signed by the
 // current key, its certificate chain in x5c.
 func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, service, subject string, grants []Grant, ttl time.Duration) (*Token, error) {
-	ring, err := b.Keys(ctx, s)
+	ring, err := b.signingKeys(ctx, s)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,10 @@ func newMount(t *testing.T, path string) *mount {
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
+	// As Vault does when the mount is enabled.
+	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: conf.StorageView}); err != nil {
+		t.Fatal(err)
+	}
 	m := &mount{t: t, b: b, storage: conf.StorageView, path: path}
 	m.ok(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4})
 	return m

@@ -46,6 +46,9 @@ var codes = map[backend.Kind]tokenapi.Code{
 // a domain error gets its status. Sentinel errors are never wrapped here,
 // since a wrapped one reaches the client as a 500 over gRPC.
 func respond(err error) (*logical.Response, error) {
+	if errors.Is(err, backend.ErrNoTrustAnchor) {
+		return nil, logical.CodedError(http.StatusNotFound, err.Error())
+	}
 	e, ok := backend.AsError(err)
 	if !ok {
 		return nil, err
