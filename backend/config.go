@@ -22,7 +22,7 @@ const (
 	KeyTypeEd25519 = "ed25519"
 )
 
-// Config is the mount's settings (SPEC section 2, config).
+// Config is the mount's settings (README, "The plugin").
 type Config struct {
 	Issuer             string        `json:"issuer"`
 	TTL                time.Duration `json:"ttl"`

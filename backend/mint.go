@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// TokenRequest is a client's request for a registry token (SPEC section 2,
-// token). Username "" asks for anonymous access.
+// TokenRequest is a client's request for a registry token (README, "The token
+// contract"). Username "" asks for anonymous access.
 type TokenRequest struct {
 	Service  string // the registry service: the token's aud
 	Username string
@@ -131,7 +131,7 @@ func checkClientID(id string) error {
 	return nil
 }
 
-// claims are the registry token's claims (SPEC section 4). aud is a plain
+// claims are the registry token's claims (README, "The token contract"). aud is a plain
 // string: registry 2.8 rejects an array.
 type claims struct {
 	Issuer    string  `json:"iss"`

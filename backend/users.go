@@ -19,7 +19,7 @@ import (
 
 const userPrefix = "users/"
 
-// UserNamePattern is the syntax of a user name (SPEC section 2): user names
+// UserNamePattern is the syntax of a user name (README, "The plugin"): user names
 // are often e-mail addresses.
 const UserNamePattern = `[A-Za-z0-9_.@-]{1,256}`
 

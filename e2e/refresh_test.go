@@ -49,7 +49,7 @@ func TestRefresh_identityToken(t *testing.T) {
 }
 
 // TestRefresh_tokenIsBoundToItsClient: a refresh token works only for the
-// client_id it was issued to (SPEC section 2). docker login's identity token
+// client_id it was issued to (README, "Refresh tokens"). docker login's identity token
 // (client_id=docker) is refused to crane, which sends its own client_id, with
 // the OAuth2 invalid_grant that tells a client to log in again; crane then
 // works with a token issued to it.
