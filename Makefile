@@ -28,7 +28,7 @@ help:
 	@echo "make tools   install Vault, registries and clients (scripts/install.sh)"
 	@echo "make test    install tools (scripts/install.sh), unit tests, end-to-end tests"
 	@echo "make unit    unit tests only (go test -race ./...)"
-	@echo "make e2e     end-to-end tests only (real Vault, registries and clients)"
+	@echo "make e2e     end-to-end tests only (real Vault, registries and clients; E2E_JOBS in parallel)"
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback"
 	@echo "make bench   benchmarks"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
@@ -60,9 +60,11 @@ test: tools
 unit:
 	$(GO) test -race ./...
 
-# VPR_BIN_DIR makes the tests use what `build` just made.
+# VPR_BIN_DIR makes the tests use what `build` just made. scripts/e2e.sh
+# runs the test families in E2E_JOBS parallel processes (E2E_RUN narrows).
+E2E_JOBS ?= 3
 e2e: build
-	VPR_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+	VPR_BIN_DIR=$(CURDIR)/$(BIN) E2E_JOBS=$(E2E_JOBS) E2E_TIMEOUT=$(E2E_TIMEOUT) scripts/e2e.sh
 
 demo: tools build
 	scripts/demo.sh

@@ -54,7 +54,7 @@ func AsError(err error) (*Error, bool) {
 var errInvalidCredentials = &Error{Kind: KindUnauthorized, Msg: "invalid username or password"}
 
 // errInvalidRefreshToken is the one answer for a refresh token that is
-// unknown, expired, revoked or bound to another client.
+// unknown, expired or revoked.
 var errInvalidRefreshToken = &Error{Kind: KindInvalidGrant, Msg: "invalid refresh token"}
 
 // quote shows untrusted input in an error: quoted, escaped, truncated.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -26,20 +25,34 @@ const (
 	refreshTokenPrefix = "vpr."
 )
 
+// A refresh token is not bound to a client_id: public clients choose it
+// freely, so binding protects nothing and breaks every tool that reads
+// docker's identity token (BuildKit, containerd, crane...). The issuing
+// client and the last client that used the token are recorded for auditing.
 type storedRefreshToken struct {
 	User     string    `json:"user"`
-	ClientID string    `json:"client_id"`
+	ClientID string    `json:"client_id"` // the client it was issued to
 	Created  time.Time `json:"created"`
 	Expires  time.Time `json:"expires"`
+	// LastClientID and LastUsed are the last use's; written only when the
+	// client changes or LastUsed is older than lastUsedResolution, so a
+	// refresh does not cost a storage write each time.
+	LastClientID string    `json:"last_client_id,omitempty"`
+	LastUsed     time.Time `json:"last_used,omitzero"`
 }
+
+// lastUsedResolution is how stale a refresh token's last_used may get.
+const lastUsedResolution = time.Hour
 
 // RefreshTokenInfo is what an operator sees of a refresh token: never the
 // token itself.
 type RefreshTokenInfo struct {
-	ID       string    `json:"id"` // first 16 hex digits of the token's hash
-	ClientID string    `json:"client_id"`
-	Created  time.Time `json:"created"`
-	Expires  time.Time `json:"expires"`
+	ID           string    `json:"id"` // first 16 hex digits of the token's hash
+	ClientID     string    `json:"client_id"`
+	Created      time.Time `json:"created"`
+	Expires      time.Time `json:"expires"`
+	LastClientID string    `json:"last_client_id"`
+	LastUsed     time.Time `json:"last_used"`
 }
 
 func refreshTokenHash(token string) string {
@@ -56,22 +69,30 @@ func (b *Backend) issueRefreshToken(ctx context.Context, s logical.Storage, cfg 
 	hash := refreshTokenHash(token)
 	now := b.now().UTC()
 	rec := storedRefreshToken{User: user, ClientID: clientID, Created: now, Expires: now.Add(cfg.RefreshTokenTTL)}
-	entry, err := logical.StorageEntryJSON(refreshPrefix+hash, rec)
-	if err != nil {
-		return "", err
-	}
 	// The index first: a token that exists is always listed, so revoking
 	// all of a user's tokens cannot miss one.
 	if err := s.Put(ctx, &logical.StorageEntry{Key: refreshIndexPrefix + user + "/" + hash}); err != nil {
 		return "", fmt.Errorf("store refresh token: %w", err)
 	}
-	if err := s.Put(ctx, entry); err != nil {
-		return "", fmt.Errorf("store refresh token: %w", err)
+	if err := b.putRefreshRecord(ctx, s, hash, rec); err != nil {
+		return "", err
 	}
 	return token, nil
 }
 
-// useRefreshToken returns the user a valid refresh token belongs to.
+func (b *Backend) putRefreshRecord(ctx context.Context, s logical.Storage, hash string, rec storedRefreshToken) error {
+	entry, err := logical.StorageEntryJSON(refreshPrefix+hash, rec)
+	if err != nil {
+		return err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("store refresh token: %w", err)
+	}
+	return nil
+}
+
+// useRefreshToken returns the user a valid refresh token belongs to, from
+// whichever client presents it, and records that client.
 func (b *Backend) useRefreshToken(ctx context.Context, s logical.Storage, token, clientID string) (string, error) {
 	if len(token) != len(refreshTokenPrefix)+base64.RawURLEncoding.EncodedLen(refreshTokenBytes) {
 		return "", errInvalidRefreshToken
@@ -88,8 +109,16 @@ func (b *Backend) useRefreshToken(ctx context.Context, s logical.Storage, token,
 	if err := json.Unmarshal(entry.Value, &rec); err != nil {
 		return "", fmt.Errorf("decode refresh token: %w", err)
 	}
-	if !b.now().Before(rec.Expires) || subtle.ConstantTimeCompare([]byte(rec.ClientID), []byte(clientID)) != 1 {
+	now := b.now()
+	if !now.Before(rec.Expires) {
 		return "", errInvalidRefreshToken
+	}
+	if rec.LastClientID != clientID || now.Sub(rec.LastUsed) >= lastUsedResolution {
+		rec.LastClientID, rec.LastUsed = clientID, now.UTC()
+		if err := b.putRefreshRecord(ctx, s, hash, rec); err != nil {
+			// Only an audit record: the token stays good.
+			b.logger.Warn("could not record a refresh token's last use", "id", hash[:16], "error", err)
+		}
 	}
 	return rec.User, nil
 }
@@ -117,7 +146,8 @@ func (b *Backend) ListRefreshTokens(ctx context.Context, s logical.Storage, user
 		if err := json.Unmarshal(entry.Value, &rec); err != nil || !now.Before(rec.Expires) {
 			continue
 		}
-		out = append(out, RefreshTokenInfo{ID: h[:16], ClientID: rec.ClientID, Created: rec.Created, Expires: rec.Expires})
+		out = append(out, RefreshTokenInfo{ID: h[:16], ClientID: rec.ClientID, Created: rec.Created, Expires: rec.Expires,
+			LastClientID: rec.LastClientID, LastUsed: rec.LastUsed})
 	}
 	return out, nil
 }

@@ -76,7 +76,6 @@ func TestRefresh_refused(t *testing.T) {
 		name string
 		act  func(f *fixture, rt string) (string, string) // returns token and client id to use
 	}{
-		{"other client_id", func(f *fixture, rt string) (string, string) { return rt, "containerd" }},
 		{"unknown token", func(f *fixture, rt string) (string, string) {
 			last := "A"
 			if strings.HasSuffix(rt, "A") {
@@ -112,6 +111,49 @@ func TestRefresh_refused(t *testing.T) {
 				t.Fatalf("got %v, want invalid refresh token", err)
 			}
 		})
+	}
+}
+
+// A refresh token works from any client_id (README, "Refresh tokens"): docker login's
+// identity token is read by BuildKit, containerd, crane... each sending its
+// own. The issuing and the last client are recorded for the operator.
+func TestRefresh_anyClientIDAndLastClientRecorded(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("bob", "pw", "repository:bob/*:*")
+	rt := f.offlineLogin("bob", "pw", "docker")
+	list, err := f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+	if err != nil || len(list) != 1 || list[0].ClientID != "docker" || list[0].LastClientID != "" || !list[0].LastUsed.IsZero() {
+		t.Fatalf("before any use: %+v, %v", list, err)
+	}
+	for _, client := range []string{"buildkit-client", "containerd-client", "go-containerregistry", ""} {
+		tok, err := f.refresh(rt, client, "repository:bob/app:pull")
+		if err != nil {
+			t.Fatalf("refresh from client_id %q: %v", client, err)
+		}
+		if len(tok.Access) != 1 {
+			t.Fatalf("refresh from client_id %q granted %+v", client, tok.Access)
+		}
+		list, err = f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+		if err != nil || len(list) != 1 || list[0].ClientID != "docker" || list[0].LastClientID != client ||
+			!list[0].LastUsed.Equal(f.clock.Now()) {
+			t.Fatalf("after a refresh from %q: %+v, %v", client, list, err)
+		}
+		f.clock.Advance(time.Minute)
+	}
+	// The same client within the hour does not rewrite the record.
+	before := list[0].LastUsed
+	if _, err := f.refresh(rt, ""); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, "bob"); !list[0].LastUsed.Equal(before) {
+		t.Errorf("last_used rewritten within the hour: %v, was %v", list[0].LastUsed, before)
+	}
+	f.clock.Advance(lastUsedResolution)
+	if _, err := f.refresh(rt, ""); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, "bob"); !list[0].LastUsed.Equal(f.clock.Now()) {
+		t.Errorf("last_used not updated after an hour: %v", list[0].LastUsed)
 	}
 }
 

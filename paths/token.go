@@ -14,7 +14,7 @@ import (
 func tokenPaths(b *backend.Backend) []*framework.Path {
 	h := &tokenHandler{b: b}
 	scope := &framework.FieldSchema{Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`}
-	clientID := &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); refresh tokens are bound to it."}
+	clientID := &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens for auditing."}
 	ttl := &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."}
 	return []*framework.Path{
 		{
@@ -122,8 +122,9 @@ A request with credentials and no scope is a login: its token grants nothing.
 const refreshHelpSynopsis = "Mint a registry token from a refresh token."
 
 const refreshHelpDescription = `
-The refresh token must be live, issued by this mount and to the same
-client_id. The token carries the user's access as it is now. The same refresh
+The refresh token must be live and issued by this mount, to a user whose
+password has not changed since; any client_id may present it (the issuing and
+the last client are recorded, see users/<name>/refresh-tokens). The token carries the user's access as it is now. The same refresh
 token is returned. A bad, expired or revoked refresh token is a 400 "invalid
 refresh token".
 `

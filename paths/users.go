@@ -128,9 +128,11 @@ func (h *userHandler) listRefreshTokens(ctx context.Context, req *logical.Reques
 	for _, t := range tokens {
 		keys = append(keys, t.ID)
 		info[t.ID] = map[string]any{
-			"client_id": t.ClientID,
-			"created":   timestamp(t.Created),
-			"expires":   timestamp(t.Expires),
+			"client_id":      t.ClientID,
+			"created":        timestamp(t.Created),
+			"expires":        timestamp(t.Expires),
+			"last_client_id": t.LastClientID,
+			"last_used":      timestamp(t.LastUsed),
 		}
 	}
 	return logical.ListResponseWithInfo(keys, info), nil
@@ -173,6 +175,9 @@ const refreshTokensHelpSynopsis = "List or revoke a user's refresh tokens."
 
 const refreshTokensHelpDescription = `
 LIST shows each refresh token's id (the start of its SHA-256; the token itself
-is never stored), client_id, created and expires. DELETE revokes them all: the
-clients holding them must log in again with the password.
+is never stored), client_id (the client it was issued to), created, expires,
+last_client_id and last_used (the last client that refreshed with it, and
+when, to the hour; empty until first used). A refresh token works from any
+client_id: the id is for auditing only. DELETE revokes them all: the clients
+holding them must log in again with the password.
 `
