@@ -240,13 +240,11 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		return unknownService(req.Service)
 	case code == http.StatusTooManyRequests:
 		// Vault's own rate limit quota, which says when in Retry-After.
-		secs := defaultRetryAfter
+		var secs int64
 		if resp != nil {
-			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
-				secs = n
-			}
+			secs, _ = strconv.ParseInt(resp.Header.Get("Retry-After"), 10, 64)
 		}
-		return lockedOut("too many requests", secs)
+		return lockedOut("too many requests", retryAfter(secs))
 	case code == http.StatusServiceUnavailable:
 		return v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path, "error", msg)
 	case code >= 500:
