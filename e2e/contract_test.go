@@ -54,6 +54,7 @@ func TestContract_throughRealVault(t *testing.T) {
 	svc.WriteConfig(t, "lockout_threshold=2", "lockout_duration=10m", "issuer=Contract Issuer")
 	svc.WriteUser(t, "alice", "alice-pw-1", "repository:alice/*:*")
 	svc.WriteUser(t, "bob", "bob-pw-1", "")
+	svc.WriteUser(t, "carol", "carol-pw-1", "")
 
 	code, a, raw := putToken(t, v, "registry/token", map[string]any{"username": "alice", "password": "alice-pw-1",
 		"scope": []string{"repository:alice/app:pull,push repository:other:pull"}})
@@ -103,7 +104,7 @@ func TestContract_throughRealVault(t *testing.T) {
 
 	// Through the relay: the code decides, the words are the plugin's.
 	relay := StartRelay(t, v, "registry")
-	code, _, body := relay.Token(t, "registry", "alice", "nope")
+	code, _, body := relay.Token(t, "registry", "carol", "nope") // alice has one failure already
 	if code != 401 || !strings.Contains(string(body), `"message":"invalid username or password"`) ||
 		strings.Contains(string(body), "error occurred") {
 		t.Errorf("relay, wrong password: %d %s", code, body)
