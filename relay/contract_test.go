@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"vault-plugin-registry/tokenapi"
 )
@@ -82,5 +83,36 @@ func TestAuth_unknownRefusalCodeFollowsTheStatus(t *testing.T) {
 		if w := get(s, "service=registry", basic("alice", "pw")); w.Code != want {
 			t.Errorf("unknown code with status %d: %d, want %d", status, w.Code, want)
 		}
+	}
+}
+
+// TestAuth_answerReadAfterTheHeaders: Vault sends the headers before the
+// whole body; the relay reads the body to its end (a client call that
+// cancels its context on return would lose it).
+func TestAuth_answerReadAfterTheHeaders(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond)
+		_, _ = w.Write([]byte(`{"errors":["late words"],"data":{"code":"invalid_credentials","message":"late words"}}`))
+	}
+	s, _ := newTestRelay(t, fv.srv.URL)
+	w := get(s, "service=registry", basic("alice", "pw"))
+	if _, m := registryErrorCode(t, w); w.Code != 401 || m != "late words" {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond)
+		fv.mint(w, body)
+	}
+	fv.mu.Unlock()
+	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }

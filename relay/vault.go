@@ -180,7 +180,12 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	if err != nil {
 		return nil, badRequest("cannot encode the request") // strings and numbers only: never happens
 	}
-	resp, err := v.client.Logical().WriteRawWithContext(ctx, path, body)
+	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
+	r.BodyBytes = body
+	// Not Logical().WriteRaw: it cancels its context when it returns, so the
+	// body of the answer (the token, or the refusal's code) could no longer
+	// be read. RawRequestWithContext leaves the context to the caller.
+	resp, err := v.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // deprecated for historical reasons only
 	if resp != nil {
 		defer resp.Body.Close()
 	}
