@@ -19,7 +19,7 @@ RELAY   := $(BIN)/godoauth-relay
 LDFLAGS := -X vault-plugin-registry/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X vault-plugin-registry/relay.Version=$(VERSION)
 
-.PHONY: help build plugin relay tools test unit e2e demo bench fuzz lint clean
+.PHONY: help build plugin relay tools test unit e2e demo demo-ha bench fuzz lint clean release
 
 help:
 	@echo "make build   build $(PLUGIN) and $(RELAY)"
@@ -30,10 +30,12 @@ help:
 	@echo "make unit    unit tests only (go test -race ./...)"
 	@echo "make e2e     end-to-end tests only (real Vault, registries and clients; E2E_JOBS in parallel)"
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback"
-	@echo "make bench   benchmarks"
+	@echo "make demo-ha the same on a three-node Vault Raft cluster (scripts/demo-ha.sh)"
+	@echo "make bench   benchmarks, load run, profiles: bench-results.md and .png (DOCKER_AUTH_BIN=… adds docker_auth)"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make lint    gofmt and go vet"
-	@echo "make clean   remove $(BIN)/"
+	@echo "make clean   remove $(BIN)/ and $(DIST)/"
+	@echo "make release linux/amd64 and linux/arm64 binaries, SHA256SUMS and register lines in $(DIST)/"
 
 build: plugin relay
 
@@ -69,8 +71,12 @@ e2e: build
 demo: tools build
 	scripts/demo.sh
 
-# Go benchmarks, then wrk against the real relay, Vault and plugin;
-# writes bench-results.md (scripts/bench.sh).
+demo-ha: tools build
+	scripts/demo-ha.sh
+
+# Go benchmarks, then wrk against the real relay, Vault and plugin (and
+# docker_auth when DOCKER_AUTH_BIN names its auth_server), with profiles;
+# writes bench-results.md and bench-results.png (scripts/bench.sh).
 bench: build
 	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/bench.sh
 
@@ -94,4 +100,25 @@ lint:
 	$(GO) vet -tags "e2e bench" ./e2e/...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
+
+# Static binaries for each architecture, their SHA256SUMS, and the exact
+# `vault plugin register` line per architecture (also in $(DIST)/REGISTER).
+DIST          ?= dist
+RELEASE_ARCHS ?= amd64 arm64
+release:
+	@set -eo pipefail; rm -rf $(DIST); mkdir -p $(DIST); \
+	for arch in $(RELEASE_ARCHS); do \
+		echo "== linux/$$arch"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+			-o $(DIST)/vault-plugin-registry_$(VERSION)_linux_$$arch ./cmd/vault-plugin-registry; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(RELAY_LDFLAGS)" \
+			-o $(DIST)/godoauth-relay_$(VERSION)_linux_$$arch ./cmd/godoauth-relay; \
+	done; \
+	cd $(DIST); sha256sum vault-plugin-registry_* godoauth-relay_* > SHA256SUMS; \
+	for arch in $(RELEASE_ARCHS); do \
+		bin=vault-plugin-registry_$(VERSION)_linux_$$arch; \
+		echo "# linux/$$arch: copy $$bin into Vault's plugin_directory, then:"; \
+		echo "vault plugin register -sha256=$$(sha256sum $$bin | cut -d' ' -f1) -version=$(VERSION) -command=$$bin secret vault-plugin-registry"; \
+	done > REGISTER; \
+	cat SHA256SUMS REGISTER

@@ -157,9 +157,13 @@ type Grant struct {
 // (scopes of the same type and name merged) it grants the union of the
 // actions of every matching entry of every list, intersected with the
 // requested actions, in requested order; scopes left with no action are
-// dropped. The result is never nil, so the claim encodes as [] rather than
-// null. user is the authenticated user name, "" for anonymous: then ${user}
-// matches nothing. The user's and the anonymous access are passed together.
+// dropped. A requested "*" asks for every action: it is granted as "*"
+// when an entry grants "*", else as the actions the entries cover (pull,
+// push, delete, in that order), as godoauth granted `repository:R:*` to an
+// entry `repository:R:pull`. The result is never nil, so the claim encodes
+// as [] rather than null. user is the authenticated user name, "" for
+// anonymous: then ${user} matches nothing. The user's and the anonymous
+// access are passed together.
 func GrantScopes(user string, requested []Scope, lists ...Access) []Grant {
 	grants := make([]Grant, 0, len(requested))
 	for i, sc := range requested {
@@ -170,7 +174,7 @@ func GrantScopes(user string, requested []Scope, lists ...Access) []Grant {
 		for _, r := range requested[i:] {
 			if r.Type == sc.Type && r.Name == sc.Name {
 				for _, a := range r.Actions {
-					want |= actionBit(a)
+					want |= requestedBits(a)
 				}
 			}
 		}
@@ -188,7 +192,17 @@ func GrantScopes(user string, requested []Scope, lists ...Access) []Grant {
 				continue
 			}
 			for _, a := range r.Actions {
-				if bit := actionBit(a); bit&have != 0 && bit&added == 0 {
+				bit := actionBit(a)
+				if bit == actStar && have&actStar == 0 {
+					for _, each := range coveredByStar {
+						if b := actionBit(each); b&have != 0 && b&added == 0 {
+							added |= b
+							actions = append(actions, each)
+						}
+					}
+					continue
+				}
+				if bit&have != 0 && bit&added == 0 {
 					added |= bit
 					actions = append(actions, a)
 				}
@@ -197,6 +211,19 @@ func GrantScopes(user string, requested []Scope, lists ...Access) []Grant {
 		grants = append(grants, Grant{Type: sc.Type, Name: sc.Name, Actions: actions})
 	}
 	return grants
+}
+
+// coveredByStar are the actions a requested "*" stands for when no entry
+// grants "*" itself, in the order they are granted.
+var coveredByStar = []string{ActionPull, ActionPush, ActionDelete}
+
+// requestedBits is what a requested action asks for: "*" asks for every
+// action, so that an entry granting only some of them grants those.
+func requestedBits(a string) actionSet {
+	if bit := actionBit(a); bit != actStar {
+		return bit
+	}
+	return actEvery
 }
 
 func mergedEarlier(earlier []Scope, sc Scope) bool {

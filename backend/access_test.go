@@ -210,7 +210,28 @@ func TestGrant_catalogAndResourceClass(t *testing.T) {
 		{"typeMustMatch", "u", []string{"repository:catalog:pull", "registry:plug/in:pull"}, `[]`},
 	})
 	checkGrants(t, []string{"registry:catalog:pull,push,delete"}, []grantCase{
-		{"onlyStarGrantsStar", "u", []string{"registry:catalog:*"}, `[]`},
+		// The registry lists the catalog only for "*": the covered
+		// actions are granted and the catalog stays closed.
+		{"onlyStarGrantsStar", "u", []string{"registry:catalog:*"}, `[{"type":"registry","name":"catalog","actions":["pull","push","delete"]}]`},
+	})
+}
+
+// A requested "*" asks for every action; a user whose entry grants some of
+// them gets those (godoauth: `repository:R:*` asked by a user with
+// `repository:R:pull` got [pull]), and an entry's "*" grants "*".
+func TestGrant_requestedStarGetsTheCoveredActions(t *testing.T) {
+	checkGrants(t, []string{"repository:pull:pull;repository:push:push;repository:pp:push,pull;repository:star:*;" +
+		"repository:del:delete;repository:all3:pull,push,delete;repository:split:pull;repository:split:push"}, []grantCase{
+		{"pullEntry", "u", []string{"repository:pull:*"}, `[{"type":"repository","name":"pull","actions":["pull"]}]`},
+		{"pushEntry", "u", []string{"repository:push:*"}, `[{"type":"repository","name":"push","actions":["push"]}]`},
+		{"pushPullEntry", "u", []string{"repository:pp:*"}, `[{"type":"repository","name":"pp","actions":["pull","push"]}]`},
+		{"starEntryGrantsStar", "u", []string{"repository:star:*"}, `[{"type":"repository","name":"star","actions":["*"]}]`},
+		{"deleteEntry", "u", []string{"repository:del:*"}, `[{"type":"repository","name":"del","actions":["delete"]}]`},
+		{"everyActionButNotStar", "u", []string{"repository:all3:*"}, `[{"type":"repository","name":"all3","actions":["pull","push","delete"]}]`},
+		{"unitedEntries", "u", []string{"repository:split:*"}, `[{"type":"repository","name":"split","actions":["pull","push"]}]`},
+		{"explicitActionFirst", "u", []string{"repository:pp:push,*"}, `[{"type":"repository","name":"pp","actions":["push","pull"]}]`},
+		{"mergedWithAnExplicitScope", "u", []string{"repository:pull:pull", "repository:pull:*"}, `[{"type":"repository","name":"pull","actions":["pull"]}]`},
+		{"unlisted", "u", []string{"repository:other:*"}, `[]`},
 	})
 }
 
@@ -389,20 +410,34 @@ func referenceGrant(user string, requested []Scope, lists ...Access) []Grant {
 			if r.Type != sc.Type || r.Name != sc.Name {
 				continue
 			}
+			grants := func(action string) bool {
+				for _, l := range lists {
+					for _, e := range l {
+						if (e.Type == "*" || e.Type == sc.Type) &&
+							(slices.Contains(e.Actions, "*") || slices.Contains(e.Actions, action)) &&
+							referenceRegexp(e.Pattern, user).MatchString(sc.Name) {
+							return true
+						}
+					}
+				}
+				return false
+			}
 			for _, want := range r.Actions {
 				if slices.Contains(actions, want) || actionBit(want) == 0 {
 					continue
 				}
-				for _, l := range lists {
-					for _, e := range l {
-						if (e.Type == "*" || e.Type == sc.Type) &&
-							(slices.Contains(e.Actions, "*") || slices.Contains(e.Actions, want)) &&
-							referenceRegexp(e.Pattern, user).MatchString(sc.Name) {
-							if !slices.Contains(actions, want) {
-								actions = append(actions, want)
-							}
+				// A requested "*" that no entry grants as such is
+				// granted as the actions the entries cover.
+				if want == "*" && !grants("*") {
+					for _, each := range []string{"pull", "push", "delete"} {
+						if !slices.Contains(actions, each) && grants(each) {
+							actions = append(actions, each)
 						}
 					}
+					continue
+				}
+				if grants(want) {
+					actions = append(actions, want)
 				}
 			}
 		}

@@ -35,6 +35,8 @@ type Backend struct {
 	passwordChecks chan struct{} // bounds concurrent bcrypt work
 	bcryptRuns     atomic.Int64  // bcrypt comparisons done, decoys included
 	decoys         sync.Map      // bcrypt cost → decoy hash for unknown users
+
+	identities IdentitySource // Vault's identity store, set once by the plugin (identity.go)
 }
 
 // Options tune a Backend; the zero value is production's.

@@ -39,6 +39,10 @@ type Config struct {
 	// registries that trust only a JWK set (distribution v3's jwks option
 	// checks x5c against rootcertbundle whenever a token carries it).
 	OmitX5C bool `json:"omit_x5c,omitempty"`
+	// IdentitySubject and IdentityAliasMount choose the subject of a Vault
+	// identity's token (identity.go).
+	IdentitySubject    string `json:"identity_subject,omitempty"`
+	IdentityAliasMount string `json:"identity_alias_mount,omitempty"`
 
 	anonymous Access // parsed AnonymousAccess
 }
@@ -90,6 +94,9 @@ func (c *Config) Validate() error {
 		return errorf(KindBadRequest, "rotation_period must not be negative")
 	case c.RotationPeriod > 0 && c.RotationPeriod < time.Minute:
 		return errorf(KindBadRequest, "rotation_period (%s) must be at least 1m", c.RotationPeriod)
+	}
+	if err := c.validateIdentity(); err != nil {
+		return err
 	}
 	anon, err := ParseAccess(c.AnonymousAccess)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,37 +24,58 @@ import (
 )
 
 // The load measurements of `make bench`: wrk against the real relay, Vault
-// dev server and plugin on loopback. Numbers are printed, never asserted;
-// the table goes to stdout and, when BENCH_REPORT names a file, there too.
+// dev server and plugin on loopback, the same request against docker_auth
+// when DOCKER_AUTH_BIN names its auth_server, and CPU profiles of the
+// three processes under load. Numbers are printed, never asserted; the
+// report goes to stdout and, when BENCH_REPORT names a file, there too.
+// BENCH_PLOT_DATA names a file for the picture's data (scripts/bench.sh
+// draws it with gnuplot); BENCH_PROFILE_DIR keeps the raw profiles.
 //
 // Run: go test -tags 'e2e bench' -run '^TestBench_load$' -v -timeout 20m ./e2e/
 
 const (
 	benchService  = "registry"
+	benchUser     = "load"
 	benchPassword = "bench-password-7c41d2"
 	benchScope    = "repository:team/app:pull,push"
 
-	// The throughput quoted for docker_auth, the usual point of comparison.
-	dockerAuthTokensPerSec = 30.0
-
-	loadDuration  = 10 * time.Second // each row of the load table
-	scaleDuration = 5 * time.Second  // each row of the scale table
-	scaleUsers    = 10000
-	scaleEntries  = 1000
-	userWriters   = 8 // concurrent user writes to Vault
+	loadDuration    = 10 * time.Second // each row of the load table
+	scaleDuration   = 5 * time.Second  // each row of the scale table
+	profileDuration = 15 * time.Second // the CPU profiles under load
+	scaleUsers      = 10000
+	scaleEntries    = 1000
+	userWriters     = 8 // concurrent user writes to Vault
 )
 
 var loadConns = []int{1, 8, 64}
 
+// The series of the load table, in the order they run.
+const (
+	seriesFloor  = "floor: GET ca/pem on Vault"
+	seriesWarm   = "relay, warm cache"
+	seriesBatch  = "relay, warm, batch token"
+	seriesCold   = "relay, cache off"
+	seriesDocker = "docker_auth"
+)
+
+// target is what wrk loads: a URL, the Authorization header (empty for
+// none) and the process in front of Vault (the relay or docker_auth; 0
+// for the floor, which goes to Vault directly).
+type target struct {
+	url   string
+	auth  string
+	front int
+}
+
 // wrkResult is one wrk run, read from the summary the Lua script prints.
 type wrkResult struct {
-	Conns    int
-	Duration time.Duration
-	Requests int64
-	Non2xx   int64 // responses other than 2xx/3xx
-	SockErrs int64 // connect, read, write errors and timeouts
-	P50, P99 time.Duration
-	CPU      cpuUse // CPU time each process spent during the run
+	Conns         int
+	Duration      time.Duration
+	Requests      int64
+	Non2xx        int64 // responses other than 2xx/3xx
+	SockErrs      int64 // connect, read, write errors and timeouts
+	P50, P99, Max time.Duration
+	CPU           cpuUse // CPU time each process spent during the run
 }
 
 // OKPerSec is the rate of successful responses (tokens, or PEM bundles).
@@ -66,55 +86,49 @@ func (r wrkResult) OKPerSec() float64 {
 	return float64(r.Requests-r.Non2xx-r.SockErrs) / r.Duration.Seconds()
 }
 
+// Failed is the number of requests that got no 2xx answer.
+func (r wrkResult) Failed() int64 { return r.Non2xx + r.SockErrs }
+
 // cpuUse is CPU time (user and system) of the processes on the path, and
 // of everything else the machine ran meanwhile.
 type cpuUse struct {
-	Relay, Vault, Plugin, Wrk time.Duration
+	Front, Vault, Plugin, Wrk time.Duration
 	Others                    time.Duration
-}
-
-// share is CPU time d as a share of all cores over the run.
-func (r wrkResult) share(d time.Duration) string {
-	if r.Duration <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0f%%", 100*float64(d)/float64(r.Duration)/float64(runtime.NumCPU()))
-}
-
-// perRequest is the CPU time of a process per request, in microseconds.
-func (r wrkResult) perRequest(d time.Duration) string {
-	if r.Requests == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0f", float64(d)/float64(r.Requests)/float64(time.Microsecond))
 }
 
 // wrkReport is a Lua script for wrk: its done() hook prints one line of
 // figures that wrk's human report has only in rounded form.
 const wrkReport = `done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("WRK_RESULT %d %d %d %d %.0f %.0f\n",
+  io.write(string.format("WRK_RESULT %d %d %d %d %.0f %.0f %.0f\n",
     summary.duration, summary.requests, e.status,
     e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), latency.max))
 end
 `
 
 // loadBench is the state of one measuring run.
 type loadBench struct {
-	t        *testing.T
-	stack    *Stack
-	wrk      string
-	script   string
-	auth     string // Authorization header value
-	tokenURL string // GET /auth through the relay
-	floorURL string // GET /v1/<service>/ca/pem straight to Vault
-	hash     string // bcrypt hash of benchPassword at cost 10
+	t      *testing.T
+	vault  *Vault
+	svc    *Service
+	wrk    string
+	script string
+	hash   string // bcrypt hash of benchPassword at cost 10
 
-	vaultPID, pluginPID, relayPID int
+	relay      *Relay // with the usual service token, profile listener on
+	relayPprof string // its profile listener, http://…/debug/pprof/
+	batchRelay *Relay // the same with a batch token
+	docker     *dockerAuth
+
+	auth     string // Authorization header value of the current user
+	floorURL string // GET /v1/<service>/ca/pem straight to Vault
+
+	vaultPID, pluginPID int
 }
 
-// TestBench_load prints the load, scale and memory tables of `make bench`.
+// TestBench_load prints the load, profile, scale and memory tables of
+// `make bench`.
 func TestBench_load(t *testing.T) {
 	b := newLoadBench(t)
 	var report strings.Builder
@@ -122,15 +136,25 @@ func TestBench_load(t *testing.T) {
 	perCheck := bcryptCheckTime(b.hash)
 
 	idle := b.memory()
+	loadBefore := loadAverage()
 	load := b.loadTable()
-	writeLoadTable(&report, load, perCheck, idle)
+	writeLoadTable(&report, load, perCheck, idle, loadBefore, b.docker)
+
+	prof := b.profile()
+	writeProfiles(&report, prof, load)
 
 	scale := b.scaleTable()
 	writeScaleTable(&report, scale)
+	writeTargets(&report, load, scale, perCheck)
 
 	fmt.Print("\n" + report.String())
 	if path := os.Getenv("BENCH_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(report.String()), 0o644); err != nil {
+			t.Errorf("writing %s: %v", path, err)
+		}
+	}
+	if path := os.Getenv("BENCH_PLOT_DATA"); path != "" {
+		if err := os.WriteFile(path, plotData(load), 0o644); err != nil {
 			t.Errorf("writing %s: %v", path, err)
 		}
 	}
@@ -147,20 +171,46 @@ func newLoadBench(t *testing.T) *loadBench {
 	}
 	b.hash = string(hash)
 
-	b.stack = NewStack(t, benchService)
-	b.floorURL = b.stack.Vault.Addr + "/v1/" + benchService + "/ca/pem"
-	b.tokenURL = b.stack.Relay.URL + "/auth?service=" + benchService + "&scope=" + benchScope
-	b.writeUsers([]string{"load"}, accessOf(1))
-	b.useUser("load")
-	b.vaultPID = b.stack.Vault.Proc.cmd.Process.Pid
-	b.relayPID = b.stack.Relay.Proc.cmd.Process.Pid
+	b.vault = StartVault(t)
+	b.svc = b.vault.EnableService(t, benchService)
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	b.relayPprof = "http://" + pprofAddr + "/debug/pprof/"
+	b.relay = StartRelayWithToken(t, b.vault, b.vault.RelayToken(t, benchService), "-pprof", pprofAddr)
+	b.batchRelay = StartRelayWithToken(t, b.vault, b.batchToken())
+	b.floorURL = b.vault.Addr + "/v1/" + benchService + "/ca/pem"
+	b.writeUsers([]string{benchUser}, accessOf(1))
+	b.useUser(benchUser)
+	b.vaultPID = b.vault.Proc.cmd.Process.Pid
 	b.pluginPID = pluginPID(t, b.vaultPID)
+	b.docker = startDockerAuth(t, b.hash)
 	return b
+}
+
+// batchToken is a batch token with the relay's policy (which RelayToken
+// wrote): Vault reads such a token from the token itself, not from its
+// token store, so it shows what the lookup of the relay's token costs.
+func (b *loadBench) batchToken() string {
+	b.t.Helper()
+	policy := "registry-relay-" + benchService // RelayToken's name for it
+	token := strings.TrimSpace(b.vault.CLI(b.t, "token", "create", "-type=batch", "-policy="+policy,
+		"-no-default-policy", "-ttl=4h", "-field=token"))
+	if token == "" {
+		b.t.Fatal("vault token create -type=batch returned no token")
+	}
+	return token
 }
 
 // useUser makes the load requests authenticate as name.
 func (b *loadBench) useUser(name string) {
 	b.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+benchPassword))
+}
+
+// tokenQuery is the request every token series sends: the registry's
+// GET /auth with service and scope.
+const tokenQuery = "/auth?service=" + benchService + "&scope=" + benchScope
+
+func (b *loadBench) relayTarget(r *Relay) target {
+	return target{url: r.URL + tokenQuery, auth: b.auth, front: r.Proc.cmd.Process.Pid}
 }
 
 // accessOf is an access string of n entries. Only the last one grants
@@ -214,7 +264,7 @@ func (b *loadBench) writeUsers(names []string, access string) {
 }
 
 func (b *loadBench) writeUser(client *http.Client, name string, body []byte) error {
-	req, err := http.NewRequest(http.MethodPost, b.stack.Vault.Addr+"/v1/"+benchService+"/users/"+name, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, b.vault.Addr+"/v1/"+benchService+"/users/"+name, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -231,50 +281,52 @@ func (b *loadBench) writeUser(client *http.Client, name string, body []byte) err
 	return nil
 }
 
-// warm makes one token request, so the credential cache holds the user's
-// password (when it is on) and every lazy load has happened.
-func (b *loadBench) warm() {
+// warm makes one request to tg and wants a 200: for a token, the
+// credential cache then holds the user's password (when it is on) and
+// every lazy load has happened.
+func (b *loadBench) warm(tg target) {
 	b.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, b.tokenURL, nil)
+	req, err := http.NewRequest(http.MethodGet, tg.url, nil)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", b.auth)
+	if tg.auth != "" {
+		req.Header.Set("Authorization", tg.auth)
+	}
 	code, _, body := doHTTP(b.t, req)
 	if code != http.StatusOK {
-		b.t.Fatalf("warm-up token request: %d %s", code, truncate(body, 300))
+		b.t.Fatalf("warm-up request %s: %d %s", tg.url, code, truncate(body, 300))
 	}
 }
 
-// run runs wrk against url; auth, when not empty, is sent as the
-// Authorization header.
-func (b *loadBench) run(url, auth string, conns int, d time.Duration) wrkResult {
+// run runs wrk against tg with conns connections for d.
+func (b *loadBench) run(tg target, conns int, d time.Duration) wrkResult {
 	b.t.Helper()
 	args := []string{"-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--timeout", "30s", "--latency", "-s", b.script}
-	if auth != "" {
-		args = append(args, "-H", "Authorization: "+auth)
+	if tg.auth != "" {
+		args = append(args, "-H", "Authorization: "+tg.auth)
 	}
-	args = append(args, url)
-	before, machineBefore := b.cpu(), machineBusy()
+	args = append(args, tg.url)
+	before, machineBefore := b.cpu(tg), machineBusy()
 	cmd := exec.Command(b.wrk, args...)
 	out, err := cmd.CombinedOutput()
-	after, machineAfter := b.cpu(), machineBusy()
+	after, machineAfter := b.cpu(tg), machineBusy()
 	if err != nil {
-		b.t.Fatalf("wrk -c %d %s: %v\n%s", conns, url, err, out)
+		b.t.Fatalf("wrk -c %d %s: %v\n%s", conns, tg.url, err, out)
 	}
 	r, err := parseWrk(string(out))
 	if err != nil {
-		b.t.Fatalf("wrk -c %d %s: %v\n%s", conns, url, err, out)
+		b.t.Fatalf("wrk -c %d %s: %v\n%s", conns, tg.url, err, out)
 	}
 	r.Conns = conns
 	r.CPU = cpuUse{
-		Relay:  after.Relay - before.Relay,
+		Front:  after.Front - before.Front,
 		Vault:  after.Vault - before.Vault,
 		Plugin: after.Plugin - before.Plugin,
 		Wrk:    cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
 	}
-	r.CPU.Others = max(0, machineAfter-machineBefore-r.CPU.Relay-r.CPU.Vault-r.CPU.Plugin-r.CPU.Wrk)
+	r.CPU.Others = max(0, machineAfter-machineBefore-r.CPU.Front-r.CPU.Vault-r.CPU.Plugin-r.CPU.Wrk)
 	return r
 }
 
@@ -284,69 +336,82 @@ func parseWrk(out string) (wrkResult, error) {
 	if i < 0 {
 		return r, errors.New("no WRK_RESULT line in wrk's output")
 	}
-	var durUS, p50, p99 float64
-	if _, err := fmt.Sscanf(out[i:], "WRK_RESULT %f %d %d %d %f %f",
-		&durUS, &r.Requests, &r.Non2xx, &r.SockErrs, &p50, &p99); err != nil {
+	var durUS, p50, p99, longest float64
+	if _, err := fmt.Sscanf(out[i:], "WRK_RESULT %f %d %d %d %f %f %f",
+		&durUS, &r.Requests, &r.Non2xx, &r.SockErrs, &p50, &p99, &longest); err != nil {
 		return r, fmt.Errorf("reading WRK_RESULT: %w", err)
 	}
 	us := func(v float64) time.Duration { return time.Duration(v * float64(time.Microsecond)) }
-	r.Duration, r.P50, r.P99 = us(durUS), us(p50), us(p99)
+	r.Duration, r.P50, r.P99, r.Max = us(durUS), us(p50), us(p99), us(longest)
 	return r, nil
 }
 
 // loadRow is one line of the load table.
 type loadRow struct {
-	Mode string
+	Series string
 	wrkResult
 }
 
 type loadResults struct {
-	Rows []loadRow
-	Peak memSample // highest RSS during the 64-connection warm run
+	Rows       []loadRow
+	Peak       memSample // highest RSS during the 64-connection warm run
+	DockerPeak int64     // docker_auth's highest RSS under 64 connections, KiB
 }
 
-func (l loadResults) find(mode string, conns int) wrkResult {
+func (l loadResults) find(series string, conns int) wrkResult {
 	for _, r := range l.Rows {
-		if r.Mode == mode && r.Conns == conns {
+		if r.Series == series && r.Conns == conns {
 			return r.wrkResult
 		}
 	}
 	return wrkResult{}
 }
 
-const (
-	modeFloor = "floor: GET ca/pem via Vault"
-	modeWarm  = "token, warm cache"
-	modeCold  = "token, cache off"
-)
+// best is the series' row with the highest rate.
+func (l loadResults) best(series string) wrkResult {
+	var top wrkResult
+	for _, c := range loadConns {
+		if r := l.find(series, c); r.OKPerSec() > top.OKPerSec() {
+			top = r
+		}
+	}
+	return top
+}
 
-// loadTable measures the floor, warm tokens and tokens with the credential
-// cache off at each connection count.
+// has reports whether the series ran.
+func (l loadResults) has(series string) bool { return l.find(series, loadConns[0]).Requests > 0 }
+
+// loadTable measures every series at each connection count.
 func (b *loadBench) loadTable() loadResults {
 	var res loadResults
-	svc := b.stack.Services[benchService]
-	for _, c := range loadConns {
-		b.t.Logf("load: floor, %d connections", c)
-		res.Rows = append(res.Rows, loadRow{modeFloor, b.run(b.floorURL, "", c, loadDuration)})
-	}
-	for _, c := range loadConns {
-		b.t.Logf("load: warm tokens, %d connections", c)
-		b.warm()
-		var r wrkResult
-		if c == 64 {
-			res.Peak = b.peakMemory(func() { r = b.run(b.tokenURL, b.auth, c, loadDuration) })
-		} else {
-			r = b.run(b.tokenURL, b.auth, c, loadDuration)
+	sweep := func(series string, tg target, at64 func(load func())) {
+		for _, c := range loadConns {
+			b.t.Logf("load: %s, %d connections", series, c)
+			if tg.auth != "" {
+				b.warm(tg)
+			}
+			var r wrkResult
+			load := func() { r = b.run(tg, c, loadDuration) }
+			if c == 64 && at64 != nil {
+				at64(load)
+			} else {
+				load()
+			}
+			res.Rows = append(res.Rows, loadRow{series, r})
 		}
-		res.Rows = append(res.Rows, loadRow{modeWarm, r})
 	}
-	svc.WriteConfig(b.t, "credential_cache_ttl=0")
-	for _, c := range loadConns {
-		b.t.Logf("load: tokens with the cache off, %d connections", c)
-		b.warm()
-		res.Rows = append(res.Rows, loadRow{modeCold, b.run(b.tokenURL, b.auth, c, loadDuration)})
+	sweep(seriesFloor, target{url: b.floorURL}, nil)
+	sweep(seriesWarm, b.relayTarget(b.relay), func(load func()) { res.Peak = b.peakMemory(load) })
+	sweep(seriesBatch, b.relayTarget(b.batchRelay), nil)
+	b.svc.WriteConfig(b.t, "credential_cache_ttl=0")
+	sweep(seriesCold, b.relayTarget(b.relay), nil)
+	b.svc.WriteConfig(b.t, "credential_cache_ttl=5m")
+	if b.docker != nil {
+		tg := target{url: b.docker.URL + tokenQuery, auth: b.auth, front: b.docker.PID()}
+		sweep(seriesDocker, tg, func(load func()) {
+			res.DockerPeak = peakRSS(tg.front, load)
+		})
 	}
-	svc.WriteConfig(b.t, "credential_cache_ttl=5m")
 	return res
 }
 
@@ -365,6 +430,15 @@ type scaleResults struct {
 	PeakLarge  memSample // 64 connections, the scaleEntries user, scaleUsers users
 	LoadLarge  wrkResult // that run
 	AccessSize int       // bytes of an access string of scaleEntries entries
+}
+
+func (s scaleResults) find(users, entries int) wrkResult {
+	for _, r := range s.Rows {
+		if r.Users == users && r.Entries == entries {
+			return r.wrkResult
+		}
+	}
+	return wrkResult{}
 }
 
 var scaleEntryCounts = []int{10, 100, scaleEntries}
@@ -399,18 +473,20 @@ func (b *loadBench) scaleTable() scaleResults {
 	b.measureScale(&res, scaleUsers)
 
 	b.useUser(fmt.Sprintf("entries-%d", scaleEntries))
-	b.warm()
+	tg := b.relayTarget(b.relay)
+	b.warm(tg)
 	b.t.Logf("scale: 64 connections, %d-entry user, %d users", scaleEntries, scaleUsers)
-	res.PeakLarge = b.peakMemory(func() { res.LoadLarge = b.run(b.tokenURL, b.auth, 64, loadDuration) })
+	res.PeakLarge = b.peakMemory(func() { res.LoadLarge = b.run(tg, 64, loadDuration) })
 	return res
 }
 
 func (b *loadBench) measureScale(res *scaleResults, users int) {
 	for _, n := range scaleEntryCounts {
 		b.useUser(fmt.Sprintf("entries-%d", n))
-		b.warm()
+		tg := b.relayTarget(b.relay)
+		b.warm(tg)
 		b.t.Logf("scale: %d users, user of %d entries", users, n)
-		res.Rows = append(res.Rows, scaleRow{users, n, b.run(b.tokenURL, b.auth, 1, scaleDuration)})
+		res.Rows = append(res.Rows, scaleRow{users, n, b.run(tg, 1, scaleDuration)})
 	}
 }
 
@@ -425,6 +501,15 @@ func bcryptCheckTime(hash string) time.Duration {
 	return time.Duration(r.NsPerOp())
 }
 
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
 // memSample is the resident memory (VmRSS) of the plugin, the relay and
 // Vault, in KiB.
 type memSample struct {
@@ -432,14 +517,23 @@ type memSample struct {
 }
 
 func (b *loadBench) memory() memSample {
-	return memSample{Plugin: rssKiB(b.pluginPID), Relay: rssKiB(b.relayPID), Vault: rssKiB(b.vaultPID)}
+	return memSample{Plugin: rssKiB(b.pluginPID), Relay: rssKiB(b.relay.Proc.cmd.Process.Pid), Vault: rssKiB(b.vaultPID)}
 }
 
-// peakMemory runs load and returns the highest RSS of each process seen
-// while it ran, sampled every 100ms.
+// peakMemory runs load and returns the highest RSS of the plugin, the
+// relay and Vault seen while it ran.
 func (b *loadBench) peakMemory(load func()) memSample {
-	pids := [3]int{b.pluginPID, b.relayPID, b.vaultPID}
-	var peak [3]int64
+	peak := peakRSSOf([]int{b.pluginPID, b.relay.Proc.cmd.Process.Pid, b.vaultPID}, load)
+	return memSample{Plugin: peak[0], Relay: peak[1], Vault: peak[2]}
+}
+
+// peakRSS runs load and returns the highest RSS of pid seen meanwhile.
+func peakRSS(pid int, load func()) int64 { return peakRSSOf([]int{pid}, load)[0] }
+
+// peakRSSOf runs load and returns the highest RSS of each process seen
+// while it ran, sampled every 100ms.
+func peakRSSOf(pids []int, load func()) []int64 {
+	peak := make([]int64, len(pids))
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -460,19 +554,20 @@ func (b *loadBench) peakMemory(load func()) memSample {
 	load()
 	close(stop)
 	<-done
-	return memSample{Plugin: peak[0], Relay: peak[1], Vault: peak[2]}
+	return peak
 }
 
-// cpu reads the CPU time the relay, Vault and the plugin have used so far.
-func (b *loadBench) cpu() cpuUse {
-	return cpuUse{Relay: cpuTime(b.relayPID), Vault: cpuTime(b.vaultPID), Plugin: cpuTime(b.pluginPID)}
+// cpu reads the CPU time the front process of tg, Vault and the plugin
+// have used so far.
+func (b *loadBench) cpu(tg target) cpuUse {
+	return cpuUse{Front: cpuTime(tg.front), Vault: cpuTime(b.vaultPID), Plugin: cpuTime(b.pluginPID)}
 }
 
 // clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
 // 100 on Linux).
 const clockTick = 10 * time.Millisecond
 
-// cpuTime reads utime + stime of a process; 0 when it cannot.
+// cpuTime reads utime + stime of a process; 0 when it cannot (pid 0).
 func cpuTime(pid int) time.Duration {
 	fields := statFields(pid)
 	if len(fields) < 13 {
@@ -506,6 +601,9 @@ func machineBusy() time.Duration {
 // statFields returns the fields of /proc/<pid>/stat after the command name
 // (which may hold blanks): state, ppid, …
 func statFields(pid int) []string {
+	if pid <= 0 {
+		return nil
+	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil
@@ -517,9 +615,18 @@ func statFields(pid int) []string {
 // is the plugin binary.
 func pluginPID(t testing.TB, vaultPID int) int {
 	t.Helper()
+	pid := findPluginPID(vaultPID)
+	if pid == 0 {
+		t.Fatalf("no %s child process of Vault (pid %d)", pluginName, vaultPID)
+	}
+	return pid
+}
+
+// findPluginPID is pluginPID, or 0 when there is no such process.
+func findPluginPID(vaultPID int) int {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		t.Fatal(err)
+		return 0
 	}
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -535,7 +642,6 @@ func pluginPID(t testing.TB, vaultPID int) int {
 			return pid
 		}
 	}
-	t.Fatalf("no %s child process of Vault (pid %d)", pluginName, vaultPID)
 	return 0
 }
 
@@ -552,97 +658,4 @@ func rssKiB(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
-
-func millis(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "-"
-	case d < 10*time.Millisecond:
-		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
-	default:
-		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
-	}
-}
-
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", a/b)
-}
-
-func writeLoadTable(w io.Writer, l loadResults, perCheck time.Duration, idle memSample) {
-	fmt.Fprintf(w, "### Load: wrk → relay → Vault → plugin, loopback, %s per row\n\n", loadDuration)
-	fmt.Fprintf(w, "One user, one scope (`%s`), ES256 tokens; wrk -t min(c,2) -c c.\n\n", benchScope)
-	fmt.Fprintln(w, "relay, Vault, plugin, wrk: CPU time per request of each process, in µs. busy: the four together,")
-	fmt.Fprintln(w, "as a share of all cores; others: what the rest of the machine used meanwhile (should be near 0%).")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| what | conns | ok/s | p50 | p99 | non-2xx | socket errors | relay | Vault | plugin | wrk | busy | others |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-	for _, r := range l.Rows {
-		c := r.CPU
-		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n",
-			r.Mode, r.Conns, r.OKPerSec(), millis(r.P50), millis(r.P99), r.Non2xx, r.SockErrs,
-			r.perRequest(c.Relay), r.perRequest(c.Vault), r.perRequest(c.Plugin), r.perRequest(c.Wrk),
-			r.share(c.Relay+c.Vault+c.Plugin+c.Wrk), r.share(c.Others))
-	}
-
-	best := func(mode string) (wrkResult, float64) {
-		var top wrkResult
-		for _, c := range loadConns {
-			if r := l.find(mode, c); r.OKPerSec() > top.OKPerSec() {
-				top = r
-			}
-		}
-		return top, top.OKPerSec()
-	}
-	warm, warmRate := best(modeWarm)
-	_, coldRate := best(modeCold)
-	cores := runtime.NumCPU()
-	bound := float64(cores) / perCheck.Seconds()
-
-	fmt.Fprintln(w, "\nRatios:")
-	fmt.Fprintf(w, "- warm tokens/s (best, %d conns: %.0f/s) vs docker_auth's %.0f/s: **%.0f×**\n",
-		warm.Conns, warmRate, dockerAuthTokensPerSec, warmRate/dockerAuthTokensPerSec)
-	for _, c := range loadConns {
-		wr, fl := l.find(modeWarm, c), l.find(modeFloor, c)
-		fmt.Fprintf(w, "- warm vs floor at %d conns: %.0f / %.0f = %s of the floor's rate; p50 %s vs %s\n",
-			c, wr.OKPerSec(), fl.OKPerSec(), ratio(wr.OKPerSec(), fl.OKPerSec()), millis(wr.P50), millis(fl.P50))
-	}
-	fmt.Fprintf(w, "- cache off vs the bcrypt bound: one bcrypt check (cost %d) takes %s here, so %d cores allow %.1f checks/s; best cache-off rate %.1f/s = %s of the bound\n",
-		bcrypt.DefaultCost, millis(perCheck), cores, bound, coldRate, ratio(coldRate, bound))
-	fmt.Fprintf(w, "- p99 at 64 conns: floor %s, warm %s, cache off %s\n",
-		millis(l.find(modeFloor, 64).P99), millis(l.find(modeWarm, 64).P99), millis(l.find(modeCold, 64).P99))
-
-	fmt.Fprintln(w, "\nMemory (VmRSS):")
-	fmt.Fprintln(w, "\n| when | plugin | relay | Vault |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|")
-	fmt.Fprintf(w, "| idle, 1 user | %s | %s | %s |\n", mib(idle.Plugin), mib(idle.Relay), mib(idle.Vault))
-	fmt.Fprintf(w, "| peak under 64 conns, warm, 1 user | %s | %s | %s |\n", mib(l.Peak.Plugin), mib(l.Peak.Relay), mib(l.Peak.Vault))
-}
-
-func writeScaleTable(w io.Writer, s scaleResults) {
-	fmt.Fprintf(w, "\n### Scale: one user's token latency, 1 connection, warm cache, %s per row\n\n", scaleDuration)
-	fmt.Fprintf(w, "Fillers have %d entries (%d bytes of access string each); %d users written in %s (%.0f users/s, password_hash, %d writers).\n\n",
-		scaleEntries, s.AccessSize, s.Added, s.WriteTime.Round(time.Second), float64(s.Added)/s.WriteTime.Seconds(), userWriters)
-	fmt.Fprintln(w, "relay, Vault, plugin: CPU time per request, in µs; others: CPU the rest of the machine used meanwhile.")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| users in mount | entries of the user | p50 | p99 | ok/s | relay | Vault | plugin | others |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-	for _, r := range s.Rows {
-		fmt.Fprintf(w, "| %d | %d | %s | %s | %.0f | %s | %s | %s | %s |\n", r.Users, r.Entries, millis(r.P50), millis(r.P99), r.OKPerSec(),
-			r.perRequest(r.CPU.Relay), r.perRequest(r.CPU.Vault), r.perRequest(r.CPU.Plugin), r.share(r.CPU.Others))
-	}
-	l := s.LoadLarge
-	fmt.Fprintf(w, "\nWith 64 connections, %d users, the %d-entry user: %.0f ok/s, p50 %s, p99 %s, %d non-2xx; per request relay %s µs, Vault %s µs, plugin %s µs.\n",
-		scaleUsers, scaleEntries, l.OKPerSec(), millis(l.P50), millis(l.P99), l.Non2xx,
-		l.perRequest(l.CPU.Relay), l.perRequest(l.CPU.Vault), l.perRequest(l.CPU.Plugin))
-	fmt.Fprintln(w, "\n| when | plugin | relay | Vault |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|")
-	fmt.Fprintf(w, "| idle, %d users | %s | %s | %s |\n", scaleUsers, mib(s.IdleLarge.Plugin), mib(s.IdleLarge.Relay), mib(s.IdleLarge.Vault))
-	fmt.Fprintf(w, "| peak under 64 conns, %d-entry user, %d users | %s | %s | %s |\n",
-		scaleEntries, scaleUsers, mib(s.PeakLarge.Plugin), mib(s.PeakLarge.Relay), mib(s.PeakLarge.Vault))
 }

@@ -41,7 +41,15 @@ func tokenCall(t testing.TB, v *Vault, service, username, password string) (int,
 // bcrypt work on each), measured through Vault's HTTP API.
 func TestHardening_noUserEnumerationByTime(t *testing.T) {
 	v := StartVault(t)
-	svc := v.EnableService(t, "registry")
+	noUserEnumerationByTime(t, v, v.EnableService(t, "registry"))
+}
+
+// noUserEnumerationByTime is the timing comparison on any Vault (a dev
+// server, a Raft cluster) and a fresh service mount of it: the medians of
+// the three kinds of refusal must be within 20 % of each other, a ratio
+// measured in the same run.
+func noUserEnumerationByTime(t *testing.T, v *Vault, svc *Service) {
+	t.Helper()
 	svc.WriteConfig(t, "lockout_threshold=3")
 	locked := user{"lena", "lena-pw-0b7e21", "repository:lena/*:pull"}
 	wrong := user{"walt", "walt-pw-6f3a90", "repository:walt/*:pull"}
@@ -437,12 +445,25 @@ func TestHardening_vaultFaults(t *testing.T) {
 	})
 
 	// One relay for the outages, with a short storage.vault.timeout.
+	const vaultTimeout = time.Second
 	relay := StartRelayWith(t, v, func(config string) string {
-		return replaceOnce(t, config, "    timeout: 5s\n", "    timeout: 1s\n")
+		return replaceOnce(t, config, "    timeout: 5s\n", "    timeout: "+vaultTimeout.String()+"\n")
 	}, svc.Name)
 	if code, _, body := relay.Token(t, svc.Name, pat.name, pat.password, "repository:pat/app:pull"); code != http.StatusOK {
 		t.Fatalf("GET /auth with Vault up: %d %s", code, truncate(body, 200))
 	}
+	// The baseline: the same burst with Vault up, on this machine now. The
+	// bounds below are storage.vault.timeout (a setting of this test) plus
+	// what the baseline took, so a busy machine moves both alike.
+	var healthy []time.Duration
+	for _, r := range burst(t, relay, svc.Name, pat, 200, 20) {
+		if r.status != http.StatusOK {
+			t.Fatalf("burst with Vault up: %d", r.status)
+		}
+		healthy = append(healthy, r.took)
+	}
+	t.Logf("MEASURE fault healthy_vault requests=200 conc=20 p50=%s p99=%s max=%s",
+		ms(quantile(healthy, 0.5)), ms(quantile(healthy, 0.99)), ms(quantile(healthy, 1)))
 	settle := func() float64 {
 		time.Sleep(2 * time.Second) // idle connections and finished handlers go
 		return relayGauge(t, relay, "go_goroutines")
@@ -488,9 +509,14 @@ func TestHardening_vaultFaults(t *testing.T) {
 		})
 		t.Logf("MEASURE fault paused_vault requests=200 conc=20 p50=%s p99=%s max=%s goroutines_before=%.0f goroutines_peak=%.0f goroutines_settled=%.0f recovered_after_sigcont=%s",
 			ms(quantile(ds, 0.5)), ms(quantile(ds, 0.99)), ms(quantile(ds, 1)), g0, peak, g1, ms(recovered))
-		// Each request waits at most storage.vault.timeout (1s) for Vault.
-		if worst := quantile(ds, 1); worst > 2500*time.Millisecond {
-			t.Errorf("slowest 503 with Vault paused took %s, want at most about storage.vault.timeout (1s)", worst)
+		// Each request waits for Vault at most storage.vault.timeout, once:
+		// no more than the timeout and a half past the healthy burst's
+		// slowest answer (a relay that waited twice, or used the 5s
+		// default, is past that on any machine).
+		bound := quantile(healthy, 1) + vaultTimeout*3/2
+		if worst := quantile(ds, 1); worst > bound {
+			t.Errorf("slowest 503 with Vault paused took %s, want at most %s (healthy burst's slowest %s + 1.5 × storage.vault.timeout %s)",
+				worst, bound, ms(quantile(healthy, 1)), vaultTimeout)
 		}
 		if g1 > g0+20 {
 			t.Errorf("goroutines piled up: %.0f before, %.0f two seconds after the burst", g0, g1)
@@ -509,8 +535,13 @@ func TestHardening_vaultFaults(t *testing.T) {
 		g1 := settle()
 		t.Logf("MEASURE fault stopped_vault requests=200 conc=20 p50=%s p99=%s max=%s goroutines_before=%.0f goroutines_peak=%.0f goroutines_settled=%.0f",
 			ms(quantile(ds, 0.5)), ms(quantile(ds, 0.99)), ms(quantile(ds, 1)), g0, peak, g1)
-		if p99 := quantile(ds, 0.99); p99 > time.Second {
-			t.Errorf("503 with Vault stopped: p99 %s, want under 1s", p99)
+		// A refused connection is answered at once, without waiting out
+		// storage.vault.timeout: p99 below the healthy burst's p99 plus
+		// half the timeout.
+		bound := quantile(healthy, 0.99) + vaultTimeout/2
+		if p99 := quantile(ds, 0.99); p99 > bound {
+			t.Errorf("503 with Vault stopped: p99 %s, want under %s (healthy burst's p99 %s + storage.vault.timeout/2)",
+				p99, bound, ms(quantile(healthy, 0.99)))
 		}
 		if g1 > g0+20 {
 			t.Errorf("goroutines piled up: %.0f before, %.0f two seconds after the burst", g0, g1)
@@ -552,6 +583,7 @@ func TestHardening_bruteForceBound(t *testing.T) {
 	stop := time.Now().Add(floodFor)
 	var mu sync.Mutex
 	floodStatus := map[int]int{}
+	var floodTook []time.Duration
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 30 * time.Second}
 	for a := range attackers {
@@ -564,12 +596,17 @@ func TestHardening_bruteForceBound(t *testing.T) {
 				req, _ := http.NewRequest(http.MethodGet, st.Relay.URL+"/auth?service="+svc.Name, nil)
 				req.SetBasicAuth(name, fmt.Sprintf("guess-%d-%d", a, i))
 				code := 0
+				start := time.Now()
 				if resp, err := client.Do(req); err == nil {
 					code = resp.StatusCode
 					resp.Body.Close()
 				}
+				took := time.Since(start)
 				mu.Lock()
 				floodStatus[code]++
+				if a%2 == 1 { // an unknown user always costs a password check
+					floodTook = append(floodTook, took)
+				}
 				mu.Unlock()
 			}
 		})
@@ -588,14 +625,19 @@ func TestHardening_bruteForceBound(t *testing.T) {
 	for _, n := range floodStatus {
 		flood += n
 	}
-	t.Logf("MEASURE brute_force attackers=%d seconds=%.0f flood_requests=%d flood_statuses=%v good_before_p50=%s good_before_p99=%s good_during_p50=%s good_during_p99=%s good_during_requests=%d good_refused=%v",
-		attackers, floodFor.Seconds(), flood, floodStatus, ms(quantile(before, 0.5)), ms(quantile(before, 0.99)),
+	floodP50 := quantile(floodTook, 0.5)
+	t.Logf("MEASURE brute_force attackers=%d seconds=%.0f flood_requests=%d flood_statuses=%v flood_unknown_user_p50=%s good_before_p50=%s good_before_p99=%s good_during_p50=%s good_during_p99=%s good_during_requests=%d good_refused=%v",
+		attackers, floodFor.Seconds(), flood, floodStatus, ms(floodP50), ms(quantile(before, 0.5)), ms(quantile(before, 0.99)),
 		ms(quantile(during, 0.5)), ms(quantile(during, 0.99)), len(during), refused)
 	if len(refused) > 0 {
 		t.Errorf("the well-behaved user was refused during the flood: %v", refused)
 	}
-	if p99 := quantile(during, 0.99); p99 > 2*time.Second {
-		t.Errorf("the well-behaved user's p99 during the flood is %s, want under 2s", p99)
+	// Relative to the flood itself, measured in the same run: a user
+	// queued behind the password checks would wait as long as an attacker
+	// guessing an unknown user's password.
+	if p99 := quantile(during, 0.99); p99 >= floodP50 {
+		t.Errorf("the well-behaved user's p99 during the flood is %s, as long as an attacker's median wait (%s): it waited behind the password checks",
+			p99, floodP50)
 	}
 	if floodStatus[http.StatusOK] > 0 {
 		t.Errorf("a wrong password got a token: %v", floodStatus)

@@ -427,8 +427,9 @@ var unsealKeyLine = regexp.MustCompile(`(?m)^Unseal Key: (\S+)$`)
 
 // StartVault starts a dev server (in memory, unsealed, root token rootToken)
 // with the plugin binary in its plugin directory, and registers the plugin
-// the way an operator does: by sha256 and version.
-func StartVault(t testing.TB) *Vault {
+// the way an operator does: by sha256 and version. extraArgs go to
+// `vault server` after the dev flags (a -config with another listener).
+func StartVault(t testing.TB, extraArgs ...string) *Vault {
 	t.Helper()
 	port := freePort(t)
 	v := &Vault{
@@ -438,11 +439,12 @@ func StartVault(t testing.TB) *Vault {
 		t:         t,
 	}
 	sum := copyFile(t, bins.plugin, filepath.Join(v.pluginDir, pluginName))
-	v.Proc = StartProcess(t, "vault", baseEnv(v.home), tool(t, "vault"), "server", "-dev",
-		"-dev-root-token-id="+rootToken,
+	args := []string{"server", "-dev",
+		"-dev-root-token-id=" + rootToken,
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
-		"-dev-plugin-dir="+v.pluginDir,
-		"-log-level=info")
+		"-dev-plugin-dir=" + v.pluginDir,
+		"-log-level=info"}
+	v.Proc = StartProcess(t, "vault", baseEnv(v.home), tool(t, "vault"), append(args, extraArgs...)...)
 	waitFor(t, "vault", v.Proc, startTimeout, func() error {
 		return wantStatus(v.Addr+"/v1/sys/health", http.StatusOK)
 	})
@@ -554,6 +556,9 @@ func (v *Vault) RelayToken(t testing.TB, services ...string) string {
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token")
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token/refresh")
 	}
+	// As deploy/policies/relay.hcl: the relay renews its own token.
+	policy.WriteString("path \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}\n")
+	policy.WriteString("path \"auth/token/lookup-self\" {\n  capabilities = [\"read\"]\n}\n")
 	name := "registry-relay-" + strings.Join(services, "-")
 	v.CLIInput(t, policy.String(), "policy", "write", name, "-")
 	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy="+name, "-no-default-policy", "-field=token"))
@@ -596,6 +601,13 @@ token:
 // given services only.
 func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
 	t.Helper()
+	return StartRelayWithToken(t, v, v.RelayToken(t, services...))
+}
+
+// StartRelayWithToken starts the relay with the Vault token given and
+// extra command-line arguments (e.g. -pprof).
+func StartRelayWithToken(t testing.TB, v *Vault, token string, args ...string) *Relay {
+	t.Helper()
 	vaultPort := portOf(t, v.Addr)
 	port := freePort(t)
 	r := &Relay{
@@ -603,11 +615,11 @@ func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
 		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
 		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
 	}
-	config := fmt.Sprintf(relayConfig, vaultPort, v.RelayToken(t, services...), port, tokenIssuer)
+	config := fmt.Sprintf(relayConfig, vaultPort, token, port, tokenIssuer)
 	if err := os.WriteFile(r.ConfigPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
+	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, append([]string{"-config", r.ConfigPath}, args...)...)
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
 		return wantStatus(r.URL+"/healthz", http.StatusOK)
 	})

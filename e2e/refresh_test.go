@@ -135,6 +135,9 @@ func testIdentityToken(t *testing.T, st *Stack, svc *Service, reg *Registry) {
 	}
 	r, _ = c.Pull(reg, repo+":v1", img)
 	mustFail(t, "crane pull with a revoked identity token", r)
+	if code, body := postRefreshGrant(t, relay, svc.Name, rt, craneClientID); code != http.StatusUnauthorized || oauthError(body) != "invalid_grant" {
+		t.Errorf("refresh grant after vault delete: %d %s, want 401 invalid_grant", code, truncate(body, 200))
+	}
 	if ids := listRefreshTokens(t, st.Vault, svc.Name, dora.name, rt); len(ids) != 0 {
 		t.Errorf("refresh tokens left after vault delete: %v", ids)
 	}
@@ -231,7 +234,8 @@ func listRefreshTokens(t testing.TB, v *Vault, service, userName, rt string) []r
 	if strings.Contains(out+errOut, rt) {
 		t.Errorf("vault list %s shows the refresh token itself", path)
 	}
-	// The CLI exits 2 when there is nothing to list.
+	// The CLI exits 2 and says "No value found" when there is nothing to
+	// list; any other failure is no answer at all.
 	var keys []string
 	var exitErr *exec.ExitError
 	switch {
@@ -239,11 +243,16 @@ func listRefreshTokens(t testing.TB, v *Vault, service, userName, rt string) []r
 		if jerr := json.Unmarshal([]byte(out), &keys); jerr != nil {
 			t.Fatalf("vault list %s: %v: %s", path, jerr, out)
 		}
-	case !errors.As(err, &exitErr) || exitErr.ExitCode() != 2:
+	case !errors.As(err, &exitErr) || exitErr.ExitCode() != 2 || !strings.Contains(errOut, "No value found"):
 		t.Fatalf("vault list %s: %v\n%s%s", path, err, out, errOut)
 	}
 	code, answer := v.RootCall(t, "LIST", path, nil)
 	if code == http.StatusNotFound {
+		// An empty list is a 404 without an error; an unknown path or a
+		// failing handler is a 404 or other status with one.
+		if errs, ok := answer["errors"].([]any); !ok || len(errs) != 0 {
+			t.Fatalf("LIST %s: 404 %v, want the empty list's 404 (no error)", path, answer)
+		}
 		if len(keys) != 0 {
 			t.Errorf("vault list %s shows %v but the API answers 404", path, keys)
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -52,10 +53,31 @@ func mustOK(t testing.TB, r Result) {
 	}
 }
 
+// mustFail checks that a client was refused, and refused by the registry
+// or the token server: it ended on its own (a client killed after
+// commandTimeout hung, which is no refusal) with an error, and its output
+// names the refusal (a 401 or 403, unauthorized, denied,
+// insufficient_scope). A failure for another reason (no such host, a
+// crash, a hang) fails the check.
 func mustFail(t testing.TB, what string, r Result) {
 	t.Helper()
-	if r.OK() {
-		t.Errorf("%s: want a failure, got %v", what, r)
+	mustBeRefused(t, what, r, refusalWords)
+}
+
+// refusalWords are how docker, containerd, crane, oras, skopeo and regctl
+// print a registry's or token server's refusal.
+var refusalWords = regexp.MustCompile(`(?i)\b40[13]\b|unauthori[sz]ed|denied|insufficient_scope|forbidden|authentication required|invalid username/password|invalid_grant`)
+
+// mustBeRefused is mustFail with the words of the expected refusal.
+func mustBeRefused(t testing.TB, what string, r Result, reason *regexp.Regexp) {
+	t.Helper()
+	switch {
+	case r.ExitCode == -1:
+		t.Errorf("%s: the client was killed after %s: a hang, not a refusal: %v", what, commandTimeout, r)
+	case r.OK():
+		t.Errorf("%s: want a refusal, got %v", what, r)
+	case !reason.MatchString(r.Stdout + r.Stderr):
+		t.Errorf("%s: the client failed, but its output shows no refusal (%s): %v", what, reason, r)
 	}
 }
 
@@ -398,7 +420,8 @@ func TestRelay_sealedVault(t *testing.T) {
 		return wantStatus(st.Relay.URL+"/healthz", http.StatusServiceUnavailable)
 	})
 	r, _ := c.Pull(reg, "alice/app:v1", img)
-	mustFail(t, "pull while Vault is sealed", r)
+	// The client shows the relay's 503, not a refusal of alice.
+	mustBeRefused(t, "pull while Vault is sealed", r, regexp.MustCompile(`\b503\b|Service Unavailable`))
 
 	st.Vault.Unseal(t)
 	waitFor(t, "relay healthy after unseal", st.Relay.Proc, 60*time.Second, func() error {

@@ -26,6 +26,8 @@ func configPaths(b *backend.Backend) []*framework.Path {
 			"lockout_duration":     {Type: framework.TypeDurationSecond, Description: "Lockout length; the failure count also resets after this long.", Default: "15m"},
 			"refresh_token_ttl":    {Type: framework.TypeDurationSecond, Description: "Refresh token lifetime; 0 turns refresh tokens off.", Default: "720h"},
 			"rotation_period":      {Type: framework.TypeDurationSecond, Description: "Automatic signing-key rotation period (at least 1m); 0 rotates only on keys/rotate.", Default: 0},
+			"identity_subject":     {Type: framework.TypeString, Description: "Subject of a Vault identity's token (token/identity), and what ${user} stands for: entity_name (the identity entity's name) or alias_name (its alias name on the auth mount identity_alias_mount).", Default: "entity_name", AllowedValues: []any{"entity_name", "alias_name"}},
+			"identity_alias_mount": {Type: framework.TypeString, Description: "Accessor of the auth mount whose alias names are the subjects when identity_subject is alias_name (vault auth list -format=json shows it), e.g. auth_ldap_1a2b3c4d."},
 			"x5c":                  {Type: framework.TypeBool, Description: "Put the signing certificate chain in the token header (x5c). Set false for registries that trust only a JWK set (distribution v3 auth.token.jwks without rootcertbundle): v3 checks x5c against rootcertbundle whenever a token carries it. Registry 2.8 needs x5c.", Default: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -57,6 +59,8 @@ func (h *configHandler) read(ctx context.Context, req *logical.Request, _ *frame
 		"refresh_token_ttl":    seconds(cfg.RefreshTokenTTL),
 		"rotation_period":      seconds(cfg.RotationPeriod),
 		"x5c":                  !cfg.OmitX5C,
+		"identity_subject":     cfg.IdentitySubject,
+		"identity_alias_mount": cfg.IdentityAliasMount,
 	}}, nil
 }
 
@@ -71,6 +75,8 @@ func (h *configHandler) write(ctx context.Context, req *logical.Request, d *fram
 	setString(d, "anonymous_access", &cfg.AnonymousAccess)
 	setInt(d, "bcrypt_cost", &cfg.BcryptCost)
 	setInt(d, "lockout_threshold", &cfg.LockoutThreshold)
+	setString(d, "identity_subject", &cfg.IdentitySubject)
+	setString(d, "identity_alias_mount", &cfg.IdentityAliasMount)
 	setDuration(d, "ttl", &cfg.TTL)
 	setDuration(d, "max_ttl", &cfg.MaxTTL)
 	setDuration(d, "credential_cache_ttl", &cfg.CredentialCacheTTL)
@@ -124,4 +130,6 @@ the tokens' "aud". Settings apply at once, on every node.
   refresh_token_ttl    refresh token lifetime (0: no refresh tokens)
   rotation_period      automatic signing-key rotation (0: only keys/rotate)
   x5c                  certificate chain in tokens (false: jwks-only registries)
+  identity_subject     subject of Vault identities' tokens: entity_name or alias_name
+  identity_alias_mount auth mount accessor whose alias names are the subjects
 `

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 
 	"vault-plugin-registry/backend"
 	"vault-plugin-registry/plugin"
+	"vault-plugin-registry/plugin/plugintest"
 	"vault-plugin-registry/tokenapi"
 )
 
@@ -42,8 +42,8 @@ func newMount(t *testing.T, path string) *mount {
 	return m
 }
 
-// call runs one request and returns Vault's HTTP status for it, the
-// response, and the error text a client would see.
+// call runs one request the way Vault does and returns Vault's HTTP
+// status for it, the response, and the error text a client would see.
 func (m *mount) call(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
 	m.t.Helper()
 	req := &logical.Request{
@@ -53,42 +53,17 @@ func (m *mount) call(op logical.Operation, path string, data map[string]any) (in
 		Storage:    m.storage,
 		MountPoint: m.path + "/",
 	}
-	if op == logical.UpdateOperation || op == logical.CreateOperation {
-		// Vault turns a write into create when the existence check says
-		// the object is not there.
-		if checkFound, exists, err := m.b.HandleExistenceCheck(context.Background(), req); err == nil && checkFound && !exists {
-			req.Operation = logical.CreateOperation
-		}
-	}
-	resp, err := m.b.HandleRequest(context.Background(), req)
-	msg := errText(resp)
-	if err != nil {
-		msg = err.Error()
-	}
-	return status(req, resp, err), resp, msg
+	return m.do(req)
 }
 
-func status(req *logical.Request, resp *logical.Response, err error) int {
-	if err == logical.ErrUnsupportedPath {
-		return http.StatusNotFound
+// do runs req the way Vault does (plugintest.Call); a token path's
+// refusal reads as "code: message".
+func (m *mount) do(req *logical.Request) (int, *logical.Response, string) {
+	code, resp, msg := plugintest.Call(context.Background(), m.b, req)
+	if text := errText(resp); text != "" {
+		msg = text
 	}
-	code, _ := logical.RespondErrorCommon(req, resp, err)
-	if err != nil {
-		logical.AdjustErrorStatusCode(&code, err) // as Vault's HTTP layer does
-	}
-	if code != 0 {
-		return code
-	}
-	if resp == nil {
-		if req.Operation == logical.ReadOperation || req.Operation == logical.ListOperation {
-			return http.StatusNotFound
-		}
-		return http.StatusNoContent
-	}
-	if c, ok := resp.Data[logical.HTTPStatusCode].(int); ok {
-		return c
-	}
-	return http.StatusOK
+	return code, resp, msg
 }
 
 func (m *mount) ok(op logical.Operation, path string, data map[string]any) *logical.Response {

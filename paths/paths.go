@@ -22,6 +22,7 @@ func All(b *backend.Backend) []*framework.Path {
 	ps = append(ps, tokenPaths(b)...)
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
+	ps = append(ps, identityPaths(b)...)
 	return ps
 }
 

@@ -269,7 +269,12 @@ func TestPaths_noResponseHoldsPrivateKeyMaterial(t *testing.T) {
 		{update, "keys/rotate", nil}, {update, "ca/generate", nil}, {read, "config", nil},
 		{read, "users/bob", nil}, {update, "token", map[string]any{"username": "bob", "password": "pw"}},
 	} {
-		_, resp, _ := m.call(c.op, c.path, c.data)
+		code, resp, msg := m.call(c.op, c.path, c.data)
+		if code != http.StatusOK || resp == nil {
+			// A failed call returns nothing, and nothing holds no key.
+			t.Errorf("%s %s: status %d (%s), want 200 with a response to look into", c.op, c.path, code, msg)
+			continue
+		}
 		raw, _ := json.Marshal(resp)
 		if resp != nil {
 			if b, ok := resp.Data[logical.HTTPRawBody].([]byte); ok {
@@ -292,9 +297,13 @@ func TestMounts_keepUsersAndKeysApart(t *testing.T) {
 	if pemA == pemB {
 		t.Error("two mounts share a trust anchor")
 	}
-	tok := a.ok(update, "token", map[string]any{"username": "alice", "password": "pw"}).Data["token"].(string)
-	if aud := string(jwtClaims(t, tok)["aud"]); aud != `"registry"` {
-		t.Errorf("aud %s, want the mount path", aud)
+	// aud is the mount path, on a mount not named like the default too.
+	b.ok(update, "users/alice", map[string]any{"password": "pw"})
+	for _, m := range []*mount{a, b} {
+		tok := m.ok(update, "token", map[string]any{"username": "alice", "password": "pw"}).Data["token"].(string)
+		if aud := string(jwtClaims(t, tok)["aud"]); aud != `"`+m.path+`"` {
+			t.Errorf("mount %s: aud %s, want the mount path", m.path, aud)
+		}
 	}
 }
 

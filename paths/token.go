@@ -71,13 +71,18 @@ func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *frame
 }
 
 func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.b.MintFromRefresh(ctx, req.Storage, backend.RefreshRequest{
+	rr := backend.RefreshRequest{
 		Service:      service(req),
 		RefreshToken: d.Get(tokenapi.FieldRefreshToken).(string),
 		ClientID:     d.Get(tokenapi.FieldClientID).(string),
 		Scopes:       d.Get(tokenapi.FieldScope).([]string),
 		TTL:          time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
-	})
+	}
+	mint := h.b.MintFromRefresh
+	if backend.IsIdentityRefreshToken(rr.RefreshToken) {
+		mint = h.b.MintFromIdentityRefresh // a Vault identity's (identity_token.go)
+	}
+	tok, err := mint(ctx, req.Storage, rr)
 	if err != nil {
 		return refuse(err)
 	}

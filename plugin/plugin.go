@@ -65,7 +65,20 @@ func New(opts backend.Options) *framework.Backend {
 		},
 		RunningVersion: Version,
 	}
+	d.SetIdentitySource(systemIdentities{fb})
 	return fb
+}
+
+// systemIdentities reads Vault's identity store through the mount's system
+// view, which Vault sets when it sets the mount up.
+type systemIdentities struct{ fb *framework.Backend }
+
+func (s systemIdentities) EntityInfo(id string) (*logical.Entity, error) {
+	return s.fb.System().EntityInfo(id)
+}
+
+func (s systemIdentities) GroupsForEntity(id string) ([]*logical.Group, error) {
+	return s.fb.System().GroupsForEntity(id)
 }
 
 // Serve runs the plugin; Vault starts it and talks to it over gRPC. One
@@ -77,6 +90,7 @@ func Serve(args []string) error {
 		return err
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "vault-plugin-registry", Output: os.Stderr, JSONFormat: true})
+	servePprof(logger) // off unless VAULT_PLUGIN_REGISTRY_PPROF is set (pprof.go)
 	return vaultplugin.ServeMultiplex(&vaultplugin.ServeOpts{
 		BackendFactoryFunc: Factory,
 		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),

@@ -2,18 +2,21 @@ package plugin
 
 import (
 	"context"
-	"fmt"
-	"net/http"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"os"
-	"strconv"
 	"testing"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/go-hclog"
 	gplugin "github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/vault/sdk/logical"
 	vaultplugin "github.com/hashicorp/vault/sdk/plugin"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/plugin/plugintest"
 )
 
 // grpcMount serves the plugin over the real gRPC plugin transport, as
@@ -42,31 +45,11 @@ func grpcMount(t *testing.T) logical.Backend {
 func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 	b := grpcMount(t)
 	do := func(op logical.Operation, path string, data map[string]any) (int, *logical.Response) {
-		req := &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "registry/"}
-		resp, err := b.HandleRequest(context.Background(), req)
-		code, _ := logical.RespondErrorCommon(req, resp, err)
-		if err != nil {
-			logical.AdjustErrorStatusCode(&code, err) // as Vault's HTTP layer does
-		}
-		if err == logical.ErrUnsupportedPath {
-			code = http.StatusNotFound
-		}
-		if resp != nil && code == 0 {
-			// A raw answer, as Vault's HTTP layer reads it: over gRPC the
-			// status arrives as a JSON number.
-			if c, err := strconv.Atoi(fmt.Sprint(resp.Data[logical.HTTPStatusCode])); err == nil {
-				code = c
-			}
-		}
-		if code == 0 && resp == nil && op == logical.ReadOperation {
-			code = http.StatusNotFound
-		}
-		if code == 0 {
-			code = http.StatusOK
-		}
+		code, resp, _ := plugintest.Call(context.Background(), b, &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "registry/"})
 		return code, resp
 	}
 
+	var minted *logical.Response
 	for _, tc := range []struct {
 		name string
 		op   logical.Operation
@@ -74,7 +57,7 @@ func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 		data map[string]any
 		want int
 	}{
-		{"config", logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4, "lockout_threshold": 1}, 200},
+		{"config", logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4, "lockout_threshold": 1}, 204},
 		{"user", logical.UpdateOperation, "users/bob", map[string]any{"password": "pw", "access": "repository:bob/*:*"}, 200},
 		{"token", logical.UpdateOperation, "token", map[string]any{"username": "bob", "password": "pw", "scope": []string{"repository:bob/x:pull"}}, 200},
 		{"bad access is 400", logical.UpdateOperation, "users/eve", map[string]any{"password": "pw", "access": "repository:x:fly"}, 400},
@@ -91,12 +74,82 @@ func TestGRPC_statusesSurviveTheHop(t *testing.T) {
 		if code != tc.want {
 			t.Errorf("%s: status %d, want %d (%v)", tc.name, code, tc.want, resp)
 		}
+		if tc.name == "token" {
+			minted = resp
+		}
 	}
 
 	// The raw PEM body survives the hop too.
 	_, resp := do(logical.ReadOperation, "ca/pem", nil)
 	if resp == nil || resp.Data[logical.HTTPContentType] != "application/x-pem-file" {
 		t.Fatalf("ca/pem over gRPC: %v", resp)
+	}
+	// Over gRPC the raw body arrives as the base64 string JSON makes of
+	// bytes; Vault's HTTP layer decodes it.
+	raw, _ := resp.Data[logical.HTTPRawBody].(string)
+	pem, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		t.Fatalf("ca/pem over gRPC: %v", err)
+	}
+
+	// And the token minted over gRPC is one a registry accepts: verified
+	// as a registry does, against ca/pem.
+	if minted == nil {
+		t.Fatal("no token minted over gRPC")
+	}
+	tok, _ := minted.Data["token"].(string)
+	verifyAsRegistry(t, tok, pem, "registry", "bob", `[{"type":"repository","name":"bob/x","actions":["pull"]}]`)
+}
+
+// verifyAsRegistry checks tok the way registry 2.8 does with a
+// rootcertbundle: the x5c chain leads to a certificate of the bundle, its
+// key verifies the signature, and iss, aud, sub and access are as wanted.
+func verifyAsRegistry(t *testing.T, tok string, bundle []byte, aud, sub, access string) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		t.Fatalf("ca/pem holds no certificate: %q", bundle)
+	}
+	var claims struct {
+		jwt.RegisteredClaims
+		Access json.RawMessage `json:"access"`
+	}
+	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"}), jwt.WithAudience(aud),
+		jwt.WithIssuer("Token"), jwt.WithExpirationRequired()).ParseWithClaims(tok, &claims, func(tk *jwt.Token) (any, error) {
+		chain, _ := tk.Header["x5c"].([]any)
+		if len(chain) == 0 {
+			return nil, errors.New("no x5c header")
+		}
+		var certs []*x509.Certificate
+		for _, c := range chain {
+			s, _ := c.(string)
+			der, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return nil, err
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, err
+			}
+			certs = append(certs, cert)
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, err
+		}
+		return certs[0].PublicKey, nil
+	})
+	if err != nil {
+		t.Fatalf("token minted over gRPC does not verify: %v", err)
+	}
+	if claims.Subject != sub {
+		t.Errorf("sub %q, want %q", claims.Subject, sub)
+	}
+	if string(claims.Access) != access {
+		t.Errorf("access %s, want %s", claims.Access, access)
 	}
 }
 

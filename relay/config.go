@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,9 @@ type Config struct {
 	Storage Storage     `yaml:"storage"`
 	HTTP    HTTPConfig  `yaml:"http"`
 	Token   TokenConfig `yaml:"token"`
+	// Identity is this relay's extension: Vault identities as registry
+	// users (identity.go). godoauth's files have no such key.
+	Identity IdentityConfig `yaml:"identity"`
 
 	lines map[string]int // key path → line in the file, for errors
 }
@@ -67,6 +71,14 @@ type VaultConfig struct {
 	AuthToken string   `yaml:"auth_token"`
 	Timeout   Duration `yaml:"timeout"` // per Vault call; default 3s
 	Pool      int      `yaml:"pool"`    // idle connections kept to Vault, at least; default 2
+	// Addresses is an extension of godoauth's format: the URLs of the
+	// nodes of a Vault cluster, in place of proto, host and port
+	// (relay/nodes_config.go).
+	Addresses []string `yaml:"addresses"`
+
+	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
+	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
+	AppRole       AppRoleConfig `yaml:"approle"`
 
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`
@@ -227,7 +239,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		return nil
 	}
 	if v := getenv("VAULT_ADDR"); v != "" {
-		if err := checkVaultAddr(v); err != nil {
+		if err := checkVaultAddrs(v); err != nil {
 			return &ConfigError{Key: "VAULT_ADDR", Msg: err.Error()}
 		}
 		c.Storage.Vault.Addr = v
@@ -250,16 +262,13 @@ func (c *Config) Validate() error {
 	}
 	c.setDefaults()
 	v := &c.Storage.Vault
-	if v.Addr == "" {
+	if v.Addr == "" && len(v.Addresses) == 0 {
 		if v.Proto == "" || v.Host == "" || v.Port == 0 {
 			return c.errorf("storage.vault", "proto, host and port are required (or set VAULT_ADDR)")
 		}
 	}
-	if v.AuthToken == "" {
-		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN)")
-	}
-	if strings.IndexFunc(v.AuthToken, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
-		return c.errorf("storage.vault.auth_token", "holds blanks or control characters (a stray newline?)")
+	if err := c.checkTokenSource(); err != nil {
+		return err
 	}
 	if c.HTTP.Addr == "" {
 		return c.errorf("http.addr", `required, for example ":5002"`)
@@ -267,14 +276,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// VaultAddress is the Vault server's URL: VAULT_ADDR, else proto://host:port.
+// VaultAddress is the Vault server's URL (VAULT_ADDR, else proto://host:port),
+// or the cluster's node URLs separated by commas.
 func (c *Config) VaultAddress() string {
-	v := c.Storage.Vault
-	if v.Addr != "" {
-		return v.Addr
-	}
-	u := url.URL{Scheme: v.Proto, Host: joinHostPort(v.Host, v.Port)}
-	return u.String()
+	return strings.Join(c.VaultAddresses(), ",")
 }
 
 func joinHostPort(host string, port int) string {
@@ -309,6 +314,9 @@ func (c *Config) checkValues() error {
 	if v.Port < 0 || v.Port > 65535 {
 		return c.errorf("storage.vault.port", "want 1 to 65535, got %d", v.Port)
 	}
+	if err := c.checkAddresses(); err != nil {
+		return err
+	}
 	if err := checkTimeout(time.Duration(v.Timeout)); err != nil {
 		return c.errorf("storage.vault.timeout", "%s", err)
 	}
@@ -333,7 +341,7 @@ func (c *Config) checkValues() error {
 	if c.Token.Expiration < 0 || c.Token.Expiration > maxExpiration {
 		return c.errorf("token.expiration", "want 0 to %d seconds, got %d", maxExpiration, c.Token.Expiration)
 	}
-	return nil
+	return c.checkIdentity()
 }
 
 func checkTimeout(d time.Duration) error {
@@ -393,8 +401,8 @@ type fileKeys struct {
 // wholeNumberKeys are the settings that are whole numbers.
 var wholeNumberKeys = []string{"storage.vault.port", "storage.vault.pool", "token.expiration"}
 
-// maxKeyDepth is the deepest key of godoauth's file (http.tls.key).
-const maxKeyDepth = 3
+// maxKeyDepth is the deepest key of the file (storage.vault.approle.role_id).
+const maxKeyDepth = 4
 
 // readKeys records the line of every key up to maxKeyDepth and refuses a
 // top level that is not a mapping and repeated keys. It does not follow
@@ -455,10 +463,35 @@ func (k *fileKeys) explain(err error) error {
 		return &ConfigError{Line: line, Key: field, Msg: "unknown key"}
 	}
 	ce := &ConfigError{Line: line, Msg: oneLine(msg)}
-	if len(keys) > 0 {
-		ce.Key = keys[0]
+	if m := cannotDecode.FindStringSubmatch(msg); m != nil {
+		got := kinds["!!"+m[1]]
+		if m[2] != "" {
+			got = quote(m[2])
+		}
+		if kinds[m[3]] != "" && got != "" {
+			ce.Msg = "want " + kinds[m[3]] + ", got " + got
+		}
+	}
+	// The key on that line; for an item of a list on a line of its own,
+	// the nearest key above it, which holds the list.
+	for l := line; l > 0 && ce.Key == ""; l-- {
+		if keys := k.atLine[l]; len(keys) > 0 {
+			ce.Key = keys[0]
+			if l != line {
+				ce.Key = keys[len(keys)-1]
+			}
+		}
 	}
 	return ce
+}
+
+// cannotDecode is yaml.v3's message for a value of the wrong kind.
+var cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) (?:`(.*)` )?into (\\S+)$")
+
+// kinds names the types of settings and YAML's kinds of values in errors.
+var kinds = map[string]string{
+	"[]string": "a list of names", "string": "a string", "int": "a whole number", "int64": "a whole number", "bool": "true or false",
+	"!!seq": "a list", "!!map": "a mapping", "!!str": "a string", "!!int": "a number", "!!float": "a number", "!!bool": "a boolean",
 }
 
 // joinKey is a dotted key path; a key that is not printable or is long is

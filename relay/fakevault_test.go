@@ -95,10 +95,21 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fv.mint(w, body)
+	case path == "auth/token/renew-self":
+		// The relay renews its own token (vaulttoken.go): a periodic one here.
+		if r.Header.Get("X-Vault-Token") != relayToken {
+			vaultError(w, 403, "permission denied")
+			return
+		}
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{
+			"client_token": relayToken, "renewable": true, "lease_duration": fakeTokenPeriod}})
 	default:
 		vaultError(w, 404, "unsupported path")
 	}
 }
+
+// fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.
+const fakeTokenPeriod = 3600
 
 // mint answers like the plugin: a token whose access grants what was asked.
 func (fv *fakeVault) mint(w http.ResponseWriter, body map[string]any) {
@@ -172,7 +183,9 @@ func (s *syncBuffer) String() string {
 // testConfig is a relay configuration pointing at addr.
 func testConfig(addr string) *Config {
 	return &Config{
-		Storage: Storage{Vault: VaultConfig{Addr: addr, AuthToken: relayToken, Timeout: Duration(500 * time.Millisecond)}},
+		// A Vault timeout no answer of the stand-in reaches on a busy
+		// machine; tests of timeouts set their own.
+		Storage: Storage{Vault: VaultConfig{Addr: addr, AuthToken: relayToken, Timeout: Duration(10 * time.Second)}},
 		HTTP:    HTTPConfig{Addr: "127.0.0.1:0", Timeout: Duration(2 * time.Second)},
 		Token:   TokenConfig{Issuer: "Token", Expiration: 800},
 		Log:     LogConfig{Level: "debug"},

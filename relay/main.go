@@ -53,6 +53,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "godoauth's YAML configuration `file`")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	pprofFlag(fs, stderr) // -pprof ADDR: profiling for `make bench`, off by default (pprof.go)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

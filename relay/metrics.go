@@ -39,6 +39,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	vaultErrors *prometheus.CounterVec
+	failovers   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -59,10 +60,14 @@ func newMetrics() *metrics {
 				"server_error, unexpected, bad_answer, busy (too many calls in flight).",
 		}, []string{"kind"}),
 	}
+	m.failovers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "godoauth_relay_vault_failovers_total",
+		Help: "Vault calls sent to another node of the cluster after one failed (relay/nodes.go).",
+	})
 	for _, k := range vaultTroubles {
 		m.vaultErrors.WithLabelValues(k)
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors,
+	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

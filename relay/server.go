@@ -29,9 +29,12 @@ type Server struct {
 	cfg     Config
 	log     hclog.Logger
 	vault   *vault
+	token   *tokenKeeper // the relay's own Vault token (vaulttoken.go)
 	metrics *metrics
 	handler http.Handler
 	timeout time.Duration // http.timeout: the whole of one request
+
+	identities *identities // Vault identities' requests (identity.go)
 
 	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
 
@@ -39,6 +42,7 @@ type Server struct {
 	healthAt    time.Time
 	healthState string
 	healthOK    bool
+	healthNodes map[string]string // each Vault node's state, for a cluster
 }
 
 // New makes a relay from a configuration (validated here) and a logger.
@@ -56,6 +60,8 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 	if s.vault, err = newVault(&c, logger, s.metrics); err != nil {
 		return nil, err
 	}
+	s.token = newTokenKeeper(c.Storage.Vault, s.vault.client, logger, s.metrics.registry)
+	s.identities = newIdentities(&c, s.metrics)
 	if c.HTTP.TLS.Enabled() {
 		if err := s.ReloadTLS(); err != nil {
 			return nil, err
@@ -100,6 +106,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
+	s.token.start(ctx)
 	ln = sendBoundListener{ln}
 	errc := make(chan error, 1)
 	go func() {
@@ -159,17 +166,17 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	s.healthMu.Lock()
 	if time.Since(s.healthAt) > healthTTL {
 		ctx, cancel := context.WithTimeout(r.Context(), s.vault.timeout)
-		s.healthState, s.healthOK = s.vault.health(ctx)
+		s.healthState, s.healthOK, s.healthNodes = s.vault.clusterHealth(ctx)
 		cancel()
 		s.healthAt = time.Now()
 	}
-	state, ok := s.healthState, s.healthOK
+	state, ok, nodes := s.healthState, s.healthOK, s.healthNodes
 	s.healthMu.Unlock()
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]string{"vault": state})
+	writeJSON(w, status, healthAnswer(state, nodes))
 }
 
 // exchange is one token request as the log and the metrics see it.
@@ -196,7 +203,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 		if f = s.vault.checkMount(ctx, req.Service); f == nil {
 			x.service = req.Service
 			var t *mintedToken
-			if t, f = s.vault.mint(ctx, req); f == nil {
+			if t, f = s.mint(ctx, req); f == nil {
 				x.status, x.granted, x.user = http.StatusOK, len(t.Access), t.Subject
 				writeToken(w, t, oauth)
 				return

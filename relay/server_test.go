@@ -279,7 +279,7 @@ func TestAuth_vaultTransportFailuresAre503(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			fv := newFakeVault(t, "registry")
 			fv.token = h
-			s, logs := newTestRelay(t, fv.srv.URL)
+			s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
 			w := get(s, "service=registry", basic("alice", "pw"))
 			if w.Code != 503 || w.Header().Get("Retry-After") == "" {
 				t.Fatalf("status %d, Retry-After %q: %s", w.Code, w.Header().Get("Retry-After"), w.Body)
@@ -532,15 +532,21 @@ func TestMetrics_boundedLabels(t *testing.T) {
 	}
 }
 
+// The request in flight is held in Vault until the shutdown has begun (the
+// relay no longer accepts connections), then answered: no sleep races a
+// timeout, and storage.vault.timeout is far longer than the test.
 func TestServe_finishesRequestsInFlightOnShutdown(t *testing.T) {
 	fv := newFakeVault(t, "registry")
-	started := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		close(started)
-		time.Sleep(200 * time.Millisecond)
+		<-release
 		fv.mint(w, body)
 	}
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		c.Storage.Vault.Timeout = Duration(5 * time.Minute)
+		c.HTTP.Timeout = Duration(5 * time.Minute)
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -563,6 +569,14 @@ func TestServe_finishesRequestsInFlightOnShutdown(t *testing.T) {
 	}()
 	<-started
 	cancel()
+	waitFor(t, func() bool {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(release)
 	if got := <-status; got != 200 {
 		t.Errorf("request in flight got %d", got)
 	}

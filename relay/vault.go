@@ -42,6 +42,7 @@ type vault struct {
 	log         hclog.Logger
 	metrics     *metrics
 
+	nodes       *nodes // the cluster's nodes (relay/nodes.go)
 	admission   *admission
 	credentials *provenCredentials
 	mounts      *mountCache
@@ -52,6 +53,7 @@ type vault struct {
 
 func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 	var httpClient *http.Client
+	var nodes *nodes
 	client, err := NewVaultClient(cfg, func(vc *api.Config) error {
 		vc.Timeout = time.Duration(cfg.Storage.Vault.Timeout)
 		// An outage answers 503 now, not after backoffs. Never retrying also
@@ -67,6 +69,15 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		transport.MaxIdleConns = idle
 		transport.MaxIdleConnsPerHost = idle
 		transport.IdleConnTimeout = 90 * time.Second
+		var err error
+		if nodes, err = newNodes(cfg.VaultAddresses(), transport, vc.Timeout, log, m); err != nil {
+			return err
+		}
+		if len(nodes.list) > 1 {
+			// nodes times each attempt; the request's deadline bounds the retries.
+			vc.Timeout, vc.HttpClient.Timeout = 0, 0
+			vc.HttpClient.Transport = nodes
+		}
 		httpClient = vc.HttpClient
 		return nil
 	})
@@ -79,8 +90,9 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 	timeout := time.Duration(cfg.Storage.Vault.Timeout)
 	return &vault{
 		client:      client,
+		nodes:       nodes,
 		http:        httpClient,
-		probeBase:   strings.TrimRight(addr, "/") + "/v1/",
+		probeBase:   strings.TrimRight(cfg.VaultAddresses()[0], "/") + "/v1/",
 		probeHeader: header,
 		addr:        addr,
 		timeout:     timeout,
@@ -89,7 +101,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		metrics:     m,
 		admission:   newAdmission(),
 		credentials: newProvenCredentials(),
-		mounts:      newMountCache(timeout),
+		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 	}, nil
 }
@@ -175,6 +187,7 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		return nil, f
 	}
 	defer release()
+	ctx = retrySafe(ctx, !unproven) // a retry of an unproven password could count two failures
 	path := req.vaultPath()
 	body, err := json.Marshal(req.vaultBody(v.ttl))
 	if err != nil {

@@ -14,7 +14,7 @@ func NewVaultClient(cfg *Config, tune func(*api.Config) error) (*api.Client, err
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault client: %w", vc.Error)
 	}
-	vc.Address = cfg.VaultAddress()
+	vc.Address = cfg.VaultAddresses()[0] // a cluster's other nodes: relay/nodes.go
 	vc.AgentAddress = ""
 	if ca := cfg.Storage.Vault.CACert; ca != "" {
 		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: ca}); err != nil {

@@ -30,9 +30,13 @@ GO_TOOLS=(
 # `go test -race` needs (cgo). docker.io and containerd are the two clients
 # most people use (the tests run their daemons on their own sockets); slapd
 # and ldap-utils are the LDAP server behind Vault's ldap auth method in the
-# tests; gnuplot-nox draws make bench's picture.
+# tests; gnuplot-nox draws make bench's picture; prometheus brings promtool,
+# which checks and tests deploy/prometheus's alert rules; systemd brings
+# systemd-analyze, which verifies deploy/systemd's units (no service runs).
 APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
-	docker.io containerd slapd ldap-utils gnuplot-nox)
+	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
+# jq: scripts/vault-cluster.sh reads Vault's JSON answers.
+APT_PACKAGES+=(jq)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH
@@ -78,6 +82,11 @@ stop_registry_service() {
 			systemctl is-active --quiet docker-registry.service 2>/dev/null; then
 			log "apt: stopping and disabling the docker-registry system service"
 			$SUDO systemctl disable --now docker-registry.service
+		fi
+		# Only promtool of the prometheus package is used.
+		if systemctl is-enabled --quiet prometheus.service 2>/dev/null; then
+			log "apt: stopping and disabling the prometheus system service"
+			$SUDO systemctl disable --now prometheus.service
 		fi
 		return
 	fi

@@ -15,12 +15,15 @@ import (
 const (
 	PathToken   = "token"
 	PathRefresh = "token/refresh"
+	// PathIdentityToken mints for the Vault identity of the caller's own
+	// Vault token; it answers like PathToken.
+	PathIdentityToken = "token/identity"
 	// PathCAPEM answers the PEM bundle without a Vault token; the relay
 	// reads it to tell a plugin mount from any other Vault path.
 	PathCAPEM = "ca/pem"
 )
 
-// Request fields of PathToken and PathRefresh.
+// Request fields of PathToken, PathIdentityToken and PathRefresh.
 const (
 	FieldUsername     = "username"
 	FieldPassword     = "password"

@@ -1,7 +1,6 @@
 package migrate
 
 import (
-	"slices"
 	"strings"
 	"testing"
 
@@ -112,44 +111,192 @@ func TestTranslateAccess(t *testing.T) {
 	}
 }
 
-// godoauthGrants is godoauth's own reading (vault.go UnmarshalText, NewPriv):
-// name → grant, with the last entry for a name winning. ok is false when
-// godoauth refused the user. It is written here apart from translateAccess
-// so the fuzz test compares two independent readings.
+// godoauth's rules, as its source states them (github.com/dgolja/godoauth,
+// the last commit; read to learn them, restated here in a few lines and
+// never shared with the code under test). Each rule names where it comes
+// from; TestGodoauthRules_ownTestCases holds godoauth's own test cases
+// for them.
+//
+//   - vault.go UnmarshalText: the access string is split on ";" and each
+//     piece on ":"; a piece without exactly three fields fails the whole
+//     user ("Wrong access format"); name → NewPriv(actions), so a later
+//     entry for a name replaces an earlier one; the type is not looked at.
+//   - handlers.go NewPriv: "push", "pull", "push,pull", "pull,push" and "*"
+//     (push and pull); anything else is PrivIllegal, which grants nothing.
+//   - handlers.go Scope.UnmarshalText (a requested scope): exactly three
+//     fields, type "repository", actions accepted by NewPriv; anything else
+//     is a 400.
+//   - handlers.go actionAllowed: the grant is the user's entry for the name
+//     intersected with the requested actions; nothing when they share none.
+
+// godoauthGrants is godoauth's reading of an access string (vault.go
+// UnmarshalText with NewPriv): name → grant. ok is false when godoauth
+// refused the user. It is written apart from translateAccess so the fuzz
+// test compares two independent readings.
 func godoauthGrants(access string) (grants map[string]godoauthPriv, ok bool) {
 	grants = map[string]godoauthPriv{}
 	ok = true
 	for _, x := range strings.Split(access, ";") {
 		xx := strings.Split(x, ":")
 		if len(xx) != 3 {
-			ok = false
+			ok = false // UnmarshalText: "Wrong access format"
 			continue
 		}
-		switch xx[2] {
-		case "push":
-			grants[xx[1]] = privPush
-		case "pull":
-			grants[xx[1]] = privPull
-		case "push,pull", "pull,push", "*":
-			grants[xx[1]] = privPush | privPull
-		default:
-			grants[xx[1]] = 0
-		}
+		grants[xx[1]] = godoauthPrivOf(xx[2]) // the last entry for a name wins
 	}
 	return grants, ok
 }
 
+// godoauthPrivOf is NewPriv; PrivIllegal grants nothing, so it is 0 here.
+func godoauthPrivOf(actions string) godoauthPriv {
+	switch actions {
+	case "push":
+		return privPush
+	case "pull":
+		return privPull
+	case "push,pull", "pull,push", "*":
+		return privPush | privPull
+	}
+	return 0
+}
+
+// godoauthScope is Scope.UnmarshalText of a requested scope: the name and
+// the asked actions, or false for a scope godoauth answered 400.
+func godoauthScope(scope string) (name string, asked godoauthPriv, ok bool) {
+	f := strings.Split(scope, ":")
+	if len(f) != 3 || f[0] != "repository" {
+		return "", 0, false
+	}
+	asked = godoauthPrivOf(f[2])
+	return f[1], asked, asked != 0
+}
+
+// godoauthAllowed is actionAllowed: the entry's grant intersected with the
+// asked actions.
+func godoauthAllowed(grants map[string]godoauthPriv, name string, asked godoauthPriv) godoauthPriv {
+	return grants[name] & asked
+}
+
+// TestGodoauthRules_ownTestCases checks the restatement above against
+// godoauth's own test cases (handlers_test.go TestUnmarshalScopeText,
+// TestPrivileges, TestActionAllowed; vault_test.go TestUnmarshalText),
+// so that the property tests below rest on godoauth's behaviour, not on a
+// reading of it that could drift.
+func TestGodoauthRules_ownTestCases(t *testing.T) {
+	// TestUnmarshalScopeText.
+	for _, s := range []string{"something", "repository:namespace", "repository:namespace:wrong",
+		"something:bla/bla:push", "push:alpine/master:pull"} {
+		if _, _, ok := godoauthScope(s); ok {
+			t.Errorf("scope %q: godoauth refuses it, the restatement accepts it", s)
+		}
+	}
+	for _, s := range []string{"repository:golja/godoauth:push,pull", "repository:golja/godoauth:pull",
+		"repository:golja/godoauth:pull,push", "repository:golja/godoauth:push"} {
+		if _, _, ok := godoauthScope(s); !ok {
+			t.Errorf("scope %q: godoauth accepts it, the restatement refuses it", s)
+		}
+	}
+	// TestPrivileges: push,pull has push and pull; pull and push only themselves.
+	if godoauthPrivOf("push,pull") != privPush|privPull || godoauthPrivOf("pull") != privPull || godoauthPrivOf("push") != privPush {
+		t.Error("NewPriv of push,pull, pull or push differs from godoauth's TestPrivileges")
+	}
+	// vault_test.go TestUnmarshalText: "repository:foo/bar:*" is foo/bar
+	// with PrivAll; "foo/bar:*" (two fields) is an error.
+	if g, ok := godoauthGrants("repository:foo/bar:*"); !ok || len(g) != 1 || g["foo/bar"] != privPush|privPull {
+		t.Errorf("repository:foo/bar:* read as %v (ok %v), want foo/bar push and pull", g, ok)
+	}
+	if _, ok := godoauthGrants("foo/bar:*"); ok {
+		t.Error("foo/bar:* accepted; godoauth refuses it")
+	}
+	// TestActionAllowed: a user with foo/bar PrivAll gets nothing on
+	// zala/srot, all on foo/bar when asking all, push when asking push.
+	g, _ := godoauthGrants("repository:foo/bar:*")
+	if godoauthAllowed(g, "zala/srot", privPush|privPull) != 0 ||
+		godoauthAllowed(g, "foo/bar", privPush|privPull) != privPush|privPull ||
+		godoauthAllowed(g, "foo/bar", privPush) != privPush {
+		t.Error("actionAllowed restated differs from godoauth's TestActionAllowed")
+	}
+}
+
+// TestGrant_sameAsGodoauth: for access strings godoauth and the plugin
+// read alike (its README example, the entries of its tests), every scope
+// godoauth accepts (every action field NewPriv knows, "*" included) gets
+// the same grant from the plugin as from godoauth's actionAllowed. A
+// requested "*" by a user whose entry grants only some actions gets those
+// actions in both.
+func TestGrant_sameAsGodoauth(t *testing.T) {
+	accesses := []string{
+		"repository:linux/app:*;repository:linux/db:pull", // godoauth README
+		"repository:foo/bar:*",                            // vault_test.go
+		"repository:golja/godoauth:push,pull",             // handlers_test.go
+		"repository:golja/godoauth:pull,push",
+		"repository:golja/godoauth:pull",
+		"repository:golja/godoauth:push",
+	}
+	names := []string{"linux/app", "linux/db", "foo/bar", "golja/godoauth", "zala/srot"}
+	for _, access := range accesses {
+		tr := translateAccess(access)
+		if len(tr.Problems) != 0 || tr.Access != access {
+			t.Fatalf("%q: the migration changes it (%v); pick one both read alike", access, tr.Problems)
+		}
+		kept, err := backend.ParseAccess(tr.Access)
+		if err != nil {
+			t.Fatal(err)
+		}
+		godoauth, _ := godoauthGrants(access)
+		for _, name := range names {
+			for _, actions := range []string{"push", "pull", "push,pull", "pull,push", "*"} {
+				scope := "repository:" + name + ":" + actions
+				n, asked, ok := godoauthScope(scope)
+				if !ok {
+					t.Fatalf("godoauth refuses %q", scope)
+				}
+				want := godoauthAllowed(godoauth, n, asked)
+				got := privOfGrants(backend.GrantScopes("someone", []backend.Scope{{Type: "repository", Name: name, Actions: strings.Split(actions, ",")}}, kept))
+				if got != want {
+					t.Errorf("access %q, scope %q: the plugin grants %s, godoauth %s", access, scope, got, want)
+				}
+			}
+		}
+	}
+}
+
+// privOfGrants reads a claim as godoauth's push and pull; a granted "*"
+// is both.
+func privOfGrants(grants []backend.Grant) godoauthPriv {
+	var p godoauthPriv
+	for _, g := range grants {
+		for _, a := range g.Actions {
+			switch a {
+			case "push":
+				p |= privPush
+			case "pull":
+				p |= privPull
+			case "*":
+				p |= privPush | privPull
+			}
+		}
+	}
+	return p
+}
+
+func (p godoauthPriv) String() string {
+	var s []string
+	if p&privPush != 0 {
+		s = append(s, "push")
+	}
+	if p&privPull != 0 {
+		s = append(s, "pull")
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
 // pluginGrant is what the plugin grants on repository name when push and
-// pull are asked for.
+// pull, or "*", are asked for.
 func pluginGrant(a backend.Access, name string) godoauthPriv {
 	var p godoauthPriv
-	for _, g := range backend.GrantScopes("someone", []backend.Scope{{Type: "repository", Name: name, Actions: []string{"push", "pull"}}}, a) {
-		if slices.Contains(g.Actions, "push") {
-			p |= privPush
-		}
-		if slices.Contains(g.Actions, "pull") {
-			p |= privPull
-		}
+	for _, asked := range [][]string{{"push", "pull"}, {"*"}} {
+		p |= privOfGrants(backend.GrantScopes("someone", []backend.Scope{{Type: "repository", Name: name, Actions: asked}}, a))
 	}
 	return p
 }

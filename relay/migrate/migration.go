@@ -25,6 +25,7 @@ type migration struct {
 	pluginConfig map[string]any // <to>/config, read by preflight
 	failed       bool           // a step failed: exit status 1
 	tally        tally
+	progress     *progress // users done, on a terminal (progress.go)
 }
 
 // preflight checks both mounts before anything is written: <from> must be
@@ -79,6 +80,7 @@ func (m *migration) run(ctx context.Context) int {
 }
 
 func (m *migration) printf(format string, args ...any) {
+	m.progress.clear()
 	fmt.Fprintf(m.out, format, args...)
 }
 
@@ -173,6 +175,7 @@ func (m *migration) summary(ctx context.Context, stopped bool) {
 	} else {
 		m.printf("Summary: %d created, %d updated, %d unchanged, %d skipped.\n", t.created, t.updated, t.unchanged, t.skipped)
 	}
+	m.printTable()
 	if t.dropped > 0 {
 		m.printf("%s left out (-drop-invalid-entries); %d of them granted something in godoauth, the others nothing: see above.\n",
 			count(t.dropped, "access entry", "access entries"), t.lost)

@@ -38,8 +38,11 @@ func (m *migration) migrateUsers(ctx context.Context) (stopped bool) {
 		return false
 	}
 	m.printf("users (%d):\n", len(names))
+	m.progress = newProgress(m.errOut, len(names))
 	for _, name := range names {
-		if err := m.migrateUser(ctx, name); err != nil {
+		err := m.migrateUser(ctx, name)
+		m.progress.step()
+		if err != nil {
 			m.printf("  %s: FAILED: %s\n", name, err)
 			fmt.Fprintf(m.errOut, "godoauth-relay migrate: stopped at user %s: %s\n"+
 				"The users after it were not migrated; run this again once that is fixed (migrated users stay unchanged).\n",

@@ -21,6 +21,7 @@ import (
 
 	"vault-plugin-registry/backend"
 	"vault-plugin-registry/plugin"
+	"vault-plugin-registry/plugin/plugintest"
 )
 
 const testToken = "test-operator-token"
@@ -189,44 +190,8 @@ func (f *fakeVault) servePlugin(w http.ResponseWriter, r *http.Request, path str
 // pluginCall runs one request on the plugin the way Vault does and returns
 // Vault's HTTP status, the response and the error a client would see.
 func (f *fakeVault) pluginCall(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
-	ctx := context.Background()
 	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: f.storage, MountPoint: f.pluginMount + "/"}
-	if op == logical.UpdateOperation {
-		// Vault turns a write into create when the existence check says
-		// the object is not there.
-		if checkFound, exists, err := f.plugin.HandleExistenceCheck(ctx, req); err == nil && checkFound && !exists {
-			req.Operation = logical.CreateOperation
-		}
-	}
-	resp, err := f.plugin.HandleRequest(ctx, req)
-	if err == logical.ErrUnsupportedPath {
-		return http.StatusNotFound, nil, "unsupported path"
-	}
-	code, _ := logical.RespondErrorCommon(req, resp, err)
-	if err != nil {
-		logical.AdjustErrorStatusCode(&code, err)
-	}
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	} else if resp != nil && resp.IsError() {
-		msg = resp.Error().Error()
-	}
-	if status, ok := rawStatus(resp); ok && err == nil && status >= 400 {
-		// A raw refusal (the token paths'): its status and Vault's errors.
-		var body struct{ Errors []string }
-		_ = json.Unmarshal([]byte(fmt.Sprint(resp.Data[logical.HTTPRawBody])), &body)
-		return status, resp, strings.Join(body.Errors, "; ")
-	}
-	switch {
-	case code != 0:
-		return code, resp, msg
-	case resp == nil && (op == logical.ReadOperation || op == logical.ListOperation):
-		return http.StatusNotFound, nil, ""
-	case resp == nil:
-		return http.StatusNoContent, nil, ""
-	}
-	return http.StatusOK, resp, ""
+	return plugintest.Call(context.Background(), f.plugin, req)
 }
 
 // pluginOK runs a request on the plugin directly and fails the test unless

@@ -1,0 +1,320 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Vault identities as registry users: the access of a Vault identity group
+// (groups/<name>) or of one entity (entities/<name>) is an access string,
+// as a user's is. A token for an identity grants the union of the access of
+// the entity's groups (direct and inherited), of the entity itself, and the
+// anonymous access.
+
+// IdentityKind says whether an identity access record is for a group or an
+// entity; it is also the storage prefix and the path of its records.
+type IdentityKind string
+
+const (
+	IdentityGroup  IdentityKind = "groups"
+	IdentityEntity IdentityKind = "entities"
+)
+
+// Subjects an identity's token can carry (config identity_subject).
+const (
+	SubjectEntityName = "entity_name"
+	SubjectAliasName  = "alias_name"
+)
+
+// IdentityAccess is the access string given to one Vault group or entity.
+type IdentityAccess struct {
+	Name    string    `json:"name"`
+	Access  string    `json:"access"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// IdentitySource is what the plugin reads of Vault's identity store: the
+// system view of the mount.
+type IdentitySource interface {
+	EntityInfo(entityID string) (*logical.Entity, error)
+	GroupsForEntity(entityID string) ([]*logical.Group, error)
+}
+
+// SetIdentitySource gives the backend Vault's identity store; the plugin
+// calls it once, before serving.
+func (b *Backend) SetIdentitySource(ids IdentitySource) { b.identities = ids }
+
+func (b *Backend) identitySource() (IdentitySource, error) {
+	if b.identities == nil {
+		return nil, errors.New("no identity store: the plugin did not set one")
+	}
+	return b.identities, nil
+}
+
+func identityKey(kind IdentityKind, name string) string { return string(kind) + "/" + name }
+
+func checkIdentityName(kind IdentityKind, name string) error {
+	if !ValidUserName(name) {
+		return errorf(KindBadRequest, "%s name %s: use 1 to 256 letters, digits, _ - . @", kind.noun(), quote(name))
+	}
+	return nil
+}
+
+func (k IdentityKind) noun() string {
+	if k == IdentityGroup {
+		return "group"
+	}
+	return "entity"
+}
+
+// WriteIdentityAccess stores the access string of a group or an entity,
+// validated first: a bad entry is a 400 naming it, and nothing is stored.
+func (b *Backend) WriteIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name, access string) (created bool, err error) {
+	if err := checkIdentityName(kind, name); err != nil {
+		return false, err
+	}
+	a, err := ParseAccess(access)
+	if err != nil {
+		return false, errorf(KindBadRequest, "access: %s", err)
+	}
+	old, err := b.ReadIdentityAccess(ctx, s, kind, name)
+	if err != nil {
+		return false, err
+	}
+	now := b.now().UTC()
+	rec := &IdentityAccess{Name: name, Access: a.String(), Created: now, Updated: now}
+	if old != nil {
+		rec.Created = old.Created
+	}
+	entry, err := logical.StorageEntryJSON(identityKey(kind, name), rec)
+	if err != nil {
+		return false, err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return false, fmt.Errorf("store %s access: %w", kind.noun(), err)
+	}
+	return old == nil, nil
+}
+
+// ReadIdentityAccess returns the stored record, or nil if there is none.
+func (b *Backend) ReadIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (*IdentityAccess, error) {
+	if !ValidUserName(name) {
+		return nil, nil
+	}
+	entry, err := s.Get(ctx, identityKey(kind, name))
+	if err != nil {
+		return nil, fmt.Errorf("read %s access: %w", kind.noun(), err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	rec := new(IdentityAccess)
+	if err := json.Unmarshal(entry.Value, rec); err != nil {
+		return nil, fmt.Errorf("decode %s access %s: %w", kind.noun(), quote(name), err)
+	}
+	return rec, nil
+}
+
+// ListIdentityAccess lists the names of the groups or entities given access.
+func (b *Backend) ListIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind) ([]string, error) {
+	return s.List(ctx, string(kind)+"/")
+}
+
+// DeleteIdentityAccess removes a record; a missing one is not an error.
+func (b *Backend) DeleteIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) error {
+	if err := checkIdentityName(kind, name); err != nil {
+		return err
+	}
+	if err := s.Delete(ctx, identityKey(kind, name)); err != nil {
+		return fmt.Errorf("delete %s access: %w", kind.noun(), err)
+	}
+	return nil
+}
+
+// identityAccess is the parsed access of one record; none when there is no
+// record. A stored string that no longer parses grants nothing.
+func (b *Backend) identityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (Access, error) {
+	rec, err := b.ReadIdentityAccess(ctx, s, kind, name)
+	if err != nil || rec == nil {
+		return nil, err
+	}
+	a, err := ParseAccess(rec.Access)
+	if err != nil {
+		b.logger.Error("stored access string does not parse; granting nothing", kind.noun(), name, "error", err)
+		return nil, nil
+	}
+	return a, nil
+}
+
+// Identity is a Vault entity as a registry user: its token's subject, the
+// name ${user} stands for, and the access lists that apply to it.
+type Identity struct {
+	EntityID string
+	Subject  string // the token's sub
+	// PatternUser is what ${user} matches: the subject, or "" when the
+	// subject is a fallback that could collide with a name of another kind.
+	PatternUser string
+	Groups      []string
+	Lists       []Access
+}
+
+// ResolveIdentity reads an entity and its groups from Vault's identity
+// store and the access given to them on this mount. A missing, disabled
+// or unreadable entity is refused.
+func (b *Backend) ResolveIdentity(ctx context.Context, s logical.Storage, cfg *Config, ids IdentitySource, entityID string) (*Identity, error) {
+	if entityID == "" {
+		return nil, errNoEntity
+	}
+	entity, err := ids.EntityInfo(entityID)
+	if err != nil {
+		return nil, fmt.Errorf("read identity entity %s: %w", quote(entityID), err)
+	}
+	if entity == nil {
+		return nil, errorf(KindUnauthorized, "identity entity %s does not exist", quote(entityID))
+	}
+	if entity.Disabled {
+		return nil, errorf(KindUnauthorized, "identity entity %s is disabled", quote(entity.Name))
+	}
+	groups, err := ids.GroupsForEntity(entityID)
+	if err != nil {
+		return nil, fmt.Errorf("read groups of identity entity %s: %w", quote(entity.Name), err)
+	}
+	id := &Identity{EntityID: entityID, Subject: entity.Name, PatternUser: entity.Name}
+	if cfg.IdentitySubject == SubjectAliasName {
+		alias := aliasOn(entity, cfg.IdentityAliasMount)
+		if alias != "" {
+			id.Subject, id.PatternUser = alias, alias
+		} else {
+			// No alias on that mount (an AppRole or a CI job, say): the
+			// entity's name, but ${user} matches nothing, so that an
+			// entity name can never stand for an alias of the same name.
+			id.PatternUser = ""
+		}
+	}
+	seen := map[string]bool{}
+	for _, g := range groups {
+		if g == nil || seen[g.Name] {
+			continue
+		}
+		seen[g.Name] = true
+		a, err := b.identityAccess(ctx, s, IdentityGroup, g.Name)
+		if err != nil {
+			return nil, err
+		}
+		id.Groups = append(id.Groups, g.Name)
+		if len(a) > 0 {
+			id.Lists = append(id.Lists, a)
+		}
+	}
+	a, err := b.identityAccess(ctx, s, IdentityEntity, entity.Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(a) > 0 {
+		id.Lists = append(id.Lists, a)
+	}
+	id.Lists = append(id.Lists, cfg.Anonymous())
+	return id, nil
+}
+
+// aliasOn is the name of the entity's alias on the auth mount with the
+// given accessor; "" when it has none there.
+func aliasOn(e *logical.Entity, accessor string) string {
+	for _, a := range e.Aliases {
+		if a != nil && accessor != "" && a.MountAccessor == accessor {
+			return a.Name
+		}
+	}
+	return ""
+}
+
+// errNoEntity refuses a Vault token without an identity entity.
+var errNoEntity = &Error{Kind: KindBadRequest, Msg: "this Vault token has no identity entity (a root token, " +
+	"or a token created without one): log in through a Vault auth method (userpass, ldap, jwt, approle…) " +
+	"and use that token"}
+
+// IdentityTokenRequest is a request for a registry token for the Vault
+// identity of the caller's own Vault token.
+type IdentityTokenRequest struct {
+	Service  string
+	EntityID string // the request's entity, from Vault
+	ClientID string
+	Scopes   []string
+	Offline  bool
+	TTL      time.Duration
+}
+
+// MintForIdentity grants the requested scopes that the entity's groups, the
+// entity and the anonymous access allow, and signs the token. An entity in
+// no configured group gets a token with no access, not an error.
+func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest) (*Token, error) {
+	ids, scopes, cfg, err := b.identityRequest(ctx, s, req.Scopes, req.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	id, err := b.ResolveIdentity(ctx, s, cfg, ids, req.EntityID)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	if req.Offline && cfg.RefreshTokenTTL > 0 {
+		rt, err := b.issueIdentityRefreshToken(ctx, s, cfg, id.EntityID, req.ClientID)
+		if err != nil {
+			return nil, err
+		}
+		tok.RefreshToken = rt
+	}
+	return tok, nil
+}
+
+// validateIdentity checks identity_subject and identity_alias_mount; an
+// empty identity_subject is entity_name.
+func (c *Config) validateIdentity() error {
+	switch c.IdentitySubject {
+	case "":
+		c.IdentitySubject = SubjectEntityName
+	case SubjectEntityName, SubjectAliasName:
+	default:
+		return errorf(KindBadRequest, "identity_subject %s: must be %s or %s", quote(c.IdentitySubject), SubjectEntityName, SubjectAliasName)
+	}
+	if len(c.IdentityAliasMount) > 128 || !accessorRE.MatchString(c.IdentityAliasMount) {
+		return errorf(KindBadRequest, "identity_alias_mount %s: an auth mount accessor such as auth_ldap_1a2b3c4d", quote(c.IdentityAliasMount))
+	}
+	if c.IdentitySubject == SubjectAliasName && c.IdentityAliasMount == "" {
+		return errorf(KindBadRequest, "identity_subject %s needs identity_alias_mount: the accessor of the auth mount whose alias names are the subjects (vault auth list shows it)", SubjectAliasName)
+	}
+	return nil
+}
+
+var accessorRE = regexp.MustCompile(`^[A-Za-z0-9_.-]*$`)
+
+// identityRequest checks what both identity token requests carry and
+// returns what they need: the identity store, the scopes and the config.
+func (b *Backend) identityRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) (IdentitySource, []Scope, *Config, error) {
+	ids, err := b.identitySource()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	scopes, err := ParseScopes(rawScopes)
+	if err != nil {
+		return nil, nil, nil, errorf(KindBadRequest, "%s", err)
+	}
+	if err := checkClientID(clientID); err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ids, scopes, cfg, nil
+}

@@ -1,0 +1,50 @@
+package backend
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// stubIdentities stands in for Vault's identity store (unit tests only).
+type stubIdentities struct {
+	entities map[string]*logical.Entity
+	groups   map[string][]*logical.Group
+}
+
+func (s *stubIdentities) EntityInfo(id string) (*logical.Entity, error) { return s.entities[id], nil }
+func (s *stubIdentities) GroupsForEntity(id string) ([]*logical.Group, error) {
+	return s.groups[id], nil
+}
+
+func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
+	f := newFixture(t)
+	f.b.SetIdentitySource(&stubIdentities{
+		entities: map[string]*logical.Entity{"e1": {ID: "e1", Name: "bot"}},
+		groups:   map[string][]*logical.Group{"e1": {{Name: "ci"}}},
+	})
+	if _, err := f.b.WriteIdentityAccess(f.ctx, f.s, IdentityGroup, "ci", "repository:app:pull"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.b.MintForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: "e1", Offline: true, Scopes: []string{"repository:app:pull"}})
+	if err != nil || tok.RefreshToken == "" || tok.Subject != "bot" || len(tok.Access) != 1 {
+		t.Fatalf("mint: %v %+v", err, tok)
+	}
+	if n, err := f.b.PruneIdentityRefreshTokens(f.ctx, f.s); err != nil || n != 0 {
+		t.Fatalf("pruned a live token: %d %v", n, err)
+	}
+	f.clock.Advance(f.config().RefreshTokenTTL + time.Second)
+	if _, err := f.b.MintFromIdentityRefresh(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: tok.RefreshToken}); err != errInvalidRefreshToken {
+		t.Errorf("expired refresh token: %v", err)
+	}
+	if n, err := f.b.PruneIdentityRefreshTokens(f.ctx, f.s); err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v; want 1", n, err)
+	}
+	if keys, _ := f.s.List(f.ctx, identityRefreshPrefix); len(keys) != 0 {
+		t.Errorf("left %v", keys)
+	}
+	if keys, _ := f.s.List(f.ctx, identityRefreshIndexPrefix); len(keys) != 0 {
+		t.Errorf("left index %v", keys)
+	}
+}

@@ -1,0 +1,540 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Vault identities as registry users, end to end: Vault's own auth methods
+// (userpass, approle, jwt, ldap against a real slapd), identity groups
+// given access on the plugin, the relay taking a Vault token or an auth
+// method's password, and crane pushing and pulling on registries 2.8 and v3.
+
+const identityPolicy = "registry-identity"
+
+// identityStack is a Stack whose relay also serves Vault identities, with
+// the identity policy written and both registries running.
+type identityStack struct {
+	*Stack
+	svc   *Service
+	regs  []*Registry
+	relay *Relay // the identity relay (Stack.Relay is the plain one)
+}
+
+// newIdentityStack starts Vault with the plugin at "registry", writes the
+// policy an identity needs (deploy/policies/identity.hcl), and a relay
+// whose YAML has the identity section given.
+func newIdentityStack(t *testing.T, identityYAML string) *identityStack {
+	t.Helper()
+	st := &identityStack{Stack: NewStack(t, "registry")}
+	st.svc = st.Services["registry"]
+	st.Vault.CLIInput(t, readFileString(t, filepath.Join("..", "deploy", "policies", "identity.hcl")), "policy", "write", identityPolicy, "-")
+	st.relay = StartRelayWith(t, st.Vault, func(c string) string { return c + identityYAML }, "registry")
+	for _, kind := range registryKinds {
+		st.regs = append(st.regs, StartRegistry(t, kind, st.relay, st.svc))
+	}
+	return st
+}
+
+// callAs calls Vault's HTTP API with token (empty: none) and returns the
+// status and the decoded answer.
+func (v *Vault) callAs(t testing.TB, token, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var raw []byte
+	if body != nil {
+		raw = mustJSON(t, body)
+	}
+	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	code, _, answer := doHTTP(t, req)
+	var out map[string]any
+	if len(bytes.TrimSpace(answer)) > 0 {
+		if err := json.Unmarshal(answer, &out); err != nil {
+			t.Fatalf("%s %s: %d, not JSON: %q", method, path, code, truncate(answer, 300))
+		}
+	}
+	return code, out
+}
+
+// root calls Vault as root and fails the test unless it succeeds.
+func (v *Vault) root(t testing.TB, method, path string, body any) map[string]any {
+	t.Helper()
+	code, out := v.callAs(t, rootToken, method, path, body)
+	if code >= 300 {
+		t.Fatalf("%s %s: %d %v", method, path, code, out)
+	}
+	return out
+}
+
+// login logs in at an auth method's path and returns the Vault token and
+// its entity id.
+func (v *Vault) login(t testing.TB, path string, body any) (token, entityID string) {
+	t.Helper()
+	code, out := v.callAs(t, "", http.MethodPut, path, body)
+	token, entityID = jsonField(out, "auth", "client_token"), jsonField(out, "auth", "entity_id")
+	if code != http.StatusOK || token == "" || entityID == "" {
+		t.Fatalf("login at %s: %d %v", path, code, out)
+	}
+	return token, entityID
+}
+
+func (v *Vault) entityName(t testing.TB, id string) string {
+	t.Helper()
+	name := jsonField(v.root(t, http.MethodGet, "identity/entity/id/"+id, nil), "data", "name")
+	if name == "" {
+		t.Fatalf("entity %s has no name", id)
+	}
+	return name
+}
+
+func (v *Vault) authAccessor(t testing.TB, mount string) string {
+	t.Helper()
+	acc := jsonField(v.root(t, http.MethodGet, "sys/auth", nil), "data", mount+"/", "accessor")
+	if acc == "" {
+		t.Fatalf("no accessor for auth mount %s", mount)
+	}
+	return acc
+}
+
+// scopedToken asks the relay for a token with Basic credentials and
+// returns its claims; the request must succeed.
+func scopedToken(t testing.TB, r *Relay, user, password string, scopes ...string) claimSet {
+	t.Helper()
+	code, _, body := r.Token(t, "registry", user, password, scopes...)
+	if code != http.StatusOK {
+		t.Fatalf("token for %s: %d %s", user, code, truncate(body, 300))
+	}
+	return tokenClaims(t, body)
+}
+
+func grantString(c claimSet) string {
+	var parts []string
+	for _, a := range c.Access {
+		parts = append(parts, a.Type+":"+a.Name+":"+strings.Join(a.Actions, ","))
+	}
+	return strings.Join(parts, ";")
+}
+
+// pushPullAs pushes a new image as user/password with crane to every
+// registry of the stack, and pulls it back.
+func (st *identityStack) pushPullAs(t testing.TB, user, password, repoTag string) {
+	t.Helper()
+	for _, reg := range st.regs {
+		c := NewClient(t, Crane)
+		img := NewTestImage(t)
+		mustOK(t, c.Login(reg, user, password))
+		mustOK(t, c.Push(reg, repoTag, img))
+		pullSame(t, c, reg, repoTag, img)
+	}
+}
+
+// pushFails checks that user/password may not push repoTag anywhere.
+func (st *identityStack) pushFails(t testing.TB, user, password, repoTag string) {
+	t.Helper()
+	for _, reg := range st.regs {
+		c := NewClient(t, Crane)
+		mustOK(t, c.Login(reg, user, password))
+		mustFail(t, fmt.Sprintf("push %s to %s as %s", repoTag, reg.Kind, user), c.Push(reg, repoTag, NewTestImage(t)))
+	}
+}
+
+// TestIdentity_userpassAndAppRole: a userpass user and an AppRole machine
+// push with their Vault token as the password; access comes from a Vault
+// group (and an entity of its own); leaving the group takes effect on the
+// next token; the root token (no entity) is refused with the reason;
+// refresh tokens die with the entity.
+func TestIdentity_userpassAndAppRole(t *testing.T) {
+	st := newIdentityStack(t, "")
+	v := st.Vault
+	v.CLI(t, "auth", "enable", "userpass")
+	v.root(t, http.MethodPut, "auth/userpass/users/alice", map[string]any{"password": "alice-vault-pw", "token_policies": identityPolicy})
+	aliceToken, aliceID := v.login(t, "auth/userpass/login/alice", map[string]any{"password": "alice-vault-pw"})
+	alice := v.entityName(t, aliceID)
+	v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "devs", "member_entity_ids": []string{aliceID}})
+	v.CLI(t, "write", "registry/groups/devs", "access=repository:team/*:pull,push;repository:${user}/**:*")
+
+	st.pushPullAs(t, "vault", aliceToken, "team/app:v1")
+	st.pushPullAs(t, "vault", aliceToken, alice+"/own/app:v1")
+	st.pushFails(t, "vault", aliceToken, "other/app:v1")
+	if c := scopedToken(t, st.relay, "vault", aliceToken, "repository:team/app:push,pull"); c.Sub != alice || grantString(c) != "repository:team/app:push,pull" {
+		t.Errorf("alice's token: sub %q grant %q", c.Sub, grantString(c))
+	}
+
+	// Leaving the group: the next token lacks the access.
+	v.root(t, http.MethodPost, "identity/group/name/devs", map[string]any{"member_entity_ids": []string{}})
+	if c := scopedToken(t, st.relay, "vault", aliceToken, "repository:team/app:push,pull"); len(c.Access) != 0 {
+		t.Errorf("after leaving devs: grant %q", grantString(c))
+	}
+
+	// The root token has no entity: a 400 that says so.
+	code, _, body := st.relay.Token(t, "registry", "vault", rootToken)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "no identity entity") {
+		t.Errorf("root token: %d %s", code, body)
+	}
+	// A made-up token: 401, as a wrong password.
+	if code, _, body := st.relay.Token(t, "registry", "vault", "hvs.not-a-token"); code != http.StatusUnauthorized {
+		t.Errorf("made-up token: %d %s", code, body)
+	}
+
+	// AppRole: a machine with access of its own (entities/<name>).
+	v.CLI(t, "auth", "enable", "approle")
+	v.root(t, http.MethodPut, "auth/approle/role/builder", map[string]any{"token_policies": identityPolicy, "token_type": "batch"})
+	roleID := jsonField(v.root(t, http.MethodGet, "auth/approle/role/builder/role-id", nil), "data", "role_id")
+	secretID := jsonField(v.root(t, http.MethodPut, "auth/approle/role/builder/secret-id", nil), "data", "secret_id")
+	botToken, botID := v.login(t, "auth/approle/login", map[string]any{"role_id": roleID, "secret_id": secretID})
+	bot := v.entityName(t, botID)
+	v.CLI(t, "write", "registry/entities/"+bot, "access=repository:builds/*:push,pull")
+	st.pushPullAs(t, "vault", botToken, "builds/app:v1")
+	st.pushFails(t, "vault", botToken, "team/app:v2")
+
+	// The relay asks no refresh token for an identity (docker keeps the
+	// Vault token instead, which Vault checks on every login).
+	code, body = postForm(t, st.relay, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {botToken},
+		"service": {"registry"}, "client_id": {"docker"}, "access_type": {"offline"}})
+	if code != http.StatusOK || strings.Contains(string(body), "refresh_token") {
+		t.Fatalf("offline token for the AppRole through the relay: %d %s", code, body)
+	}
+	// A caller of token/identity may ask one: it works at the relay with
+	// any client_id, and dies with its entity.
+	code, out := v.callAs(t, botToken, http.MethodPut, "registry/token/identity", map[string]any{"offline_token": true, "client_id": "ci"})
+	rt := jsonField(out, "data", "refresh_token")
+	if code != http.StatusOK || rt == "" {
+		t.Fatalf("token/identity offline_token=true: %d %v", code, out)
+	}
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"buildkit"},
+		"service": {"registry"}, "scope": {"repository:builds/app:pull"}}
+	if code, body := postForm(t, st.relay, form); code != http.StatusOK || !strings.Contains(string(body), "access_token") {
+		t.Fatalf("refresh: %d %s", code, body)
+	}
+	v.root(t, http.MethodPost, "identity/entity/id/"+botID, map[string]any{"disabled": true})
+	if code, body := postForm(t, st.relay, form); code != http.StatusUnauthorized || oauthError(body) != "invalid_grant" {
+		t.Errorf("refresh after disabling the entity: %d %s", code, body)
+	}
+	assertLogsFree(t, []string{aliceToken, botToken, rt, "alice-vault-pw", secretID}, st.relay.Proc)
+}
+
+// TestIdentity_ciJobViaJWT: the JWT auth method with a key pair made here
+// stands in for a CI issuer (GitHub Actions, GitLab CI): a job token
+// signed here, bound claims and a role; the job logs in to Vault with it
+// and pushes with the Vault token as the password.
+func TestIdentity_ciJobViaJWT(t *testing.T) {
+	st := newIdentityStack(t, "")
+	v := st.Vault
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	const issuer = "https://ci.example.test"
+	v.CLI(t, "auth", "enable", "jwt")
+	v.root(t, http.MethodPut, "auth/jwt/config", map[string]any{"jwt_validation_pubkeys": []string{pub}, "bound_issuer": issuer})
+	v.root(t, http.MethodPut, "auth/jwt/role/acme-app", map[string]any{
+		"role_type": "jwt", "user_claim": "sub", "bound_audiences": []string{"vault"},
+		"bound_claims":   map[string]any{"project_path": "acme/app", "ref_protected": "true"},
+		"token_policies": identityPolicy, "token_type": "batch", "token_ttl": "10m",
+	})
+	v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "ci-acme-app", "policies": []string{}})
+	v.CLI(t, "write", "registry/groups/ci-acme-app", "access=repository:acme/app:push,pull")
+
+	jobToken := func(project string) string {
+		now := time.Now()
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"iss": issuer, "aud": "vault", "sub": "project_path:" + project + ":ref_type:branch:ref:main",
+			"project_path": project, "ref_protected": "true", "iat": now.Unix(), "nbf": now.Add(-time.Second).Unix(),
+			"exp": now.Add(5 * time.Minute).Unix(),
+		})
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// The job: `vault write auth/jwt/login role=… jwt=$CI_JOB_JWT`.
+	vaultToken := strings.TrimSpace(v.CLI(t, "write", "-field=token", "auth/jwt/login", "role=acme-app", "jwt="+jobToken("acme/app")))
+	code, out := v.callAs(t, vaultToken, http.MethodGet, "auth/token/lookup-self", nil)
+	entityID := jsonField(out, "data", "entity_id")
+	if code != http.StatusOK || entityID == "" {
+		t.Fatalf("lookup-self of the job's token: %d %v", code, out)
+	}
+	v.root(t, http.MethodPost, "identity/group/name/ci-acme-app", map[string]any{"member_entity_ids": []string{entityID}})
+
+	st.pushPullAs(t, "vault", vaultToken, "acme/app:build-1")
+	st.pushFails(t, "vault", vaultToken, "acme/other:build-1")
+
+	// A job of another project fails the bound claims: no Vault token.
+	if _, errOut, err := v.TryCLI("", "write", "auth/jwt/login", "role=acme-app", "jwt="+jobToken("evil/app")); err == nil ||
+		!strings.Contains(errOut, "claim") {
+		t.Errorf("a job of another project logged in: %v %s", err, errOut)
+	}
+	assertLogsFree(t, []string{vaultToken}, st.relay.Proc)
+}
+
+// TestIdentity_userpassBehindTheRelay: `docker login -u alice -p <userpass
+// password>` through the relay (identity.password_mounts); a proven
+// password reuses its Vault token; batch tokens leave no lease behind,
+// service tokens leave one per login.
+func TestIdentity_userpassBehindTheRelay(t *testing.T) {
+	st := newIdentityStack(t, "identity:\n  password_mounts: [userpass]\n")
+	v := st.Vault
+	v.CLI(t, "auth", "enable", "userpass")
+	v.root(t, http.MethodPut, "auth/userpass/users/carol", map[string]any{"password": "carol-pw", "token_policies": identityPolicy, "token_type": "batch"})
+	_, carolID := v.login(t, "auth/userpass/login/carol", map[string]any{"password": "carol-pw"})
+	v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "devs", "member_entity_ids": []string{carolID}})
+	v.CLI(t, "write", "registry/groups/devs", "access=repository:team/*:pull,push")
+	// A plugin user of the same relay keeps working, and comes first.
+	st.svc.WriteUser(t, "dave", "dave-pw", "repository:dave/*:*")
+
+	before := st.relay.Outcomes(t)
+	st.pushPullAs(t, "carol", "carol-pw", "team/app:v1")
+	st.pushPullAs(t, "dave", "dave-pw", "dave/app:v1")
+	st.pushFails(t, "carol", "carol-pw", "dave/app:v2")
+	after := st.relay.Outcomes(t)
+	if after[Unauthorized] != before[Unauthorized] {
+		t.Errorf("good passwords got %v refusals", after[Unauthorized]-before[Unauthorized])
+	}
+	logins := identityLogins(t, st.relay)
+	if logins["login"] != 1 || logins["reused"] < 2 {
+		t.Errorf("identity logins %v: want one Vault login, its token reused after", logins)
+	}
+
+	// Unknown user and wrong password answer alike.
+	_, _, unknown := st.relay.Token(t, "registry", "nobody", "x")
+	_, _, wrong := st.relay.Token(t, "registry", "carol", "wrong")
+	if string(unknown) != string(wrong) {
+		t.Errorf("unknown user %s, wrong password %s", unknown, wrong)
+	}
+
+	// Why batch tokens: a relay that logs in for every request (no reuse)
+	// leaves a lease per login with service tokens, none with batch ones.
+	plain := StartRelayWith(t, v, func(c string) string {
+		return c + "identity:\n  password_mounts: [userpass]\n  token_reuse: 0s\n"
+	}, "registry")
+	for range 3 {
+		scopedToken(t, plain, "carol", "carol-pw", "repository:team/app:pull")
+	}
+	if n := leaseCount(t, v, "auth/userpass/login/carol"); n != 0 {
+		t.Errorf("batch tokens left %d leases", n)
+	}
+	v.root(t, http.MethodPost, "auth/userpass/users/carol", map[string]any{"token_type": "service"})
+	base := leaseCount(t, v, "auth/userpass/login/carol")
+	for range 3 {
+		scopedToken(t, plain, "carol", "carol-pw", "repository:team/app:pull")
+	}
+	if n := leaseCount(t, v, "auth/userpass/login/carol") - base; n != 3 {
+		t.Errorf("3 logins with service tokens left %d new leases; want 3", n)
+	}
+	t.Logf("leases after 3 relay logins: batch tokens 0, service tokens %d", leaseCount(t, v, "auth/userpass/login/carol")-base)
+	assertLogsFree(t, []string{"carol-pw", "dave-pw"}, st.relay.Proc, plain.Proc)
+}
+
+// leaseCount is the number of leases under a prefix (sys/leases/lookup).
+func leaseCount(t testing.TB, v *Vault, prefix string) int {
+	t.Helper()
+	code, out := v.callAs(t, rootToken, "LIST", "sys/leases/lookup/"+prefix, nil)
+	if code == http.StatusNotFound {
+		return 0
+	}
+	if code != http.StatusOK {
+		t.Fatalf("list leases %s: %d %v", prefix, code, out)
+	}
+	keys, _ := out["data"].(map[string]any)["keys"].([]any)
+	return len(keys)
+}
+
+// identityLogins reads godoauth_relay_identity_logins_total by outcome.
+func identityLogins(t testing.TB, r *Relay) map[string]float64 {
+	t.Helper()
+	counts := map[string]float64{}
+	for line := range strings.SplitSeq(r.Metrics(t), "\n") {
+		m := metricLine.FindStringSubmatch(line)
+		if m == nil || m[1] != "godoauth_relay_identity_logins_total" {
+			continue
+		}
+		var n float64
+		fmt.Sscan(m[3], &n)
+		counts[strings.TrimSuffix(strings.TrimPrefix(m[2], `{outcome="`), `"}`)] = n
+	}
+	return counts
+}
+
+// slapd is Debian's OpenLDAP server, started by a test on loopback with a
+// tree of its own (mdb backend in a temporary directory).
+type slapd struct {
+	URL    string
+	BaseDN string
+	Admin  string
+	Pass   string
+	Proc   *Process
+	env    []string
+}
+
+const ldapBase = "dc=example,dc=test"
+
+// startSlapd loads ldif into a new directory with slapadd and serves it on
+// ldap://127.0.0.1:PORT/ until the test ends (stopped by its PID).
+func startSlapd(t testing.TB, ldif string) *slapd {
+	t.Helper()
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "data", ".keep"), nil)
+	s := &slapd{BaseDN: ldapBase, Admin: "cn=admin," + ldapBase, Pass: "ldap-admin-pw", env: baseEnv(dir)}
+	conf := filepath.Join(dir, "slapd.conf")
+	mustWrite(t, conf, []byte(fmt.Sprintf(`include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+pidfile %[1]s/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 10485760
+suffix "%[2]s"
+rootdn "%[3]s"
+rootpw %[4]s
+directory %[1]s/data
+`, dir, ldapBase, s.Admin, s.Pass)))
+	mustWrite(t, filepath.Join(dir, "tree.ldif"), []byte(ldif))
+	if r := RunCommand(t, s.env, dir, "", tool(t, "slapadd"), "-f", conf, "-l", filepath.Join(dir, "tree.ldif")); !r.OK() {
+		t.Fatalf("slapadd: %v", r)
+	}
+	port := freePort(t)
+	s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", port)
+	// -d 0: stay in the foreground, so the harness stops it by its PID.
+	s.Proc = StartProcess(t, "slapd", s.env, "/usr/sbin/slapd", "-f", conf, "-h", s.URL+"/", "-d", "0")
+	waitFor(t, "slapd", s.Proc, startTimeout, func() error {
+		r := RunCommand(t, s.env, "", "", tool(t, "ldapwhoami"), "-x", "-H", s.URL, "-D", s.Admin, "-w", s.Pass)
+		if !r.OK() {
+			return fmt.Errorf("%s", r.Stderr)
+		}
+		return nil
+	})
+	return s
+}
+
+// modify applies an LDIF change as the directory's admin.
+func (s *slapd) modify(t testing.TB, ldif string) {
+	t.Helper()
+	if r := RunCommand(t, s.env, "", ldif, tool(t, "ldapmodify"), "-x", "-H", s.URL, "-D", s.Admin, "-w", s.Pass); !r.OK() {
+		t.Fatalf("ldapmodify: %v", r)
+	}
+}
+
+const ldapTree = `dn: dc=example,dc=test
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: ou=people,dc=example,dc=test
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,dc=example,dc=test
+objectClass: organizationalUnit
+ou: groups
+
+dn: uid=erin,ou=people,dc=example,dc=test
+objectClass: inetOrgPerson
+uid: erin
+cn: Erin
+sn: E
+userPassword: erin-ldap-pw
+
+dn: uid=frank,ou=people,dc=example,dc=test
+objectClass: inetOrgPerson
+uid: frank
+cn: Frank
+sn: F
+userPassword: frank-ldap-pw
+
+dn: cn=developers,ou=groups,dc=example,dc=test
+objectClass: groupOfNames
+cn: developers
+member: uid=erin,ou=people,dc=example,dc=test
+member: uid=frank,ou=people,dc=example,dc=test
+
+dn: cn=releasers,ou=groups,dc=example,dc=test
+objectClass: groupOfNames
+cn: releasers
+member: uid=erin,ou=people,dc=example,dc=test
+`
+
+// TestIdentity_ldapBehindTheRelay: Vault's ldap auth method against a real
+// slapd; LDAP groups mapped to Vault external groups with group aliases;
+// `docker login -u erin -p <LDAP password>` through the relay; push and
+// pull with crane on registry 2.8 and v3; removing erin from an LDAP group
+// takes that access away on her next token.
+func TestIdentity_ldapBehindTheRelay(t *testing.T) {
+	ldap := startSlapd(t, ldapTree)
+	// token_reuse 0s: every token request logs in to Vault, which is when
+	// Vault reads the LDAP groups again (with reuse, within token_reuse).
+	st := newIdentityStack(t, "identity:\n  password_mounts: [ldap]\n  token_reuse: 0s\n")
+	v := st.Vault
+	v.CLI(t, "auth", "enable", "ldap")
+	v.root(t, http.MethodPut, "auth/ldap/config", map[string]any{
+		"url": ldap.URL, "binddn": ldap.Admin, "bindpass": ldap.Pass,
+		"userdn": "ou=people," + ldapBase, "userattr": "uid",
+		"groupdn": "ou=groups," + ldapBase, "groupattr": "cn",
+		"groupfilter":    "(&(objectClass=groupOfNames)(member={{.UserDN}}))",
+		"token_policies": identityPolicy, "token_type": "batch",
+	})
+	// Name tokens after the LDAP user (alias_name), so ${user} is "erin".
+	accessor := v.authAccessor(t, "ldap")
+	st.svc.WriteConfig(t, "identity_subject=alias_name", "identity_alias_mount="+accessor)
+	for _, g := range []string{"developers", "releasers"} {
+		id := jsonField(v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "ldap-" + g, "type": "external"}), "data", "id")
+		v.root(t, http.MethodPut, "identity/group-alias", map[string]any{"name": g, "mount_accessor": accessor, "canonical_id": id})
+	}
+	v.CLI(t, "write", "registry/groups/ldap-developers", "access=repository:dev/*:pull,push;repository:${user}/**:*")
+	v.CLI(t, "write", "registry/groups/ldap-releasers", "access=repository:release/*:pull,push")
+
+	st.pushPullAs(t, "erin", "erin-ldap-pw", "dev/app:v1")
+	st.pushPullAs(t, "erin", "erin-ldap-pw", "release/app:v1")
+	st.pushPullAs(t, "erin", "erin-ldap-pw", "erin/scratch:v1")
+	st.pushPullAs(t, "frank", "frank-ldap-pw", "dev/tool:v1")
+	st.pushFails(t, "frank", "frank-ldap-pw", "release/app:v2")
+	st.pushFails(t, "frank", "frank-ldap-pw", "erin/scratch:v2")
+	if c := scopedToken(t, st.relay, "erin", "erin-ldap-pw", "repository:release/app:push"); c.Sub != "erin" || grantString(c) != "repository:release/app:push" {
+		t.Errorf("erin's token: sub %q grant %q", c.Sub, grantString(c))
+	}
+
+	// A wrong LDAP password and an unknown user answer alike.
+	_, _, unknown := st.relay.Token(t, "registry", "nobody", "x")
+	_, _, wrong := st.relay.Token(t, "registry", "erin", "wrong")
+	if string(unknown) != string(wrong) || !strings.Contains(string(wrong), "invalid username or password") {
+		t.Errorf("unknown user %s, wrong password %s", unknown, wrong)
+	}
+
+	// Out of the LDAP group releasers: the next token lacks release/*.
+	ldap.modify(t, "dn: cn=releasers,ou=groups,"+ldapBase+"\nchangetype: modify\nadd: member\nmember: uid=frank,ou=people,"+ldapBase+"\n-\ndelete: member\nmember: uid=erin,ou=people,"+ldapBase+"\n")
+	if c := scopedToken(t, st.relay, "erin", "erin-ldap-pw", "repository:release/app:push", "repository:dev/app:push"); grantString(c) != "repository:dev/app:push" {
+		t.Errorf("erin after leaving releasers: grant %q", grantString(c))
+	}
+	st.pushFails(t, "erin", "erin-ldap-pw", "release/app:v3")
+	st.pushPullAs(t, "frank", "frank-ldap-pw", "release/app:v4")
+	assertLogsFree(t, []string{"erin-ldap-pw", "frank-ldap-pw", ldap.Pass}, st.relay.Proc)
+}

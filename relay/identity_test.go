@@ -1,0 +1,209 @@
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// identityVault stands in for Vault with the plugin at "registry" and a
+// userpass mount at "ldap": plugin user bob (pw), auth-mount user alice
+// (ldap-pw, token hvs.alice). The e2e tests use the real Vault.
+type identityVault struct {
+	srv    *httptest.Server
+	lease  int // lease_duration of a login, seconds
+	logins atomic.Int32
+	calls  atomic.Int32 // token/identity calls
+}
+
+func newIdentityVault(t *testing.T) *identityVault {
+	iv := &identityVault{lease: 120}
+	iv.srv = httptest.NewServer(http.HandlerFunc(iv.serve))
+	t.Cleanup(iv.srv.Close)
+	return iv
+}
+
+func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/v1/")
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	tok := r.Header.Get("X-Vault-Token")
+	answer := func(sub string) {
+		jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
+		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}})
+	}
+	switch path {
+	case "sys/health":
+		writeJSON(w, 200, map[string]any{"initialized": true, "sealed": false})
+	case "registry/ca/pem":
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	case "registry/token":
+		if tok != relayToken {
+			vaultError(w, 403, "permission denied")
+		} else if body["username"] == "bob" && body["password"] == "pw" {
+			answer("bob")
+		} else {
+			vaultError(w, 401, "invalid username or password")
+		}
+	case "registry/token/identity":
+		iv.calls.Add(1)
+		if off, _ := body["offline_token"].(bool); off {
+			vaultError(w, 400, "the relay asked a refresh token for an identity")
+			return
+		}
+		if _, ok := body["password"]; ok || tok != "hvs.alice" {
+			vaultError(w, 403, "permission denied")
+			return
+		}
+		answer("alice")
+	case "auth/ldap/login/alice":
+		if tok != "" {
+			vaultError(w, 400, "a login carries no token")
+			return
+		}
+		if body["password"] != "ldap-pw" {
+			vaultError(w, 400, "invalid username or password")
+			return
+		}
+		iv.logins.Add(1)
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": iv.lease}})
+	default:
+		if strings.HasPrefix(path, "auth/ldap/login/") {
+			vaultError(w, 400, "invalid username or password")
+			return
+		}
+		vaultError(w, 404, "unsupported path")
+	}
+}
+
+func TestIdentity_vaultTokenAsPassword(t *testing.T) {
+	iv := newIdentityVault(t)
+	s, logs := newTestRelay(t, iv.srv.URL)
+	w := get(s, "service=registry&scope=repository:a/b:pull&offline_token=true&client_id=docker", basic("vault", "hvs.alice"))
+	if w.Code != 200 {
+		t.Fatalf("valid Vault token: %d %s", w.Code, w.Body)
+	}
+	w = get(s, "service=registry", basic("vault", "hvs.expired"))
+	if code, msg := registryErrorCode(t, w); w.Code != 401 || code != "UNAUTHORIZED" || !strings.Contains(msg, "registry/token/identity") {
+		t.Errorf("refused Vault token: %d %s %q", w.Code, code, msg)
+	}
+	before := iv.calls.Load()
+	w = get(s, "service=registry", basic("vault", "hvs.a b"))
+	if _, msg := registryErrorCode(t, w); w.Code != 401 || msg != "invalid Vault token" || iv.calls.Load() != before {
+		t.Errorf("malformed Vault token: %d %q, sent to Vault: %v", w.Code, msg, iv.calls.Load() != before)
+	}
+	if strings.Contains(logs.String(), "hvs.alice") {
+		t.Error("the log holds a Vault token")
+	}
+}
+
+func TestIdentity_passwordMountBehindThePluginUsers(t *testing.T) {
+	iv := newIdentityVault(t)
+	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap/"} })
+	if w := get(s, "service=registry", basic("bob", "pw")); w.Code != 200 || iv.logins.Load() != 0 {
+		t.Fatalf("plugin user: %d, logins %d", w.Code, iv.logins.Load())
+	}
+	for i := range 3 {
+		if w := get(s, "service=registry&offline_token=true", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("auth-mount user, try %d: %d %s", i, w.Code, w.Body)
+		}
+	}
+	if n := iv.logins.Load(); n != 1 {
+		t.Errorf("3 token requests made %d Vault logins; want 1 (the Vault token is reused)", n)
+	}
+	// Unknown user, wrong password of an auth-mount user and of a plugin
+	// user: one answer.
+	var msgs []string
+	for _, c := range [][2]string{{"nobody", "x"}, {"alice", "wrong"}, {"bob", "wrong"}, {"../../sys/x", "y"}} {
+		w := get(s, "service=registry", basic(c[0], c[1]))
+		_, msg := registryErrorCode(t, w)
+		if w.Code != 401 {
+			t.Errorf("%s: %d %q", c[0], w.Code, msg)
+		}
+		msgs = append(msgs, msg)
+	}
+	if msgs[0] != msgs[1] || msgs[1] != msgs[2] || msgs[2] != msgs[3] {
+		t.Errorf("refusals differ: %q", msgs)
+	}
+	if strings.Contains(logs.String(), "ldap-pw") || strings.Contains(logs.String(), "hvs.alice") {
+		t.Error("the log holds a password or a Vault token")
+	}
+}
+
+func TestIdentity_tokenReuseOff(t *testing.T) {
+	iv := newIdentityVault(t)
+	cfg, err := ParseConfig([]byte(minimal + "identity:\n  password_mounts: [ldap]\n  token_reuse: 0s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Storage.Vault.Addr, cfg.Storage.Vault.AuthToken = iv.srv.URL, relayToken
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	if n := iv.logins.Load(); n != 2 {
+		t.Errorf("token_reuse 0s: %d logins for 2 requests", n)
+	}
+}
+
+func TestIdentity_configKeys(t *testing.T) {
+	ok := minimal + "identity:\n  vault_token_user: vtoken\n  password_mounts:\n    - ldap\n    - corp/userpass\n  token_reuse: 30s\n"
+	cfg, err := ParseConfig([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Identity; got.VaultTokenUser != "vtoken" || strings.Join(got.PasswordMounts, ",") != "ldap,corp/userpass" || got.TokenReuse != Duration(30e9) {
+		t.Errorf("identity = %+v", got)
+	}
+	// The line of the key under identity:, after minimal's lines.
+	line := fmt.Sprintf("line %d: ", strings.Count(minimal, "\n")+2)
+	for yaml, mention := range map[string]string{
+		"identity:\n  password_mount: [ldap]\n":        line + "identity.password_mount: unknown key",
+		"identity:\n  password_mounts: ldap\n":         line + `identity.password_mounts: want a list of names, got "ldap"`,
+		"identity:\n  password_mounts: [../sys]\n":     "want auth mount paths",
+		"identity:\n  password_mounts: [ldap, ldap]\n": "listed twice",
+		"identity:\n  password_mounts: [[ldap]]\n":     line + "identity.password_mounts: want a string, got a list",
+		// An item on a line of its own: its line, and the key of its list.
+		"identity:\n  password_mounts:\n    - ldap\n    - {a: b}\n": fmt.Sprintf("line %d: identity.password_mounts: want a string, got a mapping", strings.Count(minimal, "\n")+4),
+		"identity:\n  vault_token_user: \"a:b\"\n":                  "identity.vault_token_user",
+		"identity:\n  token_reuse: 5\n":                             "identity.token_reuse",
+	} {
+		if _, err := ParseConfig([]byte(minimal + yaml)); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("%q: err %v, want one mentioning %q", yaml, err, mention)
+		}
+	}
+}
+
+func TestIdentity_tokenReusedAtMostHalfItsTTL(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.lease = 2 // a 2s token: reused for 1s, though token_reuse is 1m
+	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	login := func() {
+		t.Helper()
+		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	login()
+	login()
+	if n := iv.logins.Load(); n != 1 {
+		t.Fatalf("%d logins within the reuse time, want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	login()
+	if n := iv.logins.Load(); n != 2 {
+		t.Errorf("%d logins after half the token's TTL, want 2", n)
+	}
+}
