@@ -4,16 +4,16 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"strconv"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// passwordCheckWait is how long a login waits for a free password check
-// before it is refused as busy; a flood of logins queues this long at most.
+// passwordCheckWait is how long a login may wait, in all, for its turn
+// among one user's checks and for a free password check before it is
+// refused as busy; a flood of logins queues this long at most, so the
+// plugin answers (429 busy) well within the relay's request timeout.
 const passwordCheckWait = 2 * time.Second
 
 // cachedUser is what a node remembers of a user between requests. It is
@@ -27,60 +27,122 @@ type cachedUser struct {
 	credentialExpires time.Time
 }
 
-// authenticate checks a user's password and returns the user's parsed
-// access. An unknown user, a wrong password and a locked-out user cost
-// the same bcrypt work; the first two get the same error.
-func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (Access, error) {
+// login is a verified password: the user's access and the credential
+// generation it was verified against.
+type login struct {
+	access     Access
+	generation uint64
+}
+
+// authenticate checks a user's password and returns the user's access.
+//
+// An unknown name goes through the same steps as a user (reservation,
+// password check against a decoy hash, failure count, lockout), so the two
+// give the same answers in the same order and cost the same work. With a
+// lockout threshold, each check is reserved under the name's lock before
+// bcrypt runs: failures counted plus checks in flight never pass the
+// threshold, so however many requests arrive at once, at most
+// lockout_threshold checks conclude in one lockout window. A check is
+// judged when it concludes, under the same lock: a right password whose
+// check ends after the lockout began is refused with 429.
+func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (*login, error) {
+	waitUntil := time.Now().Add(passwordCheckWait) // one budget for every wait below
 	if !ValidUserName(name) || len(password) > maxPasswordLen {
-		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials)
+		// Such a name cannot exist, such a password cannot be right.
+		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials, waitUntil)
 	}
 	u, err := b.ReadUser(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
-	if u == nil {
-		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials)
-	}
-	now := b.now()
-	if cfg.LockoutThreshold > 0 && now.Before(u.Lockout.Until) {
-		return nil, b.decoyCheck(ctx, cfg, password, lockedOut(name, u.Lockout.Until.Sub(now)))
+	if u != nil && !b.lockout(cfg, u.Lockout).locked {
+		if cu, ok := b.cachedCredential(cfg, u, password); ok {
+			if u.Lockout.Failures > 0 {
+				if err := b.resetFailures(ctx, s, u); err != nil {
+					return nil, err
+				}
+			}
+			return &login{access: cu.access, generation: u.Generation}, nil
+		}
 	}
 
-	cu := b.cachedUser(u)
-	var mac []byte // the password's MAC, only when the cache is on
-	if cfg.CredentialCacheTTL > 0 {
-		mac = b.credentialMAC(name, u.Version, password)
-	}
-	cached := mac != nil && cu.credential != nil && now.Before(cu.credentialExpires) &&
-		hmac.Equal(cu.credential, mac)
-	if !cached {
-		if err := b.acquirePasswordCheck(ctx); err != nil {
-			return nil, err
+	if err := b.reserveCheck(ctx, s, cfg, name, waitUntil); err != nil {
+		if e, ok := AsError(err); ok && e.Kind == KindLockedOut {
+			return nil, b.decoyCheck(ctx, cfg, password, err, waitUntil)
 		}
-		b.bcryptRuns.Add(1)
-		ok := bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+		return nil, err
+	}
+	defer b.endCheck(cfg, name)
+
+	if err := b.acquirePasswordCheck(ctx, waitUntil); err != nil {
+		return nil, err
+	}
+	// Look again now that the slot is ours: the lockout may have begun
+	// while this check waited (on this node, or on another).
+	u, l, err := b.lockoutState(ctx, s, name)
+	if err != nil {
 		b.releasePasswordCheck()
-		if !ok {
-			if err := b.recordFailure(ctx, s, cfg, name); err != nil {
-				return nil, err
-			}
-			return nil, errInvalidCredentials
-		}
+		return nil, err
 	}
-	if u.Lockout.Failures > 0 {
-		if err := b.resetFailures(ctx, s, name, u.Version); err != nil {
-			return nil, err
-		}
+	if st := b.lockout(cfg, l); st.locked {
+		b.bcryptRuns.Add(1)
+		_ = bcrypt.CompareHashAndPassword(b.decoyHash(cfg.BcryptCost), []byte(password))
+		b.releasePasswordCheck()
+		return nil, st.refusal(name)
 	}
-	if cfg.CredentialCacheTTL > 0 && !cached {
+	hash := b.decoyHash(cfg.BcryptCost)
+	if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	b.bcryptRuns.Add(1)
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && u != nil
+	var rehash []byte
+	if ok {
+		rehash = b.rehash(cfg, u, password)
+	}
+	b.releasePasswordCheck()
+
+	lg, cur, err := b.concludeCheck(ctx, s, cfg, name, u, ok, rehash)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CredentialCacheTTL > 0 {
 		b.users.Store(name, &cachedUser{
-			version:           cu.version,
-			access:            cu.access,
-			credential:        mac,
-			credentialExpires: now.Add(cfg.CredentialCacheTTL),
+			version:           cur.Version,
+			access:            lg.access,
+			credential:        b.credentialMAC(name, cur.Version, password),
+			credentialExpires: b.now().Add(cfg.CredentialCacheTTL),
 		})
 	}
-	return cu.access, nil
+	return lg, nil
+}
+
+// rehash returns password hashed at the configured cost when u's hash has
+// another, so that a raised bcrypt_cost reaches every user at their next
+// login; nil when the cost is right.
+func (b *Backend) rehash(cfg *Config, u *User, password string) []byte {
+	cost, err := bcrypt.Cost([]byte(u.PasswordHash))
+	if err != nil || cost == cfg.BcryptCost {
+		return nil
+	}
+	b.bcryptRuns.Add(1)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cfg.BcryptCost)
+	if err != nil {
+		b.logger.Error("rehash at the configured cost failed", "user", u.Name, "error", err)
+		return nil
+	}
+	return h
+}
+
+// cachedCredential reports whether password is u's cached credential.
+func (b *Backend) cachedCredential(cfg *Config, u *User, password string) (*cachedUser, bool) {
+	if cfg.CredentialCacheTTL == 0 {
+		return nil, false
+	}
+	cu := b.cachedUser(u)
+	ok := cu.credential != nil && b.now().Before(cu.credentialExpires) &&
+		hmac.Equal(cu.credential, b.credentialMAC(u.Name, u.Version, password))
+	return cu, ok
 }
 
 // cachedUser returns the parsed form of u, from the cache when its version
@@ -121,8 +183,8 @@ func (b *Backend) credentialMAC(name string, version uint64, password string) []
 // decoyCheck spends a real bcrypt comparison against a hash of the
 // configured cost, so that a refusal without a password check takes as
 // long as one with it, then returns refusal.
-func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, refusal error) error {
-	if err := b.acquirePasswordCheck(ctx); err != nil {
+func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, refusal error, waitUntil time.Time) error {
+	if err := b.acquirePasswordCheck(ctx, waitUntil); err != nil {
 		return err
 	}
 	defer b.releasePasswordCheck()
@@ -143,98 +205,26 @@ func (b *Backend) decoyHash(cost int) []byte {
 	return h
 }
 
-func (b *Backend) acquirePasswordCheck(ctx context.Context) error {
+var errBusy = &Error{Kind: KindBusy, Msg: "too many password checks in progress; retry after 1s", RetryAfter: time.Second}
+
+// acquirePasswordCheck takes a password-check slot, waiting for one until
+// waitUntil at most.
+func (b *Backend) acquirePasswordCheck(ctx context.Context, waitUntil time.Time) error {
 	select {
 	case b.passwordChecks <- struct{}{}:
 		return nil
 	default:
 	}
-	t := time.NewTimer(passwordCheckWait)
+	t := time.NewTimer(time.Until(waitUntil))
 	defer t.Stop()
 	select {
 	case b.passwordChecks <- struct{}{}:
 		return nil
 	case <-t.C:
-		return &Error{Kind: KindBusy, Msg: "too many password checks in progress; retry after 1s", RetryAfter: time.Second}
+		return errBusy
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
 func (b *Backend) releasePasswordCheck() { <-b.passwordChecks }
-
-func lockedOut(name string, left time.Duration) *Error {
-	secs := int(left.Round(time.Second) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	return &Error{
-		Kind:       KindLockedOut,
-		Msg:        "user " + quote(name) + " is locked out; retry after " + strconv.Itoa(secs) + "s",
-		RetryAfter: time.Duration(secs) * time.Second,
-	}
-}
-
-// recordFailure counts a failed login and locks the user out at the
-// threshold. The state lives in the user record, so every node of a
-// cluster sees it.
-func (b *Backend) recordFailure(ctx context.Context, s logical.Storage, cfg *Config, name string) error {
-	if cfg.LockoutThreshold == 0 {
-		return nil
-	}
-	lock := locksutil.LockForKey(b.userLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	u, err := b.ReadUser(ctx, s, name)
-	if err != nil || u == nil {
-		return err
-	}
-	now := b.now().UTC()
-	l := &u.Lockout
-	if now.Before(l.Until) {
-		// Already locked out: a failure that was checked before the lockout
-		// began must not restart the count, which would lift the lockout.
-		return nil
-	}
-	if l.Failures == 0 || now.Sub(l.Since) > cfg.LockoutDuration {
-		*l = Lockout{Since: now}
-	}
-	l.Failures++
-	if l.Failures >= cfg.LockoutThreshold {
-		l.Until = now.Add(cfg.LockoutDuration)
-		l.Failures = 0
-		u.Version = newVersion() // a lockout drops the cached credential
-		b.users.Delete(name)
-		b.logger.Warn("user locked out", "user", name, "until", l.Until.Format(time.RFC3339))
-	}
-	return b.putUser(ctx, s, u)
-}
-
-// resetFailures clears the failure count after a successful login, unless
-// the record changed meanwhile.
-func (b *Backend) resetFailures(ctx context.Context, s logical.Storage, name string, version uint64) error {
-	lock := locksutil.LockForKey(b.userLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	u, err := b.ReadUser(ctx, s, name)
-	if err != nil || u == nil || u.Version != version {
-		return err
-	}
-	u.Lockout = Lockout{}
-	return b.putUser(ctx, s, u)
-}
-
-// Unlock clears a user's lockout (an operator's action).
-func (b *Backend) Unlock(ctx context.Context, s logical.Storage, name string) error {
-	lock := locksutil.LockForKey(b.userLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	u, err := b.ReadUser(ctx, s, name)
-	if err != nil || u == nil {
-		return err
-	}
-	u.Lockout = Lockout{}
-	u.Version = newVersion()
-	b.users.Delete(name)
-	return b.putUser(ctx, s, u)
-}

@@ -39,7 +39,7 @@ func TestLockout_successResetsTheCount(t *testing.T) {
 	f.addUser("bob", "right", "")
 	for round := 0; round < 3; round++ {
 		for i := 0; i < 2; i++ {
-			f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+			f.login("bob", "wrong", KindUnauthorized)
 		}
 		if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); err != nil {
 			t.Fatalf("round %d: %v (two failures then a success must not lock out)", round, err)
@@ -54,9 +54,9 @@ func TestLockout_countResetsAfterDuration(t *testing.T) {
 	cfg.LockoutDuration = time.Minute
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.login("bob", "wrong", KindUnauthorized)
 	f.clock.Advance(2 * time.Minute)
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.login("bob", "wrong", KindUnauthorized)
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); err != nil {
 		t.Fatalf("failures further apart than lockout_duration locked out: %v", err)
 	}
@@ -68,7 +68,7 @@ func TestLockout_passwordChangeUnlocks(t *testing.T) {
 	cfg.LockoutThreshold = 1
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.login("bob", "wrong", KindUnauthorized)
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); errKind(err) != KindLockedOut {
 		t.Fatalf("want locked out, got %v", err)
 	}
@@ -85,7 +85,7 @@ func TestLockout_offDoesNotCount(t *testing.T) {
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
 	for i := 0; i < 10; i++ {
-		f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+		f.login("bob", "wrong", KindUnauthorized)
 	}
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestCredentialCache_expiresAndDropsOnChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.addUser("bob", "right", "repository:bob/*:*")
-			f.mint(TokenRequest{Username: "bob", Password: "right"})
+			f.login("bob", "right", 0)
 			runs := f.b.BcryptRuns()
 			tc.change(f)
 			if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); err != nil {
@@ -145,7 +145,7 @@ func TestCredentialCache_expiresAndDropsOnChange(t *testing.T) {
 func TestCredentialCache_passwordChangeRefusesOldPassword(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("bob", "old", "")
-	f.mint(TokenRequest{Username: "bob", Password: "old"})
+	f.login("bob", "old", 0)
 	f.addUser("bob", "new", "")
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "old"}); errKind(err) != KindUnauthorized {
 		t.Fatalf("old password after a change: %v, want 401", err)
@@ -165,7 +165,7 @@ func TestCredentialCache_offAlwaysChecks(t *testing.T) {
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
 	for i := 0; i < 3; i++ {
-		f.mint(TokenRequest{Username: "bob", Password: "right"})
+		f.login("bob", "right", 0)
 	}
 	if got := f.b.BcryptRuns(); got != 3 {
 		t.Errorf("bcrypt runs = %d, want 3 with the cache off", got)
@@ -179,7 +179,7 @@ func TestPasswordChecks_areBounded(t *testing.T) {
 	cfg.BcryptCost = 12 // long enough that checks overlap
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
-	f.mint(TokenRequest{Username: "bob", Password: "right"}) // warm the cache
+	f.login("bob", "right", 0)
 
 	// Hold the only slot: password checks queue, a cached login does not.
 	f.b.passwordChecks <- struct{}{}
@@ -252,7 +252,7 @@ func TestLockout_samePasswordWriteUnlocks(t *testing.T) {
 	cfg.LockoutThreshold = 1
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.login("bob", "wrong", KindUnauthorized)
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); errKind(err) != KindLockedOut {
 		t.Fatalf("want locked out, got %v", err)
 	}
@@ -268,11 +268,11 @@ func TestLockout_lateFailureDoesNotLiftIt(t *testing.T) {
 	cfg.LockoutThreshold = 2
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "")
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
-	f.mint(TokenRequest{Username: "bob", Password: "wrong"})
+	f.login("bob", "wrong", KindUnauthorized)
+	f.login("bob", "wrong", KindUnauthorized)
 	// A wrong password checked concurrently, before the lockout began,
 	// is recorded after it.
-	if err := f.b.recordFailure(f.ctx, f.s, cfg, "bob"); err != nil {
+	if _, _, err := f.b.concludeCheck(f.ctx, f.s, cfg, "bob", nil, false, nil); errKind(err) != KindUnauthorized {
 		t.Fatal(err)
 	}
 	if _, err := f.mint(TokenRequest{Username: "bob", Password: "right"}); errKind(err) != KindLockedOut {

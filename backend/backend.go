@@ -35,6 +35,10 @@ type Backend struct {
 	passwordChecks chan struct{} // bounds concurrent bcrypt work
 	bcryptRuns     atomic.Int64  // bcrypt comparisons done, decoys included
 	decoys         sync.Map      // bcrypt cost → decoy hash for unknown users
+	checks         *checkState   // password checks in flight, unknown names' failures
+
+	pruneMu     sync.Mutex
+	pruneCursor string // where the next refresh-token prune pass goes on
 
 	identities IdentitySource // Vault's identity store, set once by the plugin (identity.go)
 }
@@ -70,6 +74,7 @@ func New(opts Options) *Backend {
 		userLocks:      locksutil.CreateLocks(),
 		credKey:        key,
 		passwordChecks: make(chan struct{}, opts.PasswordChecks),
+		checks:         newCheckState(unknownNamesTracked),
 	}
 }
 

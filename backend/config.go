@@ -15,6 +15,10 @@ const configKey = "config"
 // maxBcryptCost bounds the work one login can cost: each step doubles it.
 const maxBcryptCost = 16
 
+// maxRefreshTokensPerUser bounds the records one login may read to find a
+// user's oldest refresh token.
+const maxRefreshTokensPerUser = 10000
+
 // Key types a trust anchor and its signing keys can have.
 const (
 	KeyTypeEC      = "ec"
@@ -34,7 +38,10 @@ type Config struct {
 	LockoutThreshold   int           `json:"lockout_threshold"`
 	LockoutDuration    time.Duration `json:"lockout_duration"`
 	RefreshTokenTTL    time.Duration `json:"refresh_token_ttl"`
-	RotationPeriod     time.Duration `json:"rotation_period"`
+	// RefreshTokensPerUser caps a user's live refresh tokens: a new one
+	// past the cap revokes the oldest.
+	RefreshTokensPerUser int           `json:"refresh_tokens_per_user"`
+	RotationPeriod       time.Duration `json:"rotation_period"`
 	// OmitX5C leaves the certificate chain out of the token header, for
 	// registries that trust only a JWK set (distribution v3's jwks option
 	// checks x5c against rootcertbundle whenever a token carries it).
@@ -50,15 +57,16 @@ type Config struct {
 // DefaultConfig is what a mount uses until its config is written.
 func DefaultConfig() *Config {
 	return &Config{
-		Issuer:             "Token",
-		TTL:                5 * time.Minute,
-		MaxTTL:             time.Hour,
-		KeyType:            KeyTypeEC,
-		BcryptCost:         bcrypt.DefaultCost,
-		CredentialCacheTTL: 5 * time.Minute,
-		LockoutThreshold:   5,
-		LockoutDuration:    15 * time.Minute,
-		RefreshTokenTTL:    720 * time.Hour,
+		Issuer:               "Token",
+		TTL:                  5 * time.Minute,
+		MaxTTL:               time.Hour,
+		KeyType:              KeyTypeEC,
+		BcryptCost:           bcrypt.DefaultCost,
+		CredentialCacheTTL:   5 * time.Minute,
+		LockoutThreshold:     5,
+		LockoutDuration:      15 * time.Minute,
+		RefreshTokenTTL:      720 * time.Hour,
+		RefreshTokensPerUser: 100,
 	}
 }
 
@@ -90,6 +98,8 @@ func (c *Config) Validate() error {
 		return errorf(KindBadRequest, "lockout_duration must be positive when lockout_threshold is set")
 	case c.RefreshTokenTTL < 0:
 		return errorf(KindBadRequest, "refresh_token_ttl must not be negative")
+	case c.RefreshTokensPerUser < 1 || c.RefreshTokensPerUser > maxRefreshTokensPerUser:
+		return errorf(KindBadRequest, "refresh_tokens_per_user %d: must be 1 to %d", c.RefreshTokensPerUser, maxRefreshTokensPerUser)
 	case c.RotationPeriod < 0:
 		return errorf(KindBadRequest, "rotation_period must not be negative")
 	case c.RotationPeriod > 0 && c.RotationPeriod < time.Minute:

@@ -97,6 +97,16 @@ func (f *fixture) mint(req TokenRequest) (*Token, error) {
 	return f.b.Mint(f.ctx, f.s, req)
 }
 
+// login mints a token for user and checks the outcome: want is the error's
+// kind, 0 for success.
+func (f *fixture) login(user, password string, want Kind) {
+	f.t.Helper()
+	_, err := f.mint(TokenRequest{Username: user, Password: password})
+	if errKind(err) != want || (want == 0 && err != nil) {
+		f.t.Fatalf("login %s with %q: %v, want kind %d", user, password, err, want)
+	}
+}
+
 func errKind(err error) Kind {
 	if e, ok := AsError(err); ok {
 		return e.Kind

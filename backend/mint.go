@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -49,14 +50,7 @@ const maxClientIDLen = 256
 // Mint authenticates the request, grants the requested scopes the user's
 // access allows, and signs the token: the whole token request in one place.
 func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest) (*Token, error) {
-	scopes, err := ParseScopes(req.Scopes)
-	if err != nil {
-		return nil, errorf(KindInvalidScope, "%s", err)
-	}
-	if err := checkClientID(req.ClientID); err != nil {
-		return nil, err
-	}
-	cfg, err := b.Config(ctx, s)
+	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
@@ -69,16 +63,16 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 	if req.Account != "" && req.Account != req.Username {
 		return nil, errorf(KindBadRequest, "account %s does not match the authenticated user", quote(req.Account))
 	}
-	access, err := b.authenticate(ctx, s, cfg, req.Username, req.Password)
+	lg, err := b.authenticate(ctx, s, cfg, req.Username, req.Password)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, GrantScopes(req.Username, scopes, access, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, GrantScopes(req.Username, scopes, lg.access, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
 	if req.Offline && cfg.RefreshTokenTTL > 0 {
-		rt, err := b.issueRefreshToken(ctx, s, cfg, req.Username, req.ClientID)
+		rt, err := b.issueUserRefreshToken(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
 		if err != nil {
 			return nil, err
 		}
@@ -87,41 +81,75 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 	return tok, nil
 }
 
-// MintFromRefresh mints a token from a refresh token with the user's access
-// as it is now.
-func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
-	scopes, err := ParseScopes(req.Scopes)
+// issueUserRefreshToken issues a refresh token for a user whose password
+// was verified at generation, under the user's lock: if the password was
+// changed or the user deleted (or re-created) since, no token is issued,
+// and a change that comes later finds the token and revokes it.
+func (b *Backend) issueUserRefreshToken(ctx context.Context, s logical.Storage, cfg *Config, name string, generation uint64, clientID string) (string, error) {
+	lock := locksutil.LockForKey(b.userLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	u, err := b.ReadUser(ctx, s, name)
 	if err != nil {
-		return nil, errorf(KindInvalidScope, "%s", err)
+		return "", err
 	}
-	if err := checkClientID(req.ClientID); err != nil {
-		return nil, err
+	if u == nil || u.Generation != generation {
+		return "", errInvalidCredentials
 	}
-	cfg, err := b.Config(ctx, s)
+	return b.issueRefreshToken(ctx, s, cfg, Subject{Kind: SubjectUser, ID: name}, generation, clientID)
+}
+
+// MintFromRefresh mints a token from a refresh token with the user's access
+// as it is now. The token must have been issued under the user's current
+// credential generation.
+func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
+	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}
-	name, err := b.useRefreshToken(ctx, s, req.RefreshToken, req.ClientID)
+	hash, rec, err := b.liveRefreshToken(ctx, s, req.RefreshToken)
 	if err != nil {
 		return nil, err
 	}
-	u, err := b.ReadUser(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if u == nil {
+	sub := rec.subject()
+	if sub.Kind != SubjectUser {
 		return nil, errInvalidRefreshToken
 	}
+	u, err := b.ReadUser(ctx, s, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil || u.Generation != rec.Generation {
+		return nil, errInvalidRefreshToken
+	}
+	b.recordUse(ctx, s, hash, rec, req.ClientID)
 	access := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, name, GrantScopes(name, scopes, access, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, GrantScopes(u.Name, scopes, access, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
 	tok.RefreshToken = req.RefreshToken
 	return tok, nil
+}
+
+// openTokenRequest is what every token request starts with: its scopes
+// parsed, its client_id checked, the mount's config.
+func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) ([]Scope, *Config, error) {
+	scopes, err := ParseScopes(rawScopes)
+	if err != nil {
+		return nil, nil, errorf(KindInvalidScope, "%s", err)
+	}
+	if err := checkClientID(clientID); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	return scopes, cfg, nil
 }
 
 func checkClientID(id string) error {

@@ -45,8 +45,20 @@ type User struct {
 	// Version changes (randomly) with every change a cached credential
 	// depends on: password, access, lockout. A cache entry of another
 	// version is stale.
-	Version uint64  `json:"version"`
-	Lockout Lockout `json:"lockout"`
+	Version uint64 `json:"version"`
+	// Generation is the credential generation: random, new with every
+	// create and password change. A refresh token is good only while its
+	// user's generation is the one it was issued under. Being random, a
+	// user deleted and created again gets another (a 2^-64 chance of the
+	// same), so no tombstone has to outlive the delete.
+	Generation uint64  `json:"generation,omitempty"`
+	Lockout    Lockout `json:"lockout"`
+}
+
+// BcryptCost is the cost of the stored hash; 0 if it does not parse.
+func (u *User) BcryptCost() int {
+	cost, _ := bcrypt.Cost([]byte(u.PasswordHash))
+	return cost
 }
 
 // Lockout is a user's recent failed logins.
@@ -79,6 +91,16 @@ func newVersion() uint64 {
 	return binary.LittleEndian.Uint64(b[:])
 }
 
+// newGeneration returns a random credential generation, never 0 (the
+// generation of records stored before generations existed).
+func newGeneration() uint64 {
+	for {
+		if g := newVersion(); g != 0 {
+			return g
+		}
+	}
+}
+
 // ReadUser returns the stored user, or nil if there is none.
 func (b *Backend) ReadUser(ctx context.Context, s logical.Storage, name string) (*User, error) {
 	if !ValidUserName(name) {
@@ -105,7 +127,9 @@ func (b *Backend) ListUsers(ctx context.Context, s logical.Storage) ([]string, e
 
 // WriteUser creates or updates a user. Everything is validated before
 // anything is stored. A password change (not a rewrite of the same
-// password) unlocks the user and revokes the user's refresh tokens.
+// password) starts a new credential generation, which ends the user's
+// refresh tokens (they are also deleted); setting the password, even to
+// the same, unlocks the user.
 func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string, up UserUpdate) (UserChange, error) {
 	var change UserChange
 	if !ValidUserName(name) {
@@ -182,22 +206,29 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 	if change.PasswordChanged || unlock {
 		u.Lockout = Lockout{}
 	}
+	if change.PasswordChanged {
+		u.Generation = newGeneration()
+	}
 	u.Updated = now
 	u.Version = newVersion()
 	if err := b.putUser(ctx, s, u); err != nil {
 		return change, err
 	}
 	b.users.Delete(name)
-	if change.PasswordChanged && !change.Created {
-		if _, err := b.RevokeRefreshTokens(ctx, s, name); err != nil {
-			return change, fmt.Errorf("password changed, but revoking refresh tokens failed: %w", err)
+	if change.PasswordChanged {
+		// The new generation already refuses them; this frees the storage
+		// (and clears what an earlier user of the name left).
+		if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
+			return change, fmt.Errorf("password changed, but deleting the old refresh tokens failed: %w", err)
 		}
 	}
 	return change, nil
 }
 
 // DeleteUser removes a user, the user's refresh tokens and cached
-// credential. Deleting a user that does not exist is not an error.
+// credential. Deleting a user that does not exist is not an error. A user
+// created again under the name gets a new credential generation, so a
+// refresh token the delete missed stays refused.
 func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string) error {
 	if !ValidUserName(name) {
 		return errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
@@ -209,7 +240,7 @@ func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string
 		return fmt.Errorf("delete user: %w", err)
 	}
 	b.users.Delete(name)
-	if _, err := b.RevokeRefreshTokens(ctx, s, name); err != nil {
+	if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
 		return fmt.Errorf("user deleted, but revoking refresh tokens failed: %w", err)
 	}
 	return nil

@@ -28,16 +28,17 @@ func TestConfig_defaultsAndUpdate(t *testing.T) {
 	want := map[string]any{
 		"issuer": "Token", "ttl": int64(300), "max_ttl": int64(3600), "key_type": "ec", "anonymous_access": "",
 		"bcrypt_cost": 4, "credential_cache_ttl": int64(300), "lockout_threshold": 5, "lockout_duration": int64(900),
-		"refresh_token_ttl": int64(2592000), "rotation_period": int64(0),
+		"refresh_token_ttl": int64(2592000), "rotation_period": int64(0), "refresh_tokens_per_user": 100,
 	}
 	for k, v := range want {
 		if fmt.Sprint(got[k]) != fmt.Sprint(v) {
 			t.Errorf("config %s = %v, want %v", k, got[k], v)
 		}
 	}
-	m.ok(update, "config", map[string]any{"issuer": "Acme", "ttl": "10m", "anonymous_access": "repository:public/*:pull"})
+	m.ok(update, "config", map[string]any{"issuer": "Acme", "ttl": "10m", "anonymous_access": "repository:public/*:pull", "refresh_tokens_per_user": 7})
 	got = m.ok(read, "config", nil).Data
-	if got["issuer"] != "Acme" || got["ttl"] != int64(600) || got["max_ttl"] != int64(3600) || got["anonymous_access"] != "repository:public/*:pull" {
+	if got["issuer"] != "Acme" || got["ttl"] != int64(600) || got["max_ttl"] != int64(3600) || got["anonymous_access"] != "repository:public/*:pull" ||
+		got["refresh_tokens_per_user"] != 7 {
 		t.Errorf("after update: %v", got)
 	}
 }
@@ -57,6 +58,8 @@ func TestConfig_invalidValuesAre400AndChangeNothing(t *testing.T) {
 		{"bcrypt_cost", 31, "bcrypt_cost"},
 		{"lockout_threshold", -1, "lockout_threshold"},
 		{"rotation_period", "10s", "rotation_period"},
+		{"refresh_tokens_per_user", 0, "refresh_tokens_per_user"},
+		{"refresh_tokens_per_user", 10001, "refresh_tokens_per_user"},
 		{"anonymous_access", "repository:public/*:pul", "pul"},
 		{"ttl", "soon", ""},
 	} {
@@ -79,7 +82,8 @@ func TestUsers_lifecycle(t *testing.T) {
 		t.Errorf("list = %v", keys)
 	}
 	data := m.ok(read, "users/alice.smith@example.com", nil).Data
-	if data["access"] != "repository:linux/app:*;repository:linux/db:pull" || data["created"] == "" || data["updated"] == "" {
+	if data["access"] != "repository:linux/app:*;repository:linux/db:pull" || data["created"] == "" || data["updated"] == "" ||
+		data["bcrypt_cost"] != 4 {
 		t.Errorf("read = %v", data)
 	}
 	for k, v := range data {

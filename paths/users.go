@@ -43,7 +43,7 @@ func userPaths(b *backend.Backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{Callback: h.write, Summary: "Create a user."},
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.write, Summary: "Change a user's password or access; fields not given keep their values."},
-				logical.ReadOperation:   &framework.PathOperation{Callback: h.read, Summary: "Read a user's access, created and updated times."},
+				logical.ReadOperation:   &framework.PathOperation{Callback: h.read, Summary: "Read a user's access, created and updated times, and bcrypt cost."},
 				logical.DeleteOperation: &framework.PathOperation{Callback: h.delete, Summary: "Delete a user and revoke the user's refresh tokens."},
 			},
 			HelpSynopsis:    userHelpSynopsis,
@@ -73,9 +73,10 @@ func (h *userHandler) read(ctx context.Context, req *logical.Request, d *framewo
 		return nil, err
 	}
 	data := map[string]any{
-		"access":  u.Access,
-		"created": timestamp(u.Created),
-		"updated": timestamp(u.Updated),
+		"access":      u.Access,
+		"created":     timestamp(u.Created),
+		"updated":     timestamp(u.Updated),
+		"bcrypt_cost": u.BcryptCost(),
 	}
 	if !u.Lockout.Until.IsZero() && h.b.Now().Before(u.Lockout.Until) {
 		data["locked_until"] = timestamp(u.Lockout.Until)
@@ -166,9 +167,12 @@ A pattern is an exact name or a glob: "*" matches any run but "/", "**" any
 run including "/", "?" one character but "/"; "${user}" is the user's name.
 An invalid entry is refused with a 400 naming it, and nothing is stored.
 
-Reads return access, created and updated, and locked_until while the user is
-locked out; never the password or its hash. Changing the password unlocks the
-user and revokes the user's refresh tokens; so does deleting the user.
+Reads return access, created, updated, bcrypt_cost (the stored hash's cost:
+a hash of another cost than the config's is rehashed at the user's next
+successful login) and locked_until while the user is locked out; never the
+password or its hash. Changing the password unlocks the user and ends the
+user's refresh tokens; so does deleting the user (a user created again under
+the name does not inherit them).
 `
 
 const refreshTokensHelpSynopsis = "List or revoke a user's refresh tokens."
