@@ -25,7 +25,7 @@ func FuzzParseBasic(f *testing.F) {
 			return
 		}
 		if !utf8.ValidString(user) || !utf8.ValidString(password) ||
-			len(user) > maxNameBytes || len(password) > tokenapi.MaxPasswordBytes || strings.IndexFunc(user, isControl) >= 0 {
+			len(user) > maxNameBytes || len(password) > maxPasswordBytes || strings.IndexFunc(user, isControl) >= 0 {
 			t.Fatalf("accepted %q:%q", user, password)
 		}
 		if user == "" && password != "" {

@@ -257,12 +257,18 @@ func checkName(param, s string) *failure {
 	return nil
 }
 
+// maxPasswordBytes bounds a password at the relay. The plugin's own
+// passwords are at most tokenapi.MaxPasswordBytes (a longer one is a 401
+// there), but the password may be a Vault token (identity.vault_token_user)
+// or an auth mount's password (identity.password_mounts).
+const maxPasswordBytes = maxVaultTokenBytes
+
 func checkCredentials(user, password string) *failure {
 	if f := checkName("username", user); f != nil {
 		return f
 	}
-	if len(password) > tokenapi.MaxPasswordBytes {
-		return badRequest("password longer than %d bytes", tokenapi.MaxPasswordBytes)
+	if len(password) > maxPasswordBytes {
+		return badRequest("password longer than %d bytes", maxPasswordBytes)
 	}
 	// JSON would silently replace invalid bytes, changing the password.
 	if !utf8.ValidString(password) {

@@ -55,7 +55,7 @@ func TestParseBasic(t *testing.T) {
 		{"invalid UTF-8 user", basic("\xffalice", "x"), "", "", 400},
 		{"control character in user", basic("ali\nce", "x"), "", "", 400},
 		{"oversized user", basic(strings.Repeat("u", maxNameBytes+1), "x"), "", "", 400},
-		{"oversized password", basic("alice", strings.Repeat("p", tokenapi.MaxPasswordBytes+1)), "", "", 400},
+		{"oversized password", basic("alice", strings.Repeat("p", maxPasswordBytes+1)), "", "", 400},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

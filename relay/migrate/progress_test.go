@@ -26,7 +26,7 @@ func manyUsers(t *testing.T, n int) (*fakeVault, string) {
 	return f, f.writeConfig(t, testToken, "")
 }
 
-var summaryTable = regexp.MustCompile(`(?m)^ +created +2000 *\n +updated +0 *\n +unchanged +0 *\n +skipped +0 *\n +total +2000 *\n +in [0-9.]+m?s, [0-9]+ users/s$`)
+var summaryTable = regexp.MustCompile(`(?m)^ +created +2000 *\n +updated +0 *\n +unchanged +0 *\n +skipped +0 *\n +total +2000 *\n +in (?:[0-9]+[hm])*[0-9.]+(?:ms|s|µs), [0-9]+ users/s$`)
 
 // TestMigrate_progressOnlyOnATerminal: with output to files (or pipes),
 // nothing but the report, ending with the summary table.
