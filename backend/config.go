@@ -26,7 +26,7 @@ const (
 	KeyTypeEd25519 = "ed25519"
 )
 
-// Config is the mount's settings (SPEC section 2, config).
+// Config is the mount's settings (README, "The plugin").
 type Config struct {
 	Issuer             string        `json:"issuer"`
 	TTL                time.Duration `json:"ttl"`
@@ -174,7 +174,7 @@ func (b *Backend) SaveConfig(ctx context.Context, s logical.Storage, c *Config) 
 	}
 	b.config = c
 	b.dropCredentials() // anonymous access or cache settings may have changed
-	return nil
+	return b.FollowKeyType(ctx, s, c)
 }
 
 func (b *Backend) dropConfig() {

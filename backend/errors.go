@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // Kind classifies the errors the plugin returns to its callers. The paths
@@ -20,10 +22,10 @@ const (
 	KindLockedOut
 	// KindBusy means too many password checks are already running.
 	KindBusy
-	// KindNotFound is a missing user or object.
-	KindNotFound
 	// KindInvalidGrant is a bad, expired or revoked refresh token.
 	KindInvalidGrant
+	// KindInvalidScope is a malformed requested scope: a 400 that names it.
+	KindInvalidScope
 )
 
 // Error is a domain error that is safe to show to the caller: its message
@@ -56,10 +58,4 @@ var errInvalidCredentials = &Error{Kind: KindUnauthorized, Msg: "invalid usernam
 var errInvalidRefreshToken = &Error{Kind: KindInvalidGrant, Msg: "invalid refresh token"}
 
 // quote shows untrusted input in an error: quoted, escaped, truncated.
-func quote(s string) string {
-	const max = 80
-	if len(s) > max {
-		return fmt.Sprintf("%q…", s[:max])
-	}
-	return fmt.Sprintf("%q", s)
-}
+var quote = tokenapi.Quote

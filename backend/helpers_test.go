@@ -59,6 +59,10 @@ func newFixture(t *testing.T) *fixture {
 	cfg := DefaultConfig()
 	cfg.BcryptCost = 4
 	f.saveConfig(cfg)
+	// As Vault does when the mount is enabled.
+	if err := f.b.InitializeKeys(f.ctx, f.s); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 

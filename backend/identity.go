@@ -305,14 +305,7 @@ func (b *Backend) identityRequest(ctx context.Context, s logical.Storage, rawSco
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	scopes, err := ParseScopes(rawScopes)
-	if err != nil {
-		return nil, nil, nil, errorf(KindBadRequest, "%s", err)
-	}
-	if err := checkClientID(clientID); err != nil {
-		return nil, nil, nil, err
-	}
-	cfg, err := b.Config(ctx, s)
+	scopes, cfg, err := b.openTokenRequest(ctx, s, rawScopes, clientID)
 	if err != nil {
 		return nil, nil, nil, err
 	}

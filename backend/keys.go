@@ -3,20 +3,12 @@ package backend
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 
@@ -31,7 +23,7 @@ const KeyPrefix = "keys/"
 
 const ringKey = KeyPrefix + "ring"
 
-// Key states (SPEC section 2, keys).
+// Key states (README, "Keys").
 const (
 	StateNext    = "next"    // published, not yet signing
 	StateCurrent = "current" // signs new tokens
@@ -64,6 +56,10 @@ type storedCA struct {
 	// Staged: published in the bundle, not yet signing; keys/rotate
 	// makes it the active anchor.
 	Staged bool `json:"staged,omitempty"`
+	// Unused: made when the mount was enabled and no token signed under
+	// it yet. An import or a new anchor replaces it outright, and a new
+	// config key_type remakes it, rather than keeping it in the bundle.
+	Unused bool `json:"unused,omitempty"`
 }
 
 type storedKey struct {
@@ -130,11 +126,14 @@ func (r *KeyRing) Bundle() []byte { return r.bundle }
 // JWKS is the JSON Web Key Set of every published key.
 func (r *KeyRing) JWKS() []byte { return r.jwks }
 
-// Imported reports whether the trust anchor was imported (it signs itself).
-func (r *KeyRing) Imported() bool { return len(r.stored.CAs) > 0 && r.stored.CAs[0].Imported }
+// ErrNoTrustAnchor answers a read of the keys of a mount whose trust
+// anchor was never made: Vault makes it when the mount is enabled
+// (InitializeKeys), and a read never does.
+var ErrNoTrustAnchor = errors.New("this mount has no trust anchor yet; Vault makes one when the mount is enabled " +
+	"(or write ca/generate or ca/import)")
 
-// Keys returns the mount's key ring, generating a CA and its signing keys
-// on first need.
+// Keys returns the mount's key ring. It only reads: a mount without one
+// answers ErrNoTrustAnchor.
 func (b *Backend) Keys(ctx context.Context, s logical.Storage) (*KeyRing, error) {
 	if r := b.ring.Load(); r != nil {
 		return r, nil
@@ -149,16 +148,7 @@ func (b *Backend) Keys(ctx context.Context, s logical.Storage) (*KeyRing, error)
 		return nil, err
 	}
 	if sr == nil {
-		cfg, err := b.Config(ctx, s)
-		if err != nil {
-			return nil, err
-		}
-		sr = &storedRing{}
-		if err := b.newAnchor(sr, cfg); err != nil {
-			return nil, err
-		}
-		b.logger.Info("generated a trust anchor and signing keys", "key_type", cfg.KeyType)
-		return b.saveRing(ctx, s, sr)
+		return nil, ErrNoTrustAnchor
 	}
 	r, err := parseRing(sr, b.now())
 	if err != nil {
@@ -168,10 +158,120 @@ func (b *Backend) Keys(ctx context.Context, s logical.Storage) (*KeyRing, error)
 	return r, nil
 }
 
+// InitializeKeys makes the trust anchor and its signing keys of a new
+// mount. Vault runs it when the mount is enabled, on the active node only
+// (the plugin also checks that this node may write), so no standby and no
+// second node creates a second CA; a read never creates one.
+func (b *Backend) InitializeKeys(ctx context.Context, s logical.Storage) error {
+	_, err := b.keysOrNew(ctx, s)
+	return err
+}
+
+// keysOrNew returns the key ring, making it first if the mount has none:
+// for the paths that write.
+func (b *Backend) keysOrNew(ctx context.Context, s logical.Storage) (*KeyRing, error) {
+	r, err := b.Keys(ctx, s)
+	if !errors.Is(err, ErrNoTrustAnchor) {
+		return r, err
+	}
+	cfg, err := b.Config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	switch {
+	case err != nil:
+		return nil, err
+	case sr != nil: // made meanwhile
+		return b.publish(sr)
+	}
+	if sr, err = b.unusedRing(cfg); err != nil {
+		return nil, err
+	}
+	b.logger.Info("generated a trust anchor and signing keys", "key_type", cfg.KeyType)
+	return b.saveRing(ctx, s, sr)
+}
+
+// unusedRing is a new trust anchor with its current and next keys, marked
+// as having signed nothing.
+func (b *Backend) unusedRing(cfg *Config) (*storedRing, error) {
+	sr := &storedRing{}
+	if err := b.newAnchor(sr, cfg); err != nil {
+		return nil, err
+	}
+	sr.CAs[0].Unused = true
+	return sr, nil
+}
+
+// signingKeys is the key ring for signing a token: the first token under
+// a trust anchor marks it used, once.
+func (b *Backend) signingKeys(ctx context.Context, s logical.Storage) (*KeyRing, error) {
+	r, err := b.keysOrNew(ctx, s)
+	if err != nil || !r.stored.CAs[0].Unused {
+		return r, err
+	}
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil || sr == nil {
+		return r, err
+	}
+	if !sr.CAs[0].Unused {
+		return b.publish(sr)
+	}
+	sr.CAs[0].Unused = false
+	return b.saveRing(ctx, s, sr)
+}
+
+// FollowKeyType remakes a trust anchor that has signed nothing yet in the
+// config's key_type, so that the first config written after enabling the
+// mount decides the CA's type, as it did when the CA was made on first
+// need. An anchor that signed a token stays: key_type then applies to the
+// keys made from then on.
+func (b *Backend) FollowKeyType(ctx context.Context, s logical.Storage, cfg *Config) error {
+	b.ringMu.Lock()
+	defer b.ringMu.Unlock()
+	sr, err := loadRing(ctx, s)
+	if err != nil || sr == nil || !sr.CAs[0].Unused || len(sr.CAs) > 1 {
+		return err
+	}
+	cert, err := parseCertificatePEM(sr.CAs[0].Certificate)
+	if err != nil || keyTypeOf(cert.PublicKey) == cfg.KeyType {
+		return err
+	}
+	fresh, err := b.unusedRing(cfg)
+	if err != nil {
+		return err
+	}
+	b.logger.Info("remade the unused trust anchor in the configured key_type", "key_type", cfg.KeyType)
+	_, err = b.saveRing(ctx, s, fresh)
+	return err
+}
+
+// publish makes sr this node's parsed ring without storing it.
+func (b *Backend) publish(sr *storedRing) (*KeyRing, error) {
+	r, err := parseRing(sr, b.now())
+	if err != nil {
+		return nil, err
+	}
+	b.ring.Store(r)
+	return r, nil
+}
+
+// dropUnused empties sr when its only trust anchor signed nothing: what
+// replaces it need not keep it in the bundle.
+func dropUnused(sr *storedRing) {
+	if len(sr.CAs) == 1 && sr.CAs[0].Unused {
+		*sr = storedRing{}
+	}
+}
+
 // RotateKeys retires the current key, promotes the next one and makes a
 // new next key.
 func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, error) {
-	if _, err := b.Keys(ctx, s); err != nil {
+	if _, err := b.keysOrNew(ctx, s); err != nil {
 		return nil, err
 	}
 	cfg, err := b.Config(ctx, s)
@@ -185,7 +285,7 @@ func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, 
 		return nil, err
 	}
 	if sr == nil {
-		return nil, errorf(KindBadRequest, "no keys yet")
+		return nil, ErrNoTrustAnchor
 	}
 	if staged := takeStaged(sr); staged != nil {
 		// The operator has put the staged CA into every registry's bundle:
@@ -260,6 +360,7 @@ func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType str
 	if sr == nil {
 		sr = &storedRing{}
 	}
+	dropUnused(sr)
 	b.retireAll(sr, cfg)
 	if err := b.newAnchor(sr, cfg); err != nil {
 		return nil, err
@@ -308,6 +409,9 @@ func (b *Backend) ImportCA(ctx context.Context, s logical.Storage, certPEM, keyP
 	if sr == nil {
 		sr = &storedRing{}
 	}
+	// A migration into a new mount: the CA made when it was enabled signed
+	// nothing, so it leaves the bundle at once.
+	dropUnused(sr)
 	takeStaged(sr) // the imported anchor replaces a staged one
 	b.retireAll(sr, cfg)
 	sr.CAs = append([]storedCA{{Certificate: certPEMNorm, Imported: true}}, sr.CAs...)
@@ -449,35 +553,6 @@ func (b *Backend) anchorWith(sr *storedRing, cfg *Config, ca storedCA) error {
 	return nil
 }
 
-func newCA(keyType string, now time.Time) (storedCA, error) {
-	key, err := generateKey(keyType)
-	if err != nil {
-		return storedCA{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serialNumber(),
-		Subject:               pkix.Name{CommonName: "vault-plugin-registry token CA", Organization: []string{"vault-plugin-registry"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(caLifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return storedCA{}, fmt.Errorf("create CA certificate: %w", err)
-	}
-	keyPEM, err := marshalKey(key)
-	if err != nil {
-		return storedCA{}, err
-	}
-	return storedCA{
-		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		PrivateKey:  keyPEM,
-	}, nil
-}
-
 // newSigningKey makes a key and a certificate for it issued by ca, valid
 // for its whole use (as next, then current) plus the longest token life.
 func (b *Backend) newSigningKey(ca storedCA, cfg *Config, now time.Time) (storedKey, error) {
@@ -502,16 +577,9 @@ func (b *Backend) newSigningKey(ca storedCA, cfg *Config, now time.Time) (stored
 		notAfter = caCert.NotAfter
 	}
 	id := KeyID(key.Public())
-	tmpl := &x509.Certificate{
-		SerialNumber: serialNumber(),
-		Subject:      pkix.Name{CommonName: "token signing key " + id[:14], Organization: []string{"vault-plugin-registry"}},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	certPEM, err := issueSigningCert(caCert, caKey, key.Public(), id, now, notAfter)
 	if err != nil {
-		return storedKey{}, fmt.Errorf("issue signing certificate: %w", err)
+		return storedKey{}, err
 	}
 	keyPEM, err := marshalKey(key)
 	if err != nil {
@@ -522,7 +590,7 @@ func (b *Backend) newSigningKey(ca storedCA, cfg *Config, now time.Time) (stored
 		State:      StateNext,
 		Created:    now,
 		PrivateKey: keyPEM,
-		Chain:      []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))},
+		Chain:      []string{certPEM},
 	}, nil
 }
 
@@ -662,158 +730,4 @@ func parseSigningKey(sk storedKey) (*SigningKey, error) {
 		return nil, fmt.Errorf("no certificate")
 	}
 	return k, nil
-}
-
-func generateKey(keyType string) (crypto.Signer, error) {
-	switch keyType {
-	case KeyTypeEC:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case KeyTypeRSA:
-		return rsa.GenerateKey(rand.Reader, 2048)
-	case KeyTypeEd25519:
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		return k, err
-	}
-	return nil, errorf(KindBadRequest, "key_type %s: must be ec, rsa or ed25519", quote(keyType))
-}
-
-func signingMethod(key crypto.Signer) (jwt.SigningMethod, error) {
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return jwt.SigningMethodES256, nil
-		case elliptic.P384():
-			return jwt.SigningMethodES384, nil
-		case elliptic.P521():
-			return jwt.SigningMethodES512, nil
-		}
-		return nil, errorf(KindBadRequest, "EC curve %s is not supported (P-256, P-384, P-521)", k.Curve.Params().Name)
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 2048 {
-			return nil, errorf(KindBadRequest, "RSA key of %d bits is too small (at least 2048)", k.N.BitLen())
-		}
-		return jwt.SigningMethodRS256, nil
-	case ed25519.PrivateKey:
-		return jwt.SigningMethodEdDSA, nil
-	}
-	return nil, errorf(KindBadRequest, "unsupported private key type %T", key)
-}
-
-func keyTypeOf(pub crypto.PublicKey) string {
-	switch pub.(type) {
-	case *ecdsa.PublicKey:
-		return KeyTypeEC
-	case *rsa.PublicKey:
-		return KeyTypeRSA
-	case ed25519.PublicKey:
-		return KeyTypeEd25519
-	}
-	return "unknown"
-}
-
-func parseCertificatePEM(s string) (*x509.Certificate, error) {
-	rest := []byte(s)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errorf(KindBadRequest, "certificate: no PEM CERTIFICATE block found")
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, errorf(KindBadRequest, "certificate: %s", err)
-		}
-		return cert, nil
-	}
-}
-
-// parsePrivateKeyPEM reads PKCS#1 (RSA), SEC1 (EC) and PKCS#8 keys.
-func parsePrivateKeyPEM(s string) (crypto.Signer, error) {
-	rest := []byte(s)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errorf(KindBadRequest, "private_key: no PEM private key block found (PKCS#1, PKCS#8 or SEC1)")
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errorf(KindBadRequest, "private_key is encrypted; decrypt it first (openssl pkey -in key.pem)")
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, errorf(KindBadRequest, "private_key (%s): %s", block.Type, err)
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, errorf(KindBadRequest, "private_key: unsupported key type %T", key)
-		}
-		return signer, nil
-	}
-}
-
-func marshalKey(key crypto.Signer) (string, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", fmt.Errorf("encode private key: %w", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && eq.Equal(b)
-}
-
-func serialNumber() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic("backend: no randomness: " + err.Error())
-	}
-	return n
-}
-
-// KeyID is the libtrust key id of a public key, which registries use as
-// the token's kid: the SHA-256 of the PKIX DER, truncated to 240 bits,
-// base32 without padding, in groups of four joined by colons.
-func KeyID(pub crypto.PublicKey) string {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(der)
-	s := strings.TrimRight(base32.StdEncoding.EncodeToString(sum[:30]), "=")
-	var b strings.Builder
-	for i := 0; i < len(s); i += 4 {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		b.WriteString(s[i:min(i+4, len(s))])
-	}
-	return b.String()
-}
-
-func colonHex(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, len(b)*3)
-	for i, c := range b {
-		if i > 0 {
-			out = append(out, ':')
-		}
-		out = append(out, digits[c>>4], digits[c&0xf])
-	}
-	return string(out)
 }

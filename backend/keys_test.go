@@ -32,7 +32,7 @@ func TestKeys_firstNeedMakesCAWithCurrentAndNext(t *testing.T) {
 	if got := states(r); got[StateCurrent] != 1 || got[StateNext] != 1 || got[StateRetired] != 0 {
 		t.Fatalf("states %v", got)
 	}
-	if len(r.CAs()) != 1 || r.CAs()[0].KeyType != KeyTypeEC || r.Imported() {
+	if len(r.CAs()) != 1 || r.CAs()[0].KeyType != KeyTypeEC || r.CAs()[0].Imported {
 		t.Fatalf("CAs %+v", r.CAs())
 	}
 	// A second backend on the same storage (another node) reads the same ring.
@@ -215,7 +215,7 @@ func TestKeys_importGodoauthKeyPair(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !r.Imported() || !strings.HasPrefix(string(r.Bundle()), tc.cert) {
+			if !r.CAs()[0].Imported || !strings.HasPrefix(string(r.Bundle()), tc.cert) {
 				t.Fatalf("bundle does not start with the imported certificate")
 			}
 			tok, err := f.mint(TokenRequest{Username: "bob", Password: "pw"})
@@ -376,8 +376,8 @@ func TestKeys_importedAnchorMovesToStagedCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := f.b.RotateKeys(f.ctx, f.s)
-	if err != nil || r.Imported() || r.CAs()[0].KeyType != KeyTypeEC {
-		t.Fatalf("after activating the staged CA: %v imported=%v", err, r != nil && r.Imported())
+	if err != nil || r.CAs()[0].Imported || r.CAs()[0].KeyType != KeyTypeEC {
+		t.Fatalf("after activating the staged CA: %v imported=%v", err, r != nil && r.CAs()[0].Imported)
 	}
 	if !strings.Contains(string(r.Bundle()), cert) {
 		t.Error("the imported certificate left the bundle before its tokens expired")

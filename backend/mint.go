@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// TokenRequest is a client's request for a registry token (SPEC section 2,
-// token). Username "" asks for anonymous access.
+// TokenRequest is a client's request for a registry token (README, "The token
+// contract"). Username "" asks for anonymous access.
 type TokenRequest struct {
 	Service  string // the registry service: the token's aud
 	Username string
@@ -39,6 +39,7 @@ type Token struct {
 	ExpiresIn    time.Duration
 	IssuedAt     time.Time
 	RefreshToken string // set when one was asked for and issued
+	Issuer       string
 	Subject      string
 	Access       []Grant
 }
@@ -139,7 +140,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) ([]Scope, *Config, error) {
 	scopes, err := ParseScopes(rawScopes)
 	if err != nil {
-		return nil, nil, errorf(KindBadRequest, "%s", err)
+		return nil, nil, errorf(KindInvalidScope, "%s", err)
 	}
 	if err := checkClientID(clientID); err != nil {
 		return nil, nil, err
@@ -158,7 +159,7 @@ func checkClientID(id string) error {
 	return nil
 }
 
-// claims are the registry token's claims (SPEC section 4). aud is a plain
+// claims are the registry token's claims (README, "The token contract"). aud is a plain
 // string: registry 2.8 rejects an array.
 type claims struct {
 	Issuer    string  `json:"iss"`
@@ -184,7 +185,7 @@ func numericDate(sec int64) *jwt.NumericDate { return jwt.NewNumericDate(time.Un
 // sign makes the JWT for subject with the given grants, signed by the
 // current key, its certificate chain in x5c.
 func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, service, subject string, grants []Grant, ttl time.Duration) (*Token, error) {
-	ring, err := b.Keys(ctx, s)
+	ring, err := b.signingKeys(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -227,5 +228,5 @@ func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, serv
 	if err != nil {
 		return nil, err
 	}
-	return &Token{JWT: signed, ExpiresIn: ttl, IssuedAt: now.UTC(), Subject: subject, Access: grants}, nil
+	return &Token{JWT: signed, ExpiresIn: ttl, IssuedAt: now.UTC(), Issuer: cfg.Issuer, Subject: subject, Access: grants}, nil
 }

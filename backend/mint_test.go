@@ -142,8 +142,8 @@ func TestMint_malformedScopeIsBadRequestNamingIt(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("bob", "pw", "")
 	_, err := f.mint(TokenRequest{Username: "bob", Password: "pw", Scopes: []string{"repository:onlytwo"}})
-	if errKind(err) != KindBadRequest || !strings.Contains(err.Error(), "onlytwo") {
-		t.Errorf("malformed scope: %v, want a 400 naming it", err)
+	if errKind(err) != KindInvalidScope || !strings.Contains(err.Error(), "onlytwo") {
+		t.Errorf("malformed scope: %v, want an invalid scope naming it", err)
 	}
 	if f.b.BcryptRuns() != 0 {
 		t.Error("a malformed request cost a password check")

@@ -7,12 +7,14 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"vault-plugin-registry/tokenapi"
 )
 
-// Limits on the scopes of one token request.
+// Limits on the scopes of one token request, shared with the relay.
 const (
-	MaxScopes   = 256
-	MaxScopeLen = 1024
+	MaxScopes   = tokenapi.MaxScopes
+	MaxScopeLen = tokenapi.MaxScopeBytes
 )
 
 // Scope is one scope requested by a client: type[(class)]:name:actions.

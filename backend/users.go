@@ -13,11 +13,13 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 const userPrefix = "users/"
 
-// UserNamePattern is the syntax of a user name (SPEC section 2): user names
+// UserNamePattern is the syntax of a user name (README, "The plugin"): user names
 // are often e-mail addresses.
 const UserNamePattern = `[A-Za-z0-9_.@-]{1,256}`
 
@@ -31,7 +33,7 @@ func ValidUserName(name string) bool {
 
 // maxPasswordLen is bcrypt's limit: it ignores bytes past 72, so a longer
 // password is refused rather than silently truncated.
-const maxPasswordLen = 72
+const maxPasswordLen = tokenapi.MaxPasswordBytes
 
 // User is one stored user.
 type User struct {

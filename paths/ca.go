@@ -144,8 +144,10 @@ const caHelpDescription = `
 Returns the active trust anchor's certificate, key type, expiry and SHA-256
 fingerprint, whether it was imported, the whole bundle (the active anchor and
 any older one still trusted) and the current signing key's id. The private key
-is never returned. The anchor is generated on first need with the config's
-key_type.
+is never returned. Vault makes the anchor when the mount is enabled (on the
+active node); until the mount signs its first token, writing config key_type
+remakes it in that type, and ca/import replaces it outright. A mount without
+an anchor answers 404: reads never make keys.
 `
 
 const caPEMHelpSynopsis = "The PEM bundle for the registry's auth.token.rootcertbundle; no Vault token needed."

@@ -3,6 +3,7 @@ package paths_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"vault-plugin-registry/backend"
 	"vault-plugin-registry/plugin"
 	"vault-plugin-registry/plugin/plugintest"
+	"vault-plugin-registry/tokenapi"
 )
 
 // mount is one plugin mount over in-memory storage, called the way Vault
@@ -31,6 +33,10 @@ func newMount(t *testing.T, path string) *mount {
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
+	// As Vault does when the mount is enabled.
+	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: conf.StorageView}); err != nil {
+		t.Fatal(err)
+	}
 	m := &mount{t: t, b: b, storage: conf.StorageView, path: path}
 	m.ok(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4})
 	return m
@@ -47,9 +53,15 @@ func (m *mount) call(op logical.Operation, path string, data map[string]any) (in
 		Storage:    m.storage,
 		MountPoint: m.path + "/",
 	}
+	return m.do(req)
+}
+
+// do runs req the way Vault does (plugintest.Call); a token path's
+// refusal reads as "code: message".
+func (m *mount) do(req *logical.Request) (int, *logical.Response, string) {
 	code, resp, msg := plugintest.Call(context.Background(), m.b, req)
-	if msg == "" {
-		msg = errText(resp)
+	if text := errText(resp); text != "" {
+		msg = text
 	}
 	return code, resp, msg
 }
@@ -76,17 +88,22 @@ func (m *mount) fail(op logical.Operation, path string, data map[string]any, wan
 	}
 }
 
+// errText is the message of an error response, or of a token path's
+// refusal (its code first, as "code: message").
 func errText(resp *logical.Response) string {
 	if resp == nil || resp.Data == nil {
 		return ""
+	}
+	if raw, ok := resp.Data[logical.HTTPRawBody].(string); ok {
+		var body struct {
+			Data tokenapi.Refusal `json:"data"`
+		}
+		if json.Unmarshal([]byte(raw), &body) == nil && body.Data.Code != "" {
+			return string(body.Data.Code) + ": " + body.Data.Message
+		}
 	}
 	s, _ := resp.Data["error"].(string)
 	return s
 }
 
 func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
-
-// status is Vault's HTTP status for an answer (plugintest.Status).
-func status(req *logical.Request, resp *logical.Response, err error) int {
-	return plugintest.Status(req, resp, err)
-}

@@ -57,12 +57,7 @@ func newIdentityMount(t *testing.T) (*mount, *identityStore) {
 func (m *mount) identityCall(path, entityID string, data map[string]any) (int, *logical.Response, string) {
 	m.t.Helper()
 	req := &logical.Request{Operation: update, Path: path, Data: data, Storage: m.storage, MountPoint: m.path + "/", EntityID: entityID}
-	resp, err := m.b.HandleRequest(context.Background(), req)
-	msg := errText(resp)
-	if err != nil {
-		msg = err.Error()
-	}
-	return status(req, resp, err), resp, msg
+	return m.do(req)
 }
 
 func grantsOf(t *testing.T, resp *logical.Response) (sub string, access string) {
@@ -215,15 +210,15 @@ func TestIdentityRefresh_boundToTheEntity(t *testing.T) {
 		t.Errorf("refresh after leaving the group: %q", access)
 	}
 	ids.entities["e-alice"].Disabled = true
-	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt}); code != 400 || msg != "invalid refresh token" {
+	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt}); code != 400 || msg != "invalid_grant: invalid refresh token" {
 		t.Errorf("disabled entity's refresh token: %d %q", code, msg)
 	}
 	ids.entities["e-alice"].Disabled = false
 	delete(ids.entities, "e-alice")
-	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt}); code != 400 || msg != "invalid refresh token" {
+	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt}); code != 400 || msg != "invalid_grant: invalid refresh token" {
 		t.Errorf("deleted entity's refresh token: %d %q", code, msg)
 	}
-	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt[:len(rt)-1] + "A"}); code != 400 || msg != "invalid refresh token" {
+	if code, _, msg := m.identityCall("token/refresh", "", map[string]any{"refresh_token": rt[:len(rt)-1] + "A"}); code != 400 || msg != "invalid_grant: invalid refresh token" {
 		t.Errorf("made-up refresh token: %d %q", code, msg)
 	}
 }

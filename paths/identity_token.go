@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/tokenapi"
 )
 
 // identityPaths are the paths of Vault identities as registry users.
@@ -15,12 +16,12 @@ func identityPaths(b *backend.Backend) []*framework.Path {
 	ps := append(groupPaths(b), entityPaths(b)...)
 	h := &identityTokenHandler{b: b}
 	return append(ps, &framework.Path{
-		Pattern: "token/identity$",
+		Pattern: tokenapi.PathIdentityToken + "$",
 		Fields: map[string]*framework.FieldSchema{
-			"scope":         {Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`},
-			"client_id":     {Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens."},
-			"offline_token": {Type: framework.TypeBool, Description: "Also return a refresh token, bound to the caller's identity entity."},
-			"ttl":           {Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."},
+			tokenapi.FieldScope:        {Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`},
+			tokenapi.FieldClientID:     {Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens."},
+			tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token, bound to the caller's identity entity."},
+			tokenapi.FieldTTL:          {Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{Callback: h.token, Summary: "Mint a registry token for the Vault identity of the caller's token."},
@@ -36,13 +37,13 @@ func (h *identityTokenHandler) token(ctx context.Context, req *logical.Request, 
 	tok, err := h.b.MintForIdentity(ctx, req.Storage, backend.IdentityTokenRequest{
 		Service:  service(req),
 		EntityID: req.EntityID,
-		ClientID: d.Get("client_id").(string),
-		Scopes:   d.Get("scope").([]string),
-		Offline:  d.Get("offline_token").(bool),
-		TTL:      time.Duration(d.Get("ttl").(int)) * time.Second,
+		ClientID: d.Get(tokenapi.FieldClientID).(string),
+		Scopes:   d.Get(tokenapi.FieldScope).([]string),
+		Offline:  d.Get(tokenapi.FieldOfflineToken).(bool),
+		TTL:      time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	})
 	if err != nil {
-		return respond(err)
+		return refuse(err) // the token contract, as token and token/refresh
 	}
 	return tokenResponse(tok), nil
 }

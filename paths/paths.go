@@ -1,6 +1,7 @@
 package paths
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/tokenapi"
 )
 
 // All returns every path of the plugin, served by b.
@@ -30,25 +32,67 @@ var Unauthenticated = []string{"ca/pem", "jwks"}
 // SealWrapped lists the storage prefixes that hold private keys.
 var SealWrapped = []string{backend.KeyPrefix}
 
+// codes gives each kind of domain error its code in the token contract;
+// the code gives the status.
+var codes = map[backend.Kind]tokenapi.Code{
+	backend.KindBadRequest:   tokenapi.CodeInvalidRequest,
+	backend.KindInvalidScope: tokenapi.CodeInvalidScope,
+	backend.KindUnauthorized: tokenapi.CodeInvalidCredentials,
+	backend.KindInvalidGrant: tokenapi.CodeInvalidGrant,
+	backend.KindLockedOut:    tokenapi.CodeLockedOut,
+	backend.KindBusy:         tokenapi.CodeBusy,
+}
+
 // respond turns a backend error into a Vault response: the one place where
 // a domain error gets its status. Sentinel errors are never wrapped here,
 // since a wrapped one reaches the client as a 500 over gRPC.
 func respond(err error) (*logical.Response, error) {
+	if errors.Is(err, backend.ErrNoTrustAnchor) {
+		return nil, logical.CodedError(http.StatusNotFound, err.Error())
+	}
 	e, ok := backend.AsError(err)
 	if !ok {
 		return nil, err
 	}
-	switch e.Kind {
-	case backend.KindBadRequest, backend.KindInvalidGrant:
-		return logical.ErrorResponse(e.Msg), nil
-	case backend.KindUnauthorized:
-		return nil, logical.CodedError(http.StatusUnauthorized, e.Msg)
-	case backend.KindLockedOut, backend.KindBusy:
-		return nil, logical.CodedError(http.StatusTooManyRequests, e.Msg)
-	case backend.KindNotFound:
-		return nil, nil
+	code, ok := codes[e.Kind]
+	if !ok {
+		return nil, errors.New(e.Msg)
 	}
-	return nil, errors.New(e.Msg)
+	if status := code.Status(); status != http.StatusBadRequest {
+		return nil, logical.CodedError(status, e.Msg)
+	}
+	return logical.ErrorResponse(e.Msg), nil
+}
+
+// refuse answers a token path's refusal as the token contract has it: the
+// code's status, and a body with Vault's usual error list (the plain
+// message, for the CLI and any API client) and the tokenapi.Refusal as
+// data, for the relay. logical.RespondWithStatusCode cannot carry the
+// error list, so the raw answer is built here.
+func refuse(err error) (*logical.Response, error) {
+	e, ok := backend.AsError(err)
+	if !ok {
+		return nil, err
+	}
+	code, ok := codes[e.Kind]
+	if !ok {
+		return respond(err)
+	}
+	body, merr := json.Marshal(struct {
+		Errors []string         `json:"errors"`
+		Data   tokenapi.Refusal `json:"data"`
+	}{
+		Errors: []string{e.Msg},
+		Data:   tokenapi.Refusal{Code: code, Message: e.Msg, RetryAfter: seconds(e.RetryAfter)},
+	})
+	if merr != nil {
+		return nil, merr
+	}
+	return &logical.Response{Data: map[string]any{
+		logical.HTTPContentType: "application/json",
+		logical.HTTPStatusCode:  code.Status(),
+		logical.HTTPRawBody:     string(body), // a string, so that audit devices hash it
+	}}, nil
 }
 
 // service is the registry service a request is for: the mount's path.

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/tokenapi"
 )
 
 func tokenPaths(b *backend.Backend) []*framework.Path {
@@ -17,12 +18,12 @@ func tokenPaths(b *backend.Backend) []*framework.Path {
 	ttl := &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."}
 	return []*framework.Path{
 		{
-			Pattern: "token/refresh$",
+			Pattern: tokenapi.PathRefresh + "$",
 			Fields: map[string]*framework.FieldSchema{
-				"refresh_token": {Type: framework.TypeString, Description: "A refresh token from an earlier token request with offline_token.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				"scope":         scope,
-				"client_id":     clientID,
-				"ttl":           ttl,
+				tokenapi.FieldRefreshToken: {Type: framework.TypeString, Description: "A refresh token from an earlier token request with offline_token.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+				tokenapi.FieldScope:        scope,
+				tokenapi.FieldClientID:     clientID,
+				tokenapi.FieldTTL:          ttl,
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.refresh, Summary: "Mint a registry token from a refresh token."},
@@ -31,15 +32,15 @@ func tokenPaths(b *backend.Backend) []*framework.Path {
 			HelpDescription: refreshHelpDescription,
 		},
 		{
-			Pattern: "token$",
+			Pattern: tokenapi.PathToken + "$",
 			Fields: map[string]*framework.FieldSchema{
-				"username":      {Type: framework.TypeString, Description: "User name; empty asks for anonymous access."},
-				"password":      {Type: framework.TypeString, Description: "The user's password.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				"scope":         scope,
-				"account":       {Type: framework.TypeString, Description: "The account the client names; if given with username they must match."},
-				"client_id":     clientID,
-				"offline_token": {Type: framework.TypeBool, Description: "Also return a refresh token (docker login's identity token)."},
-				"ttl":           ttl,
+				tokenapi.FieldUsername:     {Type: framework.TypeString, Description: "User name; empty asks for anonymous access."},
+				tokenapi.FieldPassword:     {Type: framework.TypeString, Description: "The user's password.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+				tokenapi.FieldScope:        scope,
+				tokenapi.FieldAccount:      {Type: framework.TypeString, Description: "The account the client names; if given with username they must match."},
+				tokenapi.FieldClientID:     clientID,
+				tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token (docker login's identity token)."},
+				tokenapi.FieldTTL:          ttl,
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.token, Summary: "Authenticate a user and mint a registry token."},
@@ -55,16 +56,16 @@ type tokenHandler struct{ b *backend.Backend }
 func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	tok, err := h.b.Mint(ctx, req.Storage, backend.TokenRequest{
 		Service:  service(req),
-		Username: d.Get("username").(string),
-		Password: d.Get("password").(string),
-		Account:  d.Get("account").(string),
-		ClientID: d.Get("client_id").(string),
-		Scopes:   d.Get("scope").([]string),
-		Offline:  d.Get("offline_token").(bool),
-		TTL:      time.Duration(d.Get("ttl").(int)) * time.Second,
+		Username: d.Get(tokenapi.FieldUsername).(string),
+		Password: d.Get(tokenapi.FieldPassword).(string),
+		Account:  d.Get(tokenapi.FieldAccount).(string),
+		ClientID: d.Get(tokenapi.FieldClientID).(string),
+		Scopes:   d.Get(tokenapi.FieldScope).([]string),
+		Offline:  d.Get(tokenapi.FieldOfflineToken).(bool),
+		TTL:      time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	})
 	if err != nil {
-		return respond(err)
+		return refuse(err)
 	}
 	return tokenResponse(tok), nil
 }
@@ -72,10 +73,10 @@ func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *frame
 func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	rr := backend.RefreshRequest{
 		Service:      service(req),
-		RefreshToken: d.Get("refresh_token").(string),
-		ClientID:     d.Get("client_id").(string),
-		Scopes:       d.Get("scope").([]string),
-		TTL:          time.Duration(d.Get("ttl").(int)) * time.Second,
+		RefreshToken: d.Get(tokenapi.FieldRefreshToken).(string),
+		ClientID:     d.Get(tokenapi.FieldClientID).(string),
+		Scopes:       d.Get(tokenapi.FieldScope).([]string),
+		TTL:          time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	}
 	mint := h.b.MintFromRefresh
 	if backend.IsIdentityRefreshToken(rr.RefreshToken) {
@@ -83,22 +84,26 @@ func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *fra
 	}
 	tok, err := mint(ctx, req.Storage, rr)
 	if err != nil {
-		return respond(err)
+		return refuse(err)
 	}
 	return tokenResponse(tok), nil
 }
 
 func tokenResponse(t *backend.Token) *logical.Response {
-	data := map[string]any{
-		"token":        t.JWT,
-		"access_token": t.JWT,
-		"expires_in":   seconds(t.ExpiresIn),
-		"issued_at":    timestamp(t.IssuedAt),
+	a := tokenapi.Answer{
+		Token:        t.JWT,
+		AccessToken:  t.JWT,
+		ExpiresIn:    seconds(t.ExpiresIn),
+		IssuedAt:     timestamp(t.IssuedAt),
+		RefreshToken: t.RefreshToken,
+		Subject:      t.Subject,
+		Issuer:       t.Issuer,
+		Access:       make([]tokenapi.Grant, len(t.Access)),
 	}
-	if t.RefreshToken != "" {
-		data["refresh_token"] = t.RefreshToken
+	for i, g := range t.Access {
+		a.Access[i] = tokenapi.Grant{Type: g.Type, Name: g.Name, Actions: g.Actions}
 	}
-	return &logical.Response{Data: data}
+	return &logical.Response{Data: a.Data()}
 }
 
 const tokenHelpSynopsis = "Authenticate a registry user and mint a bearer token for the registry."
@@ -108,11 +113,14 @@ The relay (godoauth-relay) calls this for each registry token request. The
 grant is the union of the user's access entries (and anonymous_access) that
 match each requested scope, intersected with the requested actions.
 
-Outcomes: 200 with token, access_token, expires_in, issued_at (and
-refresh_token when offline_token is true and refresh tokens are on); 400 for
-a malformed scope, naming it; 401 for an unknown user or a wrong password
-(alike in answer and in time), or no credentials without anonymous access;
-429 for a locked-out user, or when too many password checks are running.
+Outcomes: 200 with token, access_token, expires_in, issued_at, sub, iss and
+the granted access (and refresh_token when offline_token is true and refresh
+tokens are on); 400 for a malformed scope, naming it; 401 for an unknown user
+or a wrong password (alike in answer and in time), or no credentials without
+anonymous access; 429 for a locked-out user, or when too many password checks
+are running. A refusal's data holds a code (invalid_request, invalid_scope,
+invalid_credentials, invalid_grant, locked_out, busy), the message and, for
+429, retry_after in seconds: programs read the code, never the message.
 A request with credentials and no scope is a login: its token grants nothing.
 `
 

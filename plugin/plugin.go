@@ -43,6 +43,16 @@ func New(opts backend.Options) *framework.Backend {
 			Unauthenticated: paths.Unauthenticated,
 			SealWrapStorage: paths.SealWrapped,
 		},
+		// Start-up work: the trust anchor of a new mount. Vault runs this
+		// on the active node when the mount is enabled, unsealed or
+		// reloaded; a standby or a performance secondary never writes, so
+		// two nodes cannot make two CAs.
+		InitializeFunc: func(ctx context.Context, req *logical.InitializationRequest) error {
+			if !fb.WriteSafeReplicationState() {
+				return nil
+			}
+			return d.InitializeKeys(ctx, req.Storage)
+		},
 		Invalidate: d.Invalidate,
 		Clean:      func(context.Context) { d.Reset() },
 		PeriodicFunc: func(ctx context.Context, req *logical.Request) error {

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // Slow and hostile clients against the relay's real HTTP server, while a
@@ -88,7 +90,7 @@ func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
 		case <-wait.C:
 			rig.waiting.Add(-1)
 			rig.busy.Add(1)
-			vaultError(w, http.StatusTooManyRequests, "too many password checks in progress; retry after 1s")
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeBusy, Message: "too many password checks in progress", RetryAfter: 1})
 			return
 		case <-r.Context().Done():
 			rig.waiting.Add(-1)

@@ -1,19 +1,22 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
-	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // MaxConfigBytes bounds the YAML file: godoauth's files are a few hundred bytes.
@@ -114,15 +117,19 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError, so that the decoder reports it with its line.
+	bad := func(format string, args ...any) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+	}
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("want a duration such as 5s")
+		return bad("want a duration such as 5s")
 	}
 	if n.Tag == "!!int" || n.Tag == "!!float" {
-		return fmt.Errorf("want a duration with a unit such as %ss, got the bare number %s", n.Value, quote(n.Value))
+		return bad("want a duration with a unit such as %ss, got the bare number %s", n.Value, quote(n.Value))
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("want a duration such as 5s, got %s", quote(n.Value))
+		return bad("want a duration such as 5s, got %s", quote(n.Value))
 	}
 	*d = Duration(v)
 	return nil
@@ -186,23 +193,36 @@ func ParseConfig(data []byte) (*Config, error) {
 	if len(data) > MaxConfigBytes {
 		return nil, &ConfigError{Msg: fmt.Sprintf("larger than %d bytes", MaxConfigBytes)}
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	var doc yaml.Node
 	cfg := &Config{lines: map[string]int{}}
-	switch err := dec.Decode(&doc); {
-	case errors.Is(err, io.EOF):
-		// An empty file: every setting from defaults and the environment.
+	var doc yaml.Node
+	switch err := yaml.Unmarshal(data, &doc); {
 	case err != nil:
 		return nil, &ConfigError{Msg: oneLine(err.Error())}
-	default:
-		var next yaml.Node
-		if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-			return nil, &ConfigError{Line: next.Line, Msg: "more than one YAML document"}
-		}
-		if len(doc.Content) > 0 {
-			if err := cfg.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "", 0); err != nil {
-				return nil, err
-			}
+	case len(doc.Content) == 0:
+		// An empty file: every setting from defaults and the environment.
+		cfg.setDefaults()
+		return cfg, nil
+	}
+	keys, err := cfg.readKeys(doc.Content[0])
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, keys.explain(err)
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, &ConfigError{Line: next.Line, Msg: "more than one YAML document"}
+	}
+	if keys.merge != nil {
+		return nil, &ConfigError{Line: keys.merge.Line, Key: keys.mergePath, Msg: "YAML merge keys (<<) are not supported"}
+	}
+	// yaml.v3 truncates a fraction into an int field (82.5 becomes 82).
+	for _, key := range wholeNumberKeys {
+		if n := keys.values[key]; n != nil && n.Kind == yaml.ScalarNode && n.Tag == "!!float" {
+			return nil, &ConfigError{Line: n.Line, Key: key, Msg: "want a whole number, got " + quote(n.Value)}
 		}
 	}
 	if err := cfg.checkValues(); err != nil {
@@ -369,138 +389,113 @@ func (c *Config) errorf(key, format string, args ...any) error {
 	return &ConfigError{Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
-var durationType = reflect.TypeFor[Duration]()
+// fileKeys is what the YAML tree says about the keys of a file: the line
+// of each dotted key path, so that an error names the key and its line.
+type fileKeys struct {
+	atLine    map[int][]string      // line → key paths on it, outermost first
+	values    map[string]*yaml.Node // key path → its value
+	merge     *yaml.Node            // the first merge key (<<), refused
+	mergePath string
+}
 
-// decode walks the YAML tree along the Config struct, so every unknown key,
-// repeated key and wrong value is reported with its full path and line.
-// It visits only keys the struct knows, so aliases cannot make it expand
-// anything large.
-func (c *Config) decode(n *yaml.Node, v reflect.Value, path string, depth int) error {
-	if n.Kind == yaml.AliasNode {
-		if depth > 8 || n.Alias == nil {
-			return &ConfigError{Line: n.Line, Key: path, Msg: "alias nested too deeply"}
-		}
-		return c.decode(n.Alias, v, path, depth+1)
-	}
-	if path != "" {
-		c.lines[path] = n.Line
-	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil // "key:" with nothing: keep the zero value
-	}
-	bad := func(msg string) error { return &ConfigError{Line: n.Line, Key: path, Msg: msg} }
+// wholeNumberKeys are the settings that are whole numbers.
+var wholeNumberKeys = []string{"storage.vault.port", "storage.vault.pool", "token.expiration"}
 
-	if v.Kind() == reflect.Struct && v.Type() != durationType {
-		if n.Kind != yaml.MappingNode {
-			return bad("want a mapping of settings, got " + describe(n))
-		}
+// maxKeyDepth is the deepest key of the file (storage.vault.approle.role_id).
+const maxKeyDepth = 4
+
+// readKeys records the line of every key up to maxKeyDepth and refuses a
+// top level that is not a mapping and repeated keys. It does not follow
+// aliases, so an alias bomb costs nothing here; the decoder refuses a
+// list or mapping where a setting is a string or a number without
+// expanding it.
+func (c *Config) readKeys(top *yaml.Node) (*fileKeys, error) {
+	if top.Kind != yaml.MappingNode {
+		return nil, &ConfigError{Line: top.Line, Msg: "want a mapping of settings at the top"}
+	}
+	k := &fileKeys{atLine: map[int][]string{}, values: map[string]*yaml.Node{}}
+	var walk func(n *yaml.Node, path string, depth int) error
+	walk = func(n *yaml.Node, path string, depth int) error {
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			if k.Kind != yaml.ScalarNode {
-				return &ConfigError{Line: k.Line, Key: path, Msg: "keys must be plain names"}
+			key, val := n.Content[i], n.Content[i+1]
+			name := joinKey(path, key.Value)
+			if key.Tag == "!!merge" && k.merge == nil {
+				k.merge, k.mergePath = key, path
 			}
-			key := joinKey(path, k.Value)
-			if k.Tag == "!!merge" {
-				return &ConfigError{Line: k.Line, Key: path, Msg: "YAML merge keys (<<) are not supported"}
+			if seen[key.Value] {
+				return &ConfigError{Line: key.Line, Key: name, Msg: "key repeated"}
 			}
-			if seen[k.Value] {
-				return &ConfigError{Line: k.Line, Key: key, Msg: "key repeated"}
-			}
-			seen[k.Value] = true
-			field, ok := fieldByTag(v.Type(), k.Value)
-			if !ok {
-				return &ConfigError{Line: k.Line, Key: key, Msg: "unknown key" + knownKeys(v.Type())}
-			}
-			if err := c.decode(val, v.FieldByIndex(field.Index), key, depth); err != nil {
-				return err
+			seen[key.Value] = true
+			c.lines[name] = key.Line
+			k.atLine[key.Line] = append(k.atLine[key.Line], name)
+			k.values[name] = val
+			if val.Kind == yaml.MappingNode && depth < maxKeyDepth {
+				if err := walk(val, name, depth+1); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}
+	return k, walk(top, "", 1)
+}
 
-	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
-		if n.Kind != yaml.SequenceNode {
-			return bad("want a list of names, got " + describe(n))
-		}
-		list := reflect.MakeSlice(v.Type(), 0, len(n.Content))
-		for _, item := range n.Content {
-			if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
-				return &ConfigError{Line: item.Line, Key: path, Msg: "want a list of names, got an item " + describe(item)}
+// explain turns the decoder's error into one line naming the key and its
+// line. yaml.v3 reports each problem as "line N: …"; the key is the one on
+// that line (for an unknown field, the one with that name).
+func (k *fileKeys) explain(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return &ConfigError{Msg: oneLine(err.Error())}
+	}
+	first := te.Errors[0]
+	lineText, msg, _ := strings.Cut(strings.TrimPrefix(first, "line "), ": ")
+	line, _ := strconv.Atoi(lineText)
+	keys := k.atLine[line]
+	if field, ok := strings.CutPrefix(msg, "field "); ok {
+		field, _, _ = strings.Cut(field, " not found")
+		for _, key := range keys {
+			if key == field || strings.HasSuffix(key, "."+field) {
+				return &ConfigError{Line: line, Key: key, Msg: "unknown key"}
 			}
-			list = reflect.Append(list, reflect.ValueOf(item.Value))
 		}
-		v.Set(list)
-		return nil
+		return &ConfigError{Line: line, Key: field, Msg: "unknown key"}
 	}
-	if n.Kind != yaml.ScalarNode {
-		return bad("want " + want(v.Type()) + ", got " + describe(n))
-	}
-	switch {
-	case v.Type() == durationType:
-		var d Duration
-		if err := d.UnmarshalYAML(n); err != nil {
-			return bad(err.Error())
+	ce := &ConfigError{Line: line, Msg: oneLine(msg)}
+	if m := cannotDecode.FindStringSubmatch(msg); m != nil {
+		got := kinds["!!"+m[1]]
+		if m[2] != "" {
+			got = quote(m[2])
 		}
-		v.Set(reflect.ValueOf(d))
-	case v.Kind() == reflect.String:
-		v.SetString(n.Value)
-	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
-		var i int64
-		if n.Tag != "!!int" || n.Decode(&i) != nil || v.OverflowInt(i) {
-			return bad("want a whole number, got " + quote(n.Value))
-		}
-		v.SetInt(i)
-	default:
-		return bad("unsupported setting type") // a programming error
-	}
-	return nil
-}
-
-func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if f.IsExported() && tag != "-" && tag == name {
-			return f, true
+		if kinds[m[3]] != "" && got != "" {
+			ce.Msg = "want " + kinds[m[3]] + ", got " + got
 		}
 	}
-	return reflect.StructField{}, false
-}
-
-func knownKeys(t reflect.Type) string {
-	var names []string
-	for i := range t.NumField() {
-		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if t.Field(i).IsExported() && tag != "-" && tag != "" {
-			names = append(names, tag)
+	// The key on that line; for an item of a list on a line of its own,
+	// the nearest key above it, which holds the list.
+	for l := line; l > 0 && ce.Key == ""; l-- {
+		if keys := k.atLine[l]; len(keys) > 0 {
+			ce.Key = keys[0]
+			if l != line {
+				ce.Key = keys[len(keys)-1]
+			}
 		}
 	}
-	return " (known here: " + strings.Join(names, ", ") + ")"
+	return ce
 }
 
-func want(t reflect.Type) string {
-	switch {
-	case t == durationType:
-		return "a duration such as 5s"
-	case t.Kind() == reflect.String:
-		return "a string"
-	default:
-		return "a whole number"
-	}
+// cannotDecode is yaml.v3's message for a value of the wrong kind.
+var cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) (?:`(.*)` )?into (\\S+)$")
+
+// kinds names the types of settings and YAML's kinds of values in errors.
+var kinds = map[string]string{
+	"[]string": "a list of names", "string": "a string", "int": "a whole number", "int64": "a whole number", "bool": "true or false",
+	"!!seq": "a list", "!!map": "a mapping", "!!str": "a string", "!!int": "a number", "!!float": "a number", "!!bool": "a boolean",
 }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	default:
-		return quote(n.Value)
-	}
-}
-
+// joinKey is a dotted key path; a key that is not printable or is long is
+// quoted.
 func joinKey(path, key string) string {
 	if strings.IndexFunc(key, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 || len(key) > 64 {
 		key = quote(key)
@@ -511,15 +506,8 @@ func joinKey(path, key string) string {
 	return path + "." + key
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
 // quote shows untrusted input in a message: quoted, escaped, truncated.
-func quote(s string) string {
-	const max = 80
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
-	}
-	return strconv.Quote(s)
-}
+var quote = tokenapi.Quote
+
+// oneLine folds a message into one line.
+var oneLine = tokenapi.OneLine

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 const relayToken = "hvs.relay-token-value-0123456789"
@@ -109,33 +111,39 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 // fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.
 const fakeTokenPeriod = 3600
 
-// mint answers like the plugin: a JWT whose access grants what was asked.
+// mint answers like the plugin: a token whose access grants what was asked.
 func (fv *fakeVault) mint(w http.ResponseWriter, body map[string]any) {
 	user, _ := body["username"].(string)
 	if rt, _ := body["refresh_token"].(string); rt != "" {
 		if rt != "good-refresh-token" {
-			vaultError(w, 400, "invalid refresh token")
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidGrant, Message: "invalid refresh token"})
 			return
 		}
 		user = "alice"
 	}
-	var access []accessEntry
+	access := []tokenapi.Grant{}
 	scopes, _ := body["scope"].([]any)
 	for _, s := range scopes {
 		for _, one := range strings.Fields(s.(string)) {
 			parts := strings.Split(one, ":")
 			if len(parts) == 3 {
-				access = append(access, accessEntry{parts[0], parts[1], strings.Split(parts[2], ",")})
+				access = append(access, tokenapi.Grant{Type: parts[0], Name: parts[1], Actions: strings.Split(parts[2], ",")})
 			}
 		}
 	}
 	tok := fakeJWT(map[string]any{"iss": fv.issuer, "sub": user, "aud": "registry", "access": access})
-	data := map[string]any{"token": tok, "access_token": tok, "expires_in": 300,
-		"issued_at": time.Now().UTC().Format(time.RFC3339)}
+	a := tokenapi.Answer{Token: tok, AccessToken: tok, ExpiresIn: 300, IssuedAt: time.Now().UTC().Format(time.RFC3339),
+		Subject: user, Issuer: fv.issuer, Access: access}
 	if off, _ := body["offline_token"].(bool); off || body["refresh_token"] != nil {
-		data["refresh_token"] = "good-refresh-token"
+		a.RefreshToken = "good-refresh-token"
 	}
-	writeJSON(w, 200, map[string]any{"data": data})
+	writeJSON(w, 200, map[string]any{"data": a.Data()})
+}
+
+// pluginRefusal answers as the plugin refuses: the code's status, Vault's
+// error list and the refusal as data.
+func pluginRefusal(w http.ResponseWriter, r tokenapi.Refusal) {
+	writeJSON(w, r.Code.Status(), map[string]any{"errors": []string{r.Message}, "data": r})
 }
 
 func fakeJWT(claims map[string]any) string {
@@ -143,6 +151,7 @@ func fakeJWT(claims map[string]any) string {
 	return "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9." + base64.RawURLEncoding.EncodeToString(payload) + ".c2lnbmF0dXJl"
 }
 
+// vaultError answers as Vault itself refuses: a status and an error list.
 func vaultError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]any{"errors": []string{msg}})
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>/.
@@ -61,7 +63,7 @@ func FuzzParseForm(f *testing.F) {
 		if req.RefreshToken == "" && req.Username == "" {
 			t.Fatal("neither a user nor a refresh token")
 		}
-		if len(req.Scopes) > maxScopes {
+		if len(req.Scopes) > tokenapi.MaxScopes {
 			t.Fatalf("%d scopes", len(req.Scopes))
 		}
 		for _, s := range req.Scopes {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // TestLog_neverHoldsSecrets runs real-looking requests through the relay at
@@ -27,16 +29,16 @@ func TestLog_neverHoldsSecrets(t *testing.T) {
 	var minted []string
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		if rt, _ := body["refresh_token"].(string); rt != "" && rt != refreshToken {
-			vaultError(w, 400, "invalid refresh token")
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidGrant, Message: "invalid refresh token"})
 			return
 		}
 		user, _ := body["username"].(string)
 		if pw, _ := body["password"].(string); user != "" && pw != password {
-			vaultError(w, 401, "invalid username or password")
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidCredentials, Message: "invalid username or password"})
 			return
 		}
 		tok := fakeJWT(map[string]any{"iss": "Token", "sub": "alice", "jti": time.Now().String(),
-			"access": []accessEntry{{"repository", "a", []string{"pull"}}}})
+			"access": []tokenapi.Grant{{Type: "repository", Name: "a", Actions: []string{"pull"}}}})
 		mu.Lock()
 		minted = append(minted, tok)
 		mu.Unlock()

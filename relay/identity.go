@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // Vault identities as registry users, two ways in:
@@ -264,7 +266,7 @@ func (v *vault) loginTrouble(ctx context.Context, err error, path string) *failu
 		return v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path)
 	default:
 		return v.trouble("server_error", "vault answered an error", "path", path, "status", re.StatusCode,
-			"error", pluginMessage(re.Errors))
+			"error", pluginMessage(strings.Join(re.Errors, "; ")))
 	}
 }
 
@@ -279,11 +281,11 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		return nil, f
 	}
 	defer release()
-	path := req.Service + "/token/identity"
+	path := req.Service + "/" + tokenapi.PathIdentityToken
 	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
 	r.ClientToken = token
 	body := req.vaultBody(v.ttl)
-	for _, k := range []string{"username", "password", "account"} {
+	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount} {
 		delete(body, k)
 	}
 	if err := r.SetJSONBody(body); err != nil {
@@ -299,13 +301,16 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 			return nil, unauthorized(fmt.Sprintf("Vault refused the token: it is invalid or expired, or its "+
 				"policies lack update on %s/token/identity", req.Service))
 		}
-		return nil, v.refusal(ctx, err, req, false)
+		return nil, v.refusal(ctx, err, resp, req, false)
 	}
-	secret, err := api.ParseSecret(resp.Body)
-	if err != nil || secret == nil {
-		return nil, v.trouble("bad_answer", "vault answered no data", "path", path)
+	data, err := readData(resp.Body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, v.transportTrouble(ctx, err, path, false)
+		}
+		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	t, err := readMinted(secret.Data)
+	t, err := readMinted(data)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +36,7 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 	tok := r.Header.Get("X-Vault-Token")
 	answer := func(sub string) {
 		jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
-		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": jwt, "expires_in": 300}})
+		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}})
 	}
 	switch path {
 	case "sys/health":
@@ -166,14 +167,18 @@ func TestIdentity_configKeys(t *testing.T) {
 	if got := cfg.Identity; got.VaultTokenUser != "vtoken" || strings.Join(got.PasswordMounts, ",") != "ldap,corp/userpass" || got.TokenReuse != Duration(30e9) {
 		t.Errorf("identity = %+v", got)
 	}
+	// The line of the key under identity:, after minimal's lines.
+	line := fmt.Sprintf("line %d: ", strings.Count(minimal, "\n")+2)
 	for yaml, mention := range map[string]string{
-		"identity:\n  password_mount: [ldap]\n":        "identity.password_mount: unknown key",
-		"identity:\n  password_mounts: ldap\n":         "want a list of names",
+		"identity:\n  password_mount: [ldap]\n":        line + "identity.password_mount: unknown key",
+		"identity:\n  password_mounts: ldap\n":         line + `identity.password_mounts: want a list of names, got "ldap"`,
 		"identity:\n  password_mounts: [../sys]\n":     "want auth mount paths",
 		"identity:\n  password_mounts: [ldap, ldap]\n": "listed twice",
-		"identity:\n  password_mounts: [[ldap]]\n":     "want a list of names",
-		"identity:\n  vault_token_user: \"a:b\"\n":     "identity.vault_token_user",
-		"identity:\n  token_reuse: 5\n":                "identity.token_reuse",
+		"identity:\n  password_mounts: [[ldap]]\n":     line + "identity.password_mounts: want a string, got a list",
+		// An item on a line of its own: its line, and the key of its list.
+		"identity:\n  password_mounts:\n    - ldap\n    - {a: b}\n": fmt.Sprintf("line %d: identity.password_mounts: want a string, got a mapping", strings.Count(minimal, "\n")+4),
+		"identity:\n  vault_token_user: \"a:b\"\n":                  "identity.vault_token_user",
+		"identity:\n  token_reuse: 5\n":                             "identity.token_reuse",
 	} {
 		if _, err := ParseConfig([]byte(minimal + yaml)); err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%q: err %v, want one mentioning %q", yaml, err, mention)

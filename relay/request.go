@@ -7,16 +7,15 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // Bounds on what a client may send; the HTTP server bounds headers and
 // bodies as a whole.
 const (
-	maxNameBytes     = 256  // username, account, client_id
-	maxPasswordBytes = 1024 // bcrypt reads 72; anything far longer is not a password
-	maxRefreshBytes  = 1024
-	maxScopeBytes    = 1024 // one scope item
-	maxScopes        = 256  // scopes in one request
+	maxNameBytes    = 256 // username, account, client_id
+	maxRefreshBytes = 1024
 )
 
 // tokenRequest is one request for a token, from GET (registry token spec)
@@ -38,9 +37,9 @@ type tokenRequest struct {
 // vaultPath is the plugin path the request goes to.
 func (r *tokenRequest) vaultPath() string {
 	if r.RefreshToken != "" {
-		return r.Service + "/token/refresh"
+		return r.Service + "/" + tokenapi.PathRefresh
 	}
-	return r.Service + "/token"
+	return r.Service + "/" + tokenapi.PathToken
 }
 
 // vaultBody is the request's body for the plugin; ttl is token.expiration
@@ -50,17 +49,17 @@ func (r *tokenRequest) vaultBody(ttl int64) map[string]any {
 	if scopes == nil {
 		scopes = []string{}
 	}
-	body := map[string]any{"scope": scopes, "client_id": r.ClientID}
+	body := map[string]any{tokenapi.FieldScope: scopes, tokenapi.FieldClientID: r.ClientID}
 	if r.RefreshToken != "" {
-		body["refresh_token"] = r.RefreshToken
+		body[tokenapi.FieldRefreshToken] = r.RefreshToken
 	} else {
-		body["username"] = r.Username
-		body["password"] = r.Password
-		body["account"] = r.Account
-		body["offline_token"] = r.Offline
+		body[tokenapi.FieldUsername] = r.Username
+		body[tokenapi.FieldPassword] = r.Password
+		body[tokenapi.FieldAccount] = r.Account
+		body[tokenapi.FieldOfflineToken] = r.Offline
 	}
 	if ttl > 0 {
-		body["ttl"] = ttl
+		body[tokenapi.FieldTTL] = ttl
 	}
 	return body
 }
@@ -236,12 +235,12 @@ func readScopes(items []string) ([]string, *failure) {
 		if strings.TrimSpace(s) == "" {
 			continue
 		}
-		if len(s) > maxScopeBytes || !utf8.ValidString(s) || strings.IndexFunc(s, isControl) >= 0 {
+		if len(s) > tokenapi.MaxScopeBytes || !utf8.ValidString(s) || strings.IndexFunc(s, isControl) >= 0 {
 			return nil, badRequest("malformed scope %s", quote(s))
 		}
 		count += len(strings.Fields(s))
-		if count > maxScopes {
-			return nil, badRequest("more than %d scopes", maxScopes)
+		if count > tokenapi.MaxScopes {
+			return nil, badRequest("more than %d scopes", tokenapi.MaxScopes)
 		}
 		scopes = append(scopes, s)
 	}
@@ -257,6 +256,12 @@ func checkName(param, s string) *failure {
 	}
 	return nil
 }
+
+// maxPasswordBytes bounds a password at the relay. The plugin's own
+// passwords are at most tokenapi.MaxPasswordBytes (a longer one is a 401
+// there), but the password may be a Vault token (identity.vault_token_user)
+// or an auth mount's password (identity.password_mounts).
+const maxPasswordBytes = maxVaultTokenBytes
 
 func checkCredentials(user, password string) *failure {
 	if f := checkName("username", user); f != nil {

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 func basic(user, password string) string {
@@ -97,7 +99,7 @@ func TestParseTokenQuery_scopesPassThrough(t *testing.T) {
 
 func TestParseTokenQuery_refusals(t *testing.T) {
 	many := url.Values{"service": {"r"}}
-	for range maxScopes + 1 {
+	for range tokenapi.MaxScopes + 1 {
 		many.Add("scope", "repository:a:pull")
 	}
 	cases := []struct {
@@ -113,7 +115,7 @@ func TestParseTokenQuery_refusals(t *testing.T) {
 		{"bad offline_token", "service=a&offline_token=maybe", 400},
 		{"bad escape", "service=a&scope=%zz", 400},
 		{"control in scope", "service=a&scope=repository:a%0A:pull", 400},
-		{"long scope", "service=a&scope=" + strings.Repeat("a", maxScopeBytes+1), 400},
+		{"long scope", "service=a&scope=" + strings.Repeat("a", tokenapi.MaxScopeBytes+1), 400},
 		{"too many scopes", many.Encode(), 400},
 		{"control in client_id", "service=a&client_id=%07", 400},
 		{"account without credentials", "service=a&account=alice", 401},

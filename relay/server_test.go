@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {
@@ -125,7 +127,7 @@ func TestAuth_anonymousForwardsEmptyUserAnd401AsksForPassword(t *testing.T) {
 	fv := newFakeVault(t, "registry")
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		if body["username"] == "" {
-			vaultError(w, 401, "credentials required")
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidCredentials, Message: "credentials required"})
 			return
 		}
 		fv.mint(w, body)
@@ -147,41 +149,55 @@ func TestAuth_anonymousForwardsEmptyUserAnd401AsksForPassword(t *testing.T) {
 	}
 }
 
-// TestAuth_answerTable walks SPEC section 5's table: what Vault answers and
-// what the client gets, for GET and POST.
+// TestAuth_answerTable walks the README's answer table: what Vault or the
+// plugin answers and what the client gets, for GET and POST. The plugin's
+// refusals carry a code (code set here); Vault's own carry only a status.
 func TestAuth_answerTable(t *testing.T) {
 	cases := []struct {
 		name        string
 		status      int
+		code        tokenapi.Code // the plugin's refusal code; empty: Vault's own refusal
+		retry       int64         // the refusal's retry_after
 		msg         string
 		want        int
-		code        string // registry code (GET)
+		regCode     string // registry code (GET)
 		oauth       string // OAuth2 error (POST)
 		retryAfter  string
 		log         string // in the relay's log
 		forgetMount bool
 	}{
-		{"plugin 400", 400, `malformed scope "repository:a"`, 400, "BAD_REQUEST", "invalid_request", "", "", false},
-		{"plugin 401", 401, "invalid username or password", 401, "UNAUTHORIZED", "invalid_grant", "", "", false},
-		{"locked out", 429, `user "alice" is locked out; retry after 123s`, 429, "TOOMANYREQUESTS",
+		{"plugin 400", 400, tokenapi.CodeInvalidRequest, 0, `account "bob" does not match`, 400, "BAD_REQUEST", "invalid_request", "", "", false},
+		{"malformed scope", 400, tokenapi.CodeInvalidScope, 0, `malformed scope "repository:a"`, 400, "BAD_REQUEST", "invalid_scope", "", "", false},
+		{"plugin 401", 401, tokenapi.CodeInvalidCredentials, 0, "invalid username or password", 401, "UNAUTHORIZED", "invalid_grant", "", "", false},
+		{"locked out", 429, tokenapi.CodeLockedOut, 123, `user "alice" is locked out; retry after 123s`, 429, "TOOMANYREQUESTS",
 			"temporarily_unavailable", "123", "", false},
-		{"429 without a time", 429, "rate limit quota exceeded", 429, "TOOMANYREQUESTS",
+		{"busy", 429, tokenapi.CodeBusy, 1, "too many password checks in progress", 429, "TOOMANYREQUESTS",
+			"temporarily_unavailable", "1", "", false},
+		{"locked out without a time", 429, tokenapi.CodeLockedOut, 0, "locked out", 429, "TOOMANYREQUESTS",
 			"temporarily_unavailable", "60", "", false},
-		{"relay token refused", 403, "permission denied", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
+		{"vault's rate limit", 429, "", 0, "rate limit quota exceeded", 429, "TOOMANYREQUESTS",
+			"temporarily_unavailable", "60", "", false},
+		{"relay token refused", 403, "", 0, "permission denied", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
 			"vault refused the relay's token (403): check its policy allows update on registry/token", false},
-		{"sealed", 503, "Vault is sealed", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "sealed", false},
-		{"internal error", 500, "internal error", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
+		{"sealed", 503, "", 0, "Vault is sealed", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "sealed", false},
+		{"internal error", 500, "", 0, "internal error", 503, "UNAVAILABLE", "temporarily_unavailable", "5",
 			"vault answered an error", false},
-		{"bad gateway", 502, "upstream", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "vault answered an error", false},
-		{"odd status", 418, "teapot", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "unexpected status", false},
-		{"unmounted since the probe", 404, "unsupported path", 400, "BAD_REQUEST", "invalid_request", "", "", true},
+		{"bad gateway", 502, "", 0, "upstream", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "vault answered an error", false},
+		{"odd status", 418, "", 0, "teapot", 503, "UNAVAILABLE", "temporarily_unavailable", "5", "unexpected status", false},
+		{"unmounted since the probe", 404, "", 0, "unsupported path", 400, "BAD_REQUEST", "invalid_request", "", "", true},
 	}
 	for _, c := range cases {
 		for _, viaPOST := range []bool{false, true} {
 			name := c.name + map[bool]string{false: " GET", true: " POST"}[viaPOST]
 			t.Run(name, func(t *testing.T) {
 				fv := newFakeVault(t, "registry")
-				fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) { vaultError(w, c.status, c.msg) }
+				fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+					if c.code != "" {
+						pluginRefusal(w, tokenapi.Refusal{Code: c.code, Message: c.msg, RetryAfter: c.retry})
+						return
+					}
+					vaultError(w, c.status, c.msg)
+				}
 				s, logs := newTestRelay(t, fv.srv.URL)
 				var w *httptest.ResponseRecorder
 				if viaPOST {
@@ -209,17 +225,15 @@ func TestAuth_answerTable(t *testing.T) {
 				} else {
 					var code string
 					code, msg = registryErrorCode(t, w)
-					if code != c.code {
-						t.Errorf("code = %s, want %s", code, c.code)
+					if code != c.regCode {
+						t.Errorf("code = %s, want %s", code, c.regCode)
 					}
 				}
 				switch {
 				case c.want == 503 && strings.Contains(msg, c.msg):
 					t.Errorf("the cause reached the client: %q", msg)
-				case c.want != 503 && c.want != 400 && !strings.Contains(msg, c.msg):
-					t.Errorf("message %q lacks the plugin's %q", msg, c.msg)
-				case c.name == "plugin 400" && !strings.Contains(msg, c.msg):
-					t.Errorf("message %q lacks the plugin's %q", msg, c.msg)
+				case c.code != "" && msg != c.msg:
+					t.Errorf("message %q, want the plugin's %q as it is", msg, c.msg)
 				}
 				if c.log != "" && !strings.Contains(logs.String(), c.log) {
 					t.Errorf("log lacks %q:\n%s", c.log, logs)
@@ -620,34 +634,39 @@ func TestNew_refusesAnIncompleteConfig(t *testing.T) {
 }
 
 func TestMintedToken_readsThePluginAnswerStrictly(t *testing.T) {
-	tok := fakeJWT(map[string]any{"iss": "Token", "sub": "alice",
-		"access": []map[string]any{{"type": "repository", "name": "a", "actions": []string{"pull"}}}})
 	good := func() map[string]any {
-		return map[string]any{"token": tok, "access_token": tok, "expires_in": json.Number("300"),
-			"issued_at": "2024-01-02T03:04:05Z"}
+		return map[string]any{"token": "a.b.c", "access_token": "a.b.c", "expires_in": 300,
+			"issued_at": "2024-01-02T03:04:05Z", "iss": "Token", "sub": "alice",
+			"access": []map[string]any{{"type": "repository", "name": "a", "actions": []string{"pull"}}}}
 	}
-	m, err := readMinted(good())
-	if err != nil || m.Subject != "alice" || m.grantedScope() != "repository:a:pull" || m.ExpiresIn != 300 {
+	read := func(d map[string]any) (*mintedToken, error) {
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readMinted(b)
+	}
+	m, err := read(good())
+	if err != nil || m.Subject != "alice" || m.Issuer != "Token" || m.grantedScope() != "repository:a:pull" || m.ExpiresIn != 300 {
 		t.Fatalf("%+v %v", m, err)
 	}
 	bad := map[string]func(map[string]any){
 		"no token":             func(d map[string]any) { delete(d, "token") },
 		"token not a string":   func(d map[string]any) { d["token"] = 5 },
 		"access_token differs": func(d map[string]any) { d["access_token"] = "x.y.z" },
-		"negative expiry":      func(d map[string]any) { d["expires_in"] = json.Number("-1") },
-		"fractional expiry":    func(d map[string]any) { d["expires_in"] = json.Number("1.5") },
+		"negative expiry":      func(d map[string]any) { d["expires_in"] = -1 },
+		"fractional expiry":    func(d map[string]any) { d["expires_in"] = 1.5 },
 		"issued_at not a time": func(d map[string]any) { d["issued_at"] = "yesterday" },
 		"refresh not a string": func(d map[string]any) { d["refresh_token"] = 1 },
-		"two parts":            func(d map[string]any) { d["token"] = "a.b"; delete(d, "access_token") },
-		"payload not JSON": func(d map[string]any) {
-			d["token"] = "a.bm90IGpzb24.c"
-			delete(d, "access_token")
-		},
+		"sub not a string":     func(d map[string]any) { d["sub"] = []string{"alice"} },
+		"access not a list":    func(d map[string]any) { d["access"] = "repository:a:pull" },
+		"no access":            func(d map[string]any) { delete(d, "access") },
+		"no issuer":            func(d map[string]any) { delete(d, "iss") },
 	}
 	for name, edit := range bad {
 		d := good()
 		edit(d)
-		if _, err := readMinted(d); err == nil {
+		if _, err := read(d); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

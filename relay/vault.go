@@ -2,13 +2,13 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 const (
@@ -129,7 +131,8 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 		return false, f
 	}
 	defer release()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.probeBase+service+"/ca/pem", nil)
+	path := service + "/" + tokenapi.PathCAPEM
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.probeBase+path, nil)
 	if err != nil {
 		return false, unknownService(service)
 	}
@@ -138,12 +141,12 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 	resp, err := v.http.Do(req)
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, service+"/ca/pem", false)
+		return false, v.transportTrouble(ctx, err, path, false)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBytes))
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, service+"/ca/pem", false)
+		return false, v.transportTrouble(ctx, err, path, false)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBytes)) // so the connection is reused
 	switch {
@@ -155,9 +158,9 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 		}
 		return exists, nil
 	case resp.StatusCode == http.StatusServiceUnavailable:
-		return false, v.trouble("sealed", "vault is sealed or unavailable (503)", "path", service+"/ca/pem")
+		return false, v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path)
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return false, v.trouble("server_error", "vault answered an error", "path", service+"/ca/pem",
+		return false, v.trouble("server_error", "vault answered an error", "path", path,
 			"status", resp.StatusCode)
 	default:
 		if v.log.IsDebug() {
@@ -186,18 +189,34 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	defer release()
 	ctx = retrySafe(ctx, !unproven) // a retry of an unproven password could count two failures
 	path := req.vaultPath()
-	secret, err := v.client.Logical().WriteWithContext(ctx, path, req.vaultBody(v.ttl))
+	body, err := json.Marshal(req.vaultBody(v.ttl))
 	if err != nil {
-		f := v.refusal(ctx, err, req, unproven)
+		return nil, badRequest("cannot encode the request") // strings and numbers only: never happens
+	}
+	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
+	r.BodyBytes = body
+	// Not Logical().WriteRaw: it cancels its context when it returns, so the
+	// body of the answer (the token, or the refusal's code) could no longer
+	// be read. RawRequestWithContext leaves the context to the caller.
+	resp, err := v.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // deprecated for historical reasons only
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		f := v.refusal(ctx, err, resp, req, unproven)
 		if password && f.status == http.StatusUnauthorized {
 			v.credentials.forget(id)
 		}
 		return nil, f
 	}
-	if secret == nil {
-		return nil, v.trouble("bad_answer", "vault answered no data", "path", path)
+	data, err := readData(resp.Body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, v.transportTrouble(ctx, err, path, unproven)
+		}
+		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	t, err := readMinted(secret.Data)
+	t, err := readMinted(data)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
@@ -208,34 +227,27 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	return t, nil
 }
 
-var retryAfterRE = regexp.MustCompile(`retry after (\d+)s`)
-
-// defaultRetryAfter is the Retry-After of a 429 whose message names none.
-const defaultRetryAfter = 60
-
-// refusal turns Vault's answer to a token request into the client's.
-// passwordCheck says the plugin may have queued the request behind other
-// password checks.
-func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest, passwordCheck bool) *failure {
+// refusal turns Vault's refusal of a token request into the client's. The
+// plugin's refusals carry a code (tokenapi.Refusal), which alone decides
+// the answer; Vault's own refusals (no such mount, a denied token, sealed)
+// have only their status. passwordCheck says the plugin may have queued
+// the request behind other password checks.
+func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req *tokenRequest, passwordCheck bool) *failure {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
 		return v.transportTrouble(ctx, err, req.vaultPath(), passwordCheck)
 	}
-	msg := pluginMessage(re.Errors)
+	if resp != nil {
+		if r, ok := readRefusal(resp.Body); ok {
+			return refused(r, re.StatusCode)
+		}
+	}
+	msg := pluginMessage(strings.Join(re.Errors, "; "))
 	path := req.vaultPath()
 	switch code := re.StatusCode; {
 	case code == http.StatusBadRequest:
-		if req.RefreshToken != "" && strings.Contains(msg, "invalid refresh token") {
-			return unauthorized("invalid refresh token")
-		}
 		return badRequest("%s", msg)
 	case code == http.StatusUnauthorized:
-		if req.RefreshToken != "" {
-			return unauthorized("invalid refresh token")
-		}
-		if msg == "" {
-			msg = "invalid username or password"
-		}
 		return unauthorized(msg)
 	case code == http.StatusForbidden:
 		return v.trouble("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
@@ -245,16 +257,12 @@ func (v *vault) refusal(ctx context.Context, err error, req *tokenRequest, passw
 		v.mounts.forget(req.Service)
 		return unknownService(req.Service)
 	case code == http.StatusTooManyRequests:
-		secs := defaultRetryAfter
-		if m := retryAfterRE.FindStringSubmatch(msg); m != nil {
-			if n, err := strconv.Atoi(m[1]); err == nil && n > 0 {
-				secs = min(n, 24*60*60)
-			}
+		// Vault's own rate limit quota, which says when in Retry-After.
+		var secs int64
+		if resp != nil {
+			secs, _ = strconv.ParseInt(resp.Header.Get("Retry-After"), 10, 64)
 		}
-		if msg == "" {
-			msg = "too many requests"
-		}
-		return lockedOut(msg, secs)
+		return lockedOut("too many requests", retryAfter(secs))
 	case code == http.StatusServiceUnavailable:
 		return v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path, "error", msg)
 	case code >= 500:
@@ -317,13 +325,4 @@ func (v *vault) health(ctx context.Context) (string, bool) {
 	default:
 		return "unsealed", true
 	}
-}
-
-// pluginMessage is the plugin's error message as one bounded line.
-func pluginMessage(errs []string) string {
-	msg := oneLine(strings.Join(errs, "; "))
-	if len(msg) > 512 {
-		msg = msg[:512] + "…"
-	}
-	return msg
 }

@@ -6,7 +6,9 @@ package plugintest
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -27,6 +29,12 @@ func Call(ctx context.Context, b logical.Backend, req *logical.Request) (int, *l
 		msg = err.Error()
 	case resp != nil && resp.IsError():
 		msg = resp.Error().Error()
+	case resp != nil && resp.Data[logical.HTTPRawBody] != nil:
+		// A raw answer (a token path's refusal): Vault's error list in it.
+		var body struct{ Errors []string }
+		if raw, ok := resp.Data[logical.HTTPRawBody].(string); ok && json.Unmarshal([]byte(raw), &body) == nil {
+			msg = strings.Join(body.Errors, "; ")
+		}
 	}
 	return Status(req, resp, err), resp, msg
 }
@@ -50,8 +58,17 @@ func Status(req *logical.Request, resp *logical.Response, err error) int {
 	case resp == nil:
 		return http.StatusNoContent
 	}
-	if c, ok := resp.Data[logical.HTTPStatusCode].(int); ok {
+	// As Vault's HTTP layer reads a raw answer's status: over gRPC it
+	// arrives as a JSON number.
+	switch c := resp.Data[logical.HTTPStatusCode].(type) {
+	case int:
 		return c
+	case float64:
+		return int(c)
+	case json.Number:
+		if n, err := c.Int64(); err == nil {
+			return int(n)
+		}
 	}
 	return http.StatusOK
 }

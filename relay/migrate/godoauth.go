@@ -3,10 +3,11 @@ package migrate
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"vault-plugin-registry/backend"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // How godoauth read a user's access string (its vault.go and handlers.go),
@@ -183,10 +184,4 @@ func entryError(err error) string {
 }
 
 // quote shows untrusted input in a message: quoted, escaped, truncated.
-func quote(s string) string {
-	const max = 80
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
-	}
-	return strconv.Quote(s)
-}
+var quote = tokenapi.Quote

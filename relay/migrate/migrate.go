@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"vault-plugin-registry/relay"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // Exit statuses.
@@ -212,6 +214,5 @@ func loadConfig(path string, getenv func(string) string) (*relay.Config, error) 
 	return cfg, nil
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
+// oneLine folds a message into one line.
+var oneLine = tokenapi.OneLine

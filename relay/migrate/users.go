@@ -7,10 +7,11 @@ import (
 	"strings"
 
 	"vault-plugin-registry/backend"
+	"vault-plugin-registry/tokenapi"
 )
 
 // maxPasswordLen is bcrypt's limit, which the plugin enforces.
-const maxPasswordLen = 72
+const maxPasswordLen = tokenapi.MaxPasswordBytes
 
 // tally counts what happened to the users, for the summary.
 type tally struct {

@@ -276,3 +276,12 @@ func migrateCmd(env map[string]string, args ...string) result {
 	code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return env[k] })
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
+
+// rawStatus is the status of a raw answer.
+func rawStatus(resp *logical.Response) (int, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	s, ok := resp.Data[logical.HTTPStatusCode].(int)
+	return s, ok
+}
