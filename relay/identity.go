@@ -159,11 +159,20 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		ids.cache.drop(key) // revoked meanwhile: log in again
 	}
 	t, f := v.mint(ctx, req)
-	if f == nil || f.status != http.StatusUnauthorized {
+	// The plugin refuses a name it does not hold like a wrong password, and
+	// counts it: after lockout_threshold logins of an LDAP user the plugin
+	// answers 429 for that name. Both refusals go on to the auth mounts,
+	// which have their own lockout; when they refuse too, the plugin's
+	// answer stands, so a plugin user and an unknown name still look alike.
+	if f == nil || (f.status != http.StatusUnauthorized && f.status != http.StatusTooManyRequests) {
 		return t, f
 	}
+	pluginRefusal := f
 	token, until, f := ids.login(ctx, v, req)
 	if f != nil {
+		if f.status == http.StatusUnauthorized {
+			return nil, pluginRefusal
+		}
 		return nil, f
 	}
 	if until.After(time.Now()) {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // A Vault cluster (integrated storage) has one active node; standbys
@@ -154,12 +155,9 @@ const (
 	busy                              // the plugin refused before checking anything: pause, then again
 )
 
-// pluginBusy starts the message of the plugin's busy refusal (a 429;
-// backend.KindBusy). maxBusyBody bounds what is read to recognize it.
-const (
-	pluginBusy  = "too many password checks in progress"
-	maxBusyBody = 4 << 10
-)
+// maxBusyBody bounds what is read of a 429 to tell the plugin's busy
+// refusal (tokenapi.CodeBusy) from a lockout.
+const maxBusyBody = 4 << 10
 
 // RoundTrip implements http.RoundTripper.
 func (n *nodes) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -264,8 +262,9 @@ func (n *nodes) try(req *http.Request, nd *node, body []byte) (*http.Response, e
 	return resp, nil, answered
 }
 
-// pluginBusyAnswer reports whether a 429 is the plugin's busy refusal. It
-// reads the start of the body and puts it back.
+// pluginBusyAnswer reports whether a 429 is the plugin's busy refusal, by
+// the refusal's code (tokenapi), never its words. It reads the start of
+// the body and puts it back.
 func pluginBusyAnswer(resp *http.Response) bool {
 	head, err := io.ReadAll(io.LimitReader(resp.Body, maxBusyBody))
 	resp.Body = struct {
@@ -275,18 +274,10 @@ func pluginBusyAnswer(resp *http.Response) bool {
 	if err != nil {
 		return false
 	}
-	var answer struct{ Errors []string }
-	if json.Unmarshal(head, &answer) != nil {
-		return false
+	var answer struct {
+		Data tokenapi.Refusal `json:"data"`
 	}
-	for _, e := range answer.Errors {
-		// Vault may wrap it: "1 error occurred:\n\t* too many password…".
-		// No lockout message can hold it: user names are [a-z0-9._-].
-		if strings.Contains(e, pluginBusy) {
-			return true
-		}
-	}
-	return false
+	return json.Unmarshal(head, &answer) == nil && answer.Data.Code == tokenapi.CodeBusy
 }
 
 // neverSent reports whether err happened before the request left: the

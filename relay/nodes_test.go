@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"vault-plugin-registry/tokenapi"
 )
 
 // deadAddr is an address where nothing listens.
@@ -238,12 +240,12 @@ func TestNodes_busyIsRetriedLockoutIsNot(t *testing.T) {
 			_ = json.Unmarshal(raw, &body)
 			if body.Username == "lars" {
 				lockedCalls.Add(1)
-				vaultError(w, http.StatusTooManyRequests, `user "lars" is locked out; retry after 60s`)
+				pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeLockedOut, Message: `user "lars" is locked out; retry after 60s`, RetryAfter: 60})
 				return
 			}
 			if busyLeft.Add(-1) >= 0 {
-				// As Vault words it: wrapped by go-multierror.
-				vaultError(w, http.StatusTooManyRequests, "1 error occurred:\n\t* too many password checks in progress; retry after 1s\n\n")
+				// Known by its code, whatever its words.
+				pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeBusy, Message: "any words at all", RetryAfter: 1})
 				return
 			}
 		}
