@@ -22,7 +22,8 @@ type failure struct {
 	status     int
 	oauthCode  string // the OAuth2 error code, for POST answers
 	msg        string
-	retryAfter int // seconds; for 429 and 503
+	retryAfter int  // seconds; for 429 and 503
+	busy       bool // the plugin's busy refusal: nothing was checked
 }
 
 func (f *failure) Error() string { return f.msg }

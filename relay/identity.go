@@ -160,17 +160,19 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 	}
 	t, f := v.mint(ctx, req)
 	// The plugin refuses a name it does not hold like a wrong password, and
-	// counts it: after lockout_threshold logins of an LDAP user the plugin
+	// counts it, so after lockout_threshold logins of an LDAP user it
 	// answers 429 for that name. Both refusals go on to the auth mounts,
-	// which have their own lockout; when they refuse too, the plugin's
-	// answer stands, so a plugin user and an unknown name still look alike.
+	// which have their own lockout. When the mounts refuse too, the answer
+	// is their 401 whatever the plugin said: a 429 there would tell an
+	// LDAP user who logs in often from a name nobody uses. Only the
+	// plugin's busy refusal (nothing checked) stands, so the client retries.
 	if f == nil || (f.status != http.StatusUnauthorized && f.status != http.StatusTooManyRequests) {
 		return t, f
 	}
 	pluginRefusal := f
 	token, until, f := ids.login(ctx, v, req)
 	if f != nil {
-		if f.status == http.StatusUnauthorized {
+		if f.status == http.StatusUnauthorized && pluginRefusal.busy {
 			return nil, pluginRefusal
 		}
 		return nil, f

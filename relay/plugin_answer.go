@@ -120,8 +120,12 @@ func refused(r tokenapi.Refusal, status int) *failure {
 		// A refresh token the plugin no longer takes is a 401 here:
 		// clients log in again on a 401, not on a 400.
 		return unauthorized(msg)
-	case tokenapi.CodeLockedOut, tokenapi.CodeBusy:
+	case tokenapi.CodeLockedOut:
 		return lockedOut(msg, retryAfter(r.RetryAfter))
+	case tokenapi.CodeBusy:
+		f := lockedOut(msg, retryAfter(r.RetryAfter))
+		f.busy = true
+		return f
 	}
 	switch status {
 	case http.StatusUnauthorized:
