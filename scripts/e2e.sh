@@ -6,6 +6,10 @@
 # they may share a server started once per process; families are spread
 # over the processes by their weight (E2E_WEIGHTS, or 1 a test).
 #
+# Tests that compare timings (E2E_ALONE, a name pattern: the user-enumeration
+# timing tests) run afterwards in one process of their own, with nothing
+# else on the machine, since a neighbour's burst skews their medians.
+#
 # Each process writes its own log; the logs are printed one after another
 # when all have ended, so the output reads as a sequential run. Exits non-zero
 # when any process failed. Extra arguments go to every `go test`.
@@ -18,6 +22,7 @@ cd "$ROOT"
 JOBS=${E2E_JOBS:-3}
 TIMEOUT=${E2E_TIMEOUT:-45m}
 FILTER=${E2E_RUN:-.}
+ALONE=${E2E_ALONE:-'^(TestHardening_noUserEnumerationByTime|TestRaft_noUserEnumerationByTime)$'}
 # Families known to be heavy (measured minutes, roughly); others weigh
 # one unit per test.
 WEIGHTS=${E2E_WEIGHTS:-"TestCluster=12 TestHA=12 TestDocker=3 TestIdentity=6 TestRotation=6 TestHardening=6 TestClients=4 TestDeploy=6 TestRelayToken=5 TestRecipe=2"}
@@ -27,6 +32,8 @@ if [ -z "$tests" ]; then
 	echo "e2e: no test matches $FILTER" >&2
 	exit 1
 fi
+alone=$(grep -E "$ALONE" <<<"$tests" || true)
+tests=$(grep -vE "$ALONE" <<<"$tests" || true)
 
 # Greedy: the heaviest family goes to the least loaded process.
 plan=$(awk -v jobs="$JOBS" -v weights="$WEIGHTS" '
@@ -49,6 +56,7 @@ trap 'rm -rf "$logs"' EXIT
 pids=()
 i=0
 while read -r names; do
+	[ -n "$names" ] || continue
 	i=$((i + 1))
 	echo "e2e: process $i runs ${names//|/ }"
 	go test -tags e2e -count=1 -v -timeout "$TIMEOUT" -run "^($names)\$" "$@" ./e2e/ >"$logs/$i.log" 2>&1 &
@@ -63,6 +71,15 @@ for j in "${!pids[@]}"; do
 		failed+=($((j + 1)))
 	fi
 done
+if [ -n "$alone" ]; then
+	i=$((i + 1))
+	names=$(paste -sd'|' <<<"$alone")
+	echo "e2e: process $i runs ${names//|/ } (alone)"
+	if ! go test -tags e2e -count=1 -v -timeout "$TIMEOUT" -run "^($names)\$" "$@" ./e2e/ >"$logs/$i.log" 2>&1; then
+		rc=1
+		failed+=("$i")
+	fi
+fi
 for j in $(seq 1 "$i"); do
 	echo "=== e2e process $j"
 	cat "$logs/$j.log"
