@@ -63,6 +63,7 @@ type abuseRig struct {
 	logs *syncBuffer
 	addr string
 
+	checkCost   atomic.Int64 // nanoseconds one password check takes; pluginPasswordCheckCost unless set
 	checks      atomic.Int64 // wrong passwords checked by the stand-in plugin
 	busy        atomic.Int64 // requests it refused: too many password checks
 	waiting     atomic.Int64 // requests waiting for a password check now
@@ -71,6 +72,7 @@ type abuseRig struct {
 
 func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
 	rig := &abuseRig{t: t, fv: newFakeVault(t, "registry")}
+	rig.checkCost.Store(int64(pluginPasswordCheckCost))
 	slots := make(chan struct{}, pluginPasswordChecks)
 	rig.fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		user, _ := body["username"].(string)
@@ -96,7 +98,7 @@ func newAbuseRig(t *testing.T, edit ...func(*Config)) *abuseRig {
 			rig.waiting.Add(-1)
 			return
 		}
-		time.Sleep(pluginPasswordCheckCost)
+		time.Sleep(time.Duration(rig.checkCost.Load()))
 		<-slots
 		rig.checks.Add(1)
 		vaultError(w, http.StatusUnauthorized, "invalid username or password")
@@ -503,6 +505,11 @@ func TestAbuse_wrongPasswordFlood(t *testing.T) {
 		// timeout rightly marks Vault down for a moment (500 ms did, under
 		// -race beside other tests).
 		rig := newAbuseRig(t, func(c *Config) { c.Storage.Vault.Timeout = Duration(time.Second) })
+		// Slower checks (a higher bcrypt cost), so that the queue the
+		// relay lets through (about 30 checks, two at a time) takes
+		// longer than the timeout: at 60 ms a check it took 0.9 s, and
+		// whether any check timed out was a matter of scheduling.
+		rig.checkCost.Store(int64(150 * time.Millisecond))
 		passwordFlood(rig)
 		if !strings.Contains(rig.logs.String(), "did not answer a password check in time") {
 			t.Errorf("no password check timed out:\n%s", rig.logs.String())
