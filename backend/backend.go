@@ -14,7 +14,7 @@ import (
 )
 
 // Backend holds what one mount keeps in memory: the cached config, the
-// parsed key ring, the users' parsed access and verified credentials, and
+// parsed key ring, the user records, their parsed access and verified credentials, and
 // the limits on password checks. Storage is passed in with each call, as
 // Vault hands it to each request.
 type Backend struct {
@@ -29,6 +29,7 @@ type Backend struct {
 
 	userLocks []*locksutil.LockEntry // per-user write locks
 	users     sync.Map               // name → *cachedUser
+	records   *userRecords           // user records as stored (records.go)
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
@@ -75,6 +76,7 @@ func New(opts Options) *Backend {
 		credKey:        key,
 		passwordChecks: make(chan struct{}, opts.PasswordChecks),
 		checks:         newCheckState(unknownNamesTracked),
+		records:        newUserRecords(userRecordsKept),
 	}
 }
 
@@ -87,7 +89,9 @@ func (b *Backend) Invalidate(_ context.Context, key string) {
 	case key == ringKey:
 		b.ring.Store(nil)
 	case strings.HasPrefix(key, userPrefix):
-		b.users.Delete(strings.TrimPrefix(key, userPrefix))
+		name := strings.TrimPrefix(key, userPrefix)
+		b.records.drop(name)
+		b.users.Delete(name)
 	}
 }
 
@@ -100,6 +104,7 @@ func (b *Backend) Reset() {
 
 func (b *Backend) dropCredentials() {
 	b.users.Clear()
+	b.records.clear()
 }
 
 // Now is the backend's clock.

@@ -41,12 +41,22 @@ func TestLockout_concurrentGuessesConcludeAtMostThreshold(t *testing.T) {
 	}
 	close(start)
 	// The right password comes once the guesses hold every check the
-	// threshold allows, before any of them concluded.
-	for inFlight := 0; inFlight < cfg.LockoutThreshold; {
+	// threshold allows: failures counted plus checks in flight. (The
+	// guesses may conclude before this loop runs again: then bob is
+	// locked out, and the answer must be the same.)
+	for held := 0; held < cfg.LockoutThreshold; {
 		runtime.Gosched()
+		u, err := f.b.ReadUser(f.ctx, f.s, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = u.Lockout.Failures
+		if f.b.lockout(cfg, u.Lockout).locked {
+			held = cfg.LockoutThreshold
+		}
 		f.b.checks.mu.Lock()
 		if p := f.b.checks.inFlight["bob"]; p != nil {
-			inFlight = p.n
+			held += p.n
 		}
 		f.b.checks.mu.Unlock()
 	}

@@ -106,17 +106,21 @@ func (b *Backend) ReadUser(ctx context.Context, s logical.Storage, name string) 
 	if !ValidUserName(name) {
 		return nil, nil
 	}
+	u, kept, epoch := b.records.get(name)
+	if kept {
+		return u, nil
+	}
 	entry, err := s.Get(ctx, userPrefix+name)
 	if err != nil {
 		return nil, fmt.Errorf("read user: %w", err)
 	}
-	if entry == nil {
-		return nil, nil
+	if entry != nil {
+		u = new(User)
+		if err := json.Unmarshal(entry.Value, u); err != nil {
+			return nil, fmt.Errorf("decode user %s: %w", quote(name), err)
+		}
 	}
-	u := new(User)
-	if err := json.Unmarshal(entry.Value, u); err != nil {
-		return nil, fmt.Errorf("decode user %s: %w", quote(name), err)
-	}
+	b.records.fill(name, u, epoch)
 	return u, nil
 }
 
@@ -236,7 +240,9 @@ func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string
 	lock := locksutil.LockForKey(b.userLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
-	if err := s.Delete(ctx, userPrefix+name); err != nil {
+	err := s.Delete(ctx, userPrefix+name)
+	b.records.drop(name) // whether or not the delete got through
+	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
 	}
 	b.users.Delete(name)
@@ -251,7 +257,9 @@ func (b *Backend) putUser(ctx context.Context, s logical.Storage, u *User) error
 	if err != nil {
 		return err
 	}
-	if err := s.Put(ctx, entry); err != nil {
+	err = s.Put(ctx, entry)
+	b.records.drop(u.Name) // whether or not the write got through
+	if err != nil {
 		return fmt.Errorf("store user: %w", err)
 	}
 	return nil
