@@ -113,3 +113,6 @@ func (b *Backend) Now() time.Time { return b.now() }
 // BcryptRuns counts the bcrypt comparisons done so far, decoys included;
 // a credential cache hit does none.
 func (b *Backend) BcryptRuns() int64 { return b.bcryptRuns.Load() }
+
+// Logger is the mount's logger.
+func (b *Backend) Logger() hclog.Logger { return b.logger }

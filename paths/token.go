@@ -11,20 +11,36 @@ import (
 	"vault-plugin-registry/tokenapi"
 )
 
+// Field schemas of the token paths; token/batch parses each of its
+// requests with the same ones.
+var (
+	scopeField    = &framework.FieldSchema{Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`}
+	clientIDField = &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens for auditing."}
+	ttlField      = &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."}
+
+	refreshFields = map[string]*framework.FieldSchema{
+		tokenapi.FieldRefreshToken: {Type: framework.TypeString, Description: "A refresh token from an earlier token request with offline_token.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		tokenapi.FieldScope:        scopeField,
+		tokenapi.FieldClientID:     clientIDField,
+		tokenapi.FieldTTL:          ttlField,
+	}
+	tokenFields = map[string]*framework.FieldSchema{
+		tokenapi.FieldUsername:     {Type: framework.TypeString, Description: "User name; empty asks for anonymous access."},
+		tokenapi.FieldPassword:     {Type: framework.TypeString, Description: "The user's password.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		tokenapi.FieldScope:        scopeField,
+		tokenapi.FieldAccount:      {Type: framework.TypeString, Description: "The account the client names; if given with username they must match."},
+		tokenapi.FieldClientID:     clientIDField,
+		tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token (docker login's identity token)."},
+		tokenapi.FieldTTL:          ttlField,
+	}
+)
+
 func tokenPaths(b *backend.Backend) []*framework.Path {
 	h := &tokenHandler{b: b}
-	scope := &framework.FieldSchema{Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`}
-	clientID := &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens for auditing."}
-	ttl := &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."}
 	return []*framework.Path{
 		{
 			Pattern: tokenapi.PathRefresh + "$",
-			Fields: map[string]*framework.FieldSchema{
-				tokenapi.FieldRefreshToken: {Type: framework.TypeString, Description: "A refresh token from an earlier token request with offline_token.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				tokenapi.FieldScope:        scope,
-				tokenapi.FieldClientID:     clientID,
-				tokenapi.FieldTTL:          ttl,
-			},
+			Fields:  refreshFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.refresh, Summary: "Mint a registry token from a refresh token."},
 			},
@@ -33,20 +49,23 @@ func tokenPaths(b *backend.Backend) []*framework.Path {
 		},
 		{
 			Pattern: tokenapi.PathToken + "$",
-			Fields: map[string]*framework.FieldSchema{
-				tokenapi.FieldUsername:     {Type: framework.TypeString, Description: "User name; empty asks for anonymous access."},
-				tokenapi.FieldPassword:     {Type: framework.TypeString, Description: "The user's password.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				tokenapi.FieldScope:        scope,
-				tokenapi.FieldAccount:      {Type: framework.TypeString, Description: "The account the client names; if given with username they must match."},
-				tokenapi.FieldClientID:     clientID,
-				tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token (docker login's identity token)."},
-				tokenapi.FieldTTL:          ttl,
-			},
+			Fields:  tokenFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{Callback: h.token, Summary: "Authenticate a user and mint a registry token."},
 			},
 			HelpSynopsis:    tokenHelpSynopsis,
 			HelpDescription: tokenHelpDescription,
+		},
+		{
+			Pattern: tokenapi.PathTokenBatch + "$",
+			Fields: map[string]*framework.FieldSchema{
+				tokenapi.FieldRequests: {Type: framework.TypeSlice, Description: "The token requests: objects with the fields of token, or of token/refresh when they hold refresh_token."},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: h.batch, Summary: "Mint several registry tokens in one call."},
+			},
+			HelpSynopsis:    batchHelpSynopsis,
+			HelpDescription: batchHelpDescription,
 		},
 	}
 }
@@ -54,7 +73,25 @@ func tokenPaths(b *backend.Backend) []*framework.Path {
 type tokenHandler struct{ b *backend.Backend }
 
 func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.b.Mint(ctx, req.Storage, backend.TokenRequest{
+	tok, err := h.mint(ctx, req, d)
+	if err != nil {
+		return refuse(err)
+	}
+	return tokenResponse(tok), nil
+}
+
+func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	tok, err := h.mintFromRefresh(ctx, req, d)
+	if err != nil {
+		return refuse(err)
+	}
+	return tokenResponse(tok), nil
+}
+
+// mint authenticates the user of a token request (d has tokenFields) and
+// mints the token.
+func (h *tokenHandler) mint(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
+	return h.b.Mint(ctx, req.Storage, backend.TokenRequest{
 		Service:  service(req),
 		Username: d.Get(tokenapi.FieldUsername).(string),
 		Password: d.Get(tokenapi.FieldPassword).(string),
@@ -64,13 +101,11 @@ func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *frame
 		Offline:  d.Get(tokenapi.FieldOfflineToken).(bool),
 		TTL:      time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	})
-	if err != nil {
-		return refuse(err)
-	}
-	return tokenResponse(tok), nil
 }
 
-func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+// mintFromRefresh mints from a refresh token (d has refreshFields): a
+// user's, or a Vault identity's (identity_token.go).
+func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
 	rr := backend.RefreshRequest{
 		Service:      service(req),
 		RefreshToken: d.Get(tokenapi.FieldRefreshToken).(string),
@@ -78,19 +113,18 @@ func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *fra
 		Scopes:       d.Get(tokenapi.FieldScope).([]string),
 		TTL:          time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	}
-	mint := h.b.MintFromRefresh
 	if backend.IsIdentityRefreshToken(rr.RefreshToken) {
-		mint = h.b.MintFromIdentityRefresh // a Vault identity's (identity_token.go)
+		return h.b.MintFromIdentityRefresh(ctx, req.Storage, rr)
 	}
-	tok, err := mint(ctx, req.Storage, rr)
-	if err != nil {
-		return refuse(err)
-	}
-	return tokenResponse(tok), nil
+	return h.b.MintFromRefresh(ctx, req.Storage, rr)
 }
 
 func tokenResponse(t *backend.Token) *logical.Response {
-	a := tokenapi.Answer{
+	return &logical.Response{Data: tokenAnswer(t).Data()}
+}
+
+func tokenAnswer(t *backend.Token) *tokenapi.Answer {
+	a := &tokenapi.Answer{
 		Token:        t.JWT,
 		AccessToken:  t.JWT,
 		ExpiresIn:    seconds(t.ExpiresIn),
@@ -103,7 +137,7 @@ func tokenResponse(t *backend.Token) *logical.Response {
 	for i, g := range t.Access {
 		a.Access[i] = tokenapi.Grant{Type: g.Type, Name: g.Name, Actions: g.Actions}
 	}
-	return &logical.Response{Data: a.Data()}
+	return a
 }
 
 const tokenHelpSynopsis = "Authenticate a registry user and mint a bearer token for the registry."

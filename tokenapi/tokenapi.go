@@ -18,6 +18,11 @@ const (
 	// PathIdentityToken mints for the Vault identity of the caller's own
 	// Vault token; it answers like PathToken.
 	PathIdentityToken = "token/identity"
+	// PathTokenBatch takes several token requests in one call (FieldRequests)
+	// and answers each in order (FieldAnswers): the relay's way to spare
+	// Vault a request, a token lookup and a plugin round trip per token
+	// when many arrive at once.
+	PathTokenBatch = "token/batch"
 	// PathCAPEM answers the PEM bundle without a Vault token; the relay
 	// reads it to tell a plugin mount from any other Vault path.
 	PathCAPEM = "ca/pem"
@@ -34,6 +39,26 @@ const (
 	FieldTTL          = "ttl" // seconds
 	FieldRefreshToken = "refresh_token"
 )
+
+// Fields of PathTokenBatch.
+const (
+	// FieldRequests is the list of requests: each an object with the
+	// fields of PathToken, or of PathRefresh when it has refresh_token.
+	FieldRequests = "requests"
+	// FieldAnswers is the list of BatchAnswer, one per request, in order.
+	FieldAnswers = "answers"
+)
+
+// MaxBatch bounds the requests of one PathTokenBatch call.
+const MaxBatch = 32
+
+// BatchAnswer answers one request of a batch: Status is what the single
+// path would have answered, Data its data: an Answer for 200, a Refusal
+// otherwise (a 500's Refusal has no code: the plugin failed).
+type BatchAnswer struct {
+	Status int `json:"status"`
+	Data   any `json:"data"`
+}
 
 // Limits on a token request, the same on both sides.
 const (

@@ -1,0 +1,94 @@
+package paths
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-registry/backend"
+	"vault-plugin-registry/tokenapi"
+)
+
+// batch answers several token requests in one call. Each request is parsed
+// with the single path's fields and minted as the single path would, all
+// at once; each gets its own answer, in order: one request's refusal or
+// failure touches no other. The call as a whole is refused only when it is
+// malformed.
+func (h *tokenHandler) batch(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	raw, _ := d.GetOk(tokenapi.FieldRequests)
+	items, _ := raw.([]any)
+	switch {
+	case len(items) == 0:
+		return logical.ErrorResponse("%s: want a list of 1 to %d token requests", tokenapi.FieldRequests, tokenapi.MaxBatch), nil
+	case len(items) > tokenapi.MaxBatch:
+		return logical.ErrorResponse("%s: %d token requests, at most %d in one call", tokenapi.FieldRequests, len(items), tokenapi.MaxBatch), nil
+	}
+	entries := make([]map[string]any, len(items))
+	for i, item := range items {
+		m, ok := item.(map[string]any)
+		if !ok {
+			return logical.ErrorResponse("%s[%d]: want an object with a token request's fields", tokenapi.FieldRequests, i), nil
+		}
+		entries[i] = m
+	}
+	answers := make([]tokenapi.BatchAnswer, len(entries))
+	var wg sync.WaitGroup
+	for i, m := range entries {
+		wg.Go(func() { answers[i] = h.batchEntry(ctx, req, m) })
+	}
+	wg.Wait()
+	return &logical.Response{Data: map[string]any{tokenapi.FieldAnswers: answers}}, nil
+}
+
+// batchEntry mints one request of a batch: a refresh-token grant when it
+// holds refresh_token, else a password (or anonymous) one.
+func (h *tokenHandler) batchEntry(ctx context.Context, req *logical.Request, m map[string]any) tokenapi.BatchAnswer {
+	mint, fields := h.mint, tokenFields
+	if _, ok := m[tokenapi.FieldRefreshToken]; ok {
+		mint, fields = h.mintFromRefresh, refreshFields
+	}
+	d := &framework.FieldData{Raw: m, Schema: fields}
+	if err := d.Validate(); err != nil {
+		return batchRefusal(tokenapi.CodeInvalidRequest, err.Error(), 0)
+	}
+	tok, err := mint(ctx, req, d)
+	if err == nil {
+		return tokenapi.BatchAnswer{Status: http.StatusOK, Data: tokenAnswer(tok)}
+	}
+	e, ok := backend.AsError(err)
+	if !ok {
+		h.b.Logger().Error("token request of a batch failed", "error", err)
+		return tokenapi.BatchAnswer{Status: http.StatusInternalServerError, Data: tokenapi.Refusal{Message: "internal error"}}
+	}
+	code, ok := codes[e.Kind]
+	if !ok {
+		h.b.Logger().Error("token request of a batch failed", "error", fmt.Sprintf("%s (kind %d)", e.Msg, e.Kind))
+		return tokenapi.BatchAnswer{Status: http.StatusInternalServerError, Data: tokenapi.Refusal{Message: "internal error"}}
+	}
+	return batchRefusal(code, e.Msg, seconds(e.RetryAfter))
+}
+
+func batchRefusal(code tokenapi.Code, msg string, retryAfter int64) tokenapi.BatchAnswer {
+	return tokenapi.BatchAnswer{Status: code.Status(), Data: tokenapi.Refusal{Code: code, Message: msg, RetryAfter: retryAfter}}
+}
+
+const batchHelpSynopsis = "Mint several registry tokens in one call (the relay's batching)."
+
+const batchHelpDescription = `
+godoauth-relay sends the token requests that arrive while its earlier calls
+are in flight in one call here, sparing Vault a request, a token lookup and
+a round trip to the plugin per token. requests is a list of at most 32
+objects, each with the fields of token (or of token/refresh when it holds
+refresh_token). Each is checked and minted exactly as on its own path, with
+the same lockout, credential cache and refusals.
+
+The answer's data holds answers: one object per request, in order, with
+status (what the single path would have answered) and data (the token
+path's answer for 200; a refusal with code, message and retry_after
+otherwise). A malformed call (no list, more than 32 requests, an item that
+is not an object) is a 400; one request's refusal touches no other.
+`
