@@ -555,6 +555,7 @@ func (v *Vault) RelayToken(t testing.TB, services ...string) string {
 	for _, s := range services {
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token")
 		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token/refresh")
+		fmt.Fprintf(&policy, "path %q {\n  capabilities = [\"update\"]\n}\n", s+"/token/batch")
 	}
 	// As deploy/policies/relay.hcl: the relay renews its own token.
 	policy.WriteString("path \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}\n")

@@ -25,8 +25,12 @@ type fakeVault struct {
 	srv    *httptest.Server
 	mounts map[string]bool // services with the plugin
 
-	probes atomic.Int32
-	tokens atomic.Int32
+	probes  atomic.Int32
+	tokens  atomic.Int32 // token requests, single or in a batch
+	batches atomic.Int32 // token/batch calls
+	// batchStatus, when not 0, is Vault's answer to token/batch (403: a
+	// policy without the path; 404: an older plugin).
+	batchStatus atomic.Int32
 
 	mu       sync.Mutex
 	lastPath string
@@ -76,6 +80,8 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	case strings.HasSuffix(path, "/"+tokenapi.PathTokenBatch):
+		fv.batch(w, r)
 	case strings.HasSuffix(path, "/token") || strings.HasSuffix(path, "/token/refresh"):
 		fv.tokens.Add(1)
 		var body map[string]any
@@ -106,6 +112,50 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		vaultError(w, 404, "unsupported path")
 	}
+}
+
+// batch answers token/batch: each request as the single path would.
+func (fv *fakeVault) batch(w http.ResponseWriter, r *http.Request) {
+	fv.batches.Add(1)
+	if r.Header.Get("X-Vault-Token") != relayToken {
+		vaultError(w, 403, "permission denied")
+		return
+	}
+	if status := fv.batchStatus.Load(); status != 0 {
+		vaultError(w, int(status), "refused")
+		return
+	}
+	var body struct {
+		Requests []map[string]any `json:"requests"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Requests) == 0 || len(body.Requests) > tokenapi.MaxBatch {
+		vaultError(w, 400, "requests: want a list of 1 to 32 token requests")
+		return
+	}
+	answers := make([]map[string]any, len(body.Requests))
+	var wg sync.WaitGroup
+	for i, req := range body.Requests {
+		wg.Go(func() {
+			fv.tokens.Add(1)
+			fv.mu.Lock()
+			fv.lastPath, fv.lastBody, fv.lastAuth = r.Method+" "+strings.TrimPrefix(r.URL.Path, "/v1/"), req, r.Header.Get("X-Vault-Token")
+			token := fv.token
+			fv.mu.Unlock()
+			rec := httptest.NewRecorder()
+			if token != nil {
+				token(rec, r, req)
+			} else {
+				fv.mint(rec, req)
+			}
+			var one struct {
+				Data any `json:"data"`
+			}
+			_ = json.Unmarshal(rec.Body.Bytes(), &one)
+			answers[i] = map[string]any{"status": rec.Code, "data": one.Data}
+		})
+	}
+	wg.Wait()
+	writeJSON(w, 200, map[string]any{"data": map[string]any{"answers": answers}})
 }
 
 // fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.

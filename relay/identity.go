@@ -314,7 +314,7 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		}
 		return nil, v.refusal(ctx, err, resp, req, false)
 	}
-	data, err := readData(resp.Body)
+	data, err := readData(resp.Body, maxAnswerBytes)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, false)

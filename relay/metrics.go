@@ -40,6 +40,8 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	vaultErrors *prometheus.CounterVec
 	failovers   prometheus.Counter
+	batches     prometheus.Counter
+	batched     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -64,10 +66,18 @@ func newMetrics() *metrics {
 		Name: "godoauth_relay_vault_failovers_total",
 		Help: "Vault calls sent to another node of the cluster after one failed (relay/nodes.go).",
 	})
+	m.batches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "godoauth_relay_vault_token_batches_total",
+		Help: "Calls to a mount's token/batch path: token requests that arrived while the mount's calls were in flight, sent together (relay/batch.go).",
+	})
+	m.batched = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "godoauth_relay_vault_batched_token_requests_total",
+		Help: "Token requests sent in a token/batch call; over godoauth_relay_vault_token_batches_total, the mean batch size.",
+	})
 	for _, k := range vaultTroubles {
 		m.vaultErrors.WithLabelValues(k)
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers,
+	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers, m.batches, m.batched,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

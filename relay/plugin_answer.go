@@ -36,14 +36,14 @@ type mintedToken struct {
 	Access  []tokenapi.Grant
 }
 
-// readData reads the data object of a Vault answer.
-func readData(body io.Reader) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(body, maxAnswerBytes+1))
+// readData reads the data object of a Vault answer of at most limit bytes.
+func readData(body io.Reader, limit int) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(raw) > maxAnswerBytes {
-		return nil, fmt.Errorf("answer larger than %d bytes", maxAnswerBytes)
+	if len(raw) > limit {
+		return nil, fmt.Errorf("answer larger than %d bytes", limit)
 	}
 	var answer struct {
 		Data json.RawMessage `json:"data"`
@@ -99,7 +99,7 @@ func readMinted(data []byte) (*mintedToken, error) {
 // error answer; false when the answer holds none (Vault's own refusals).
 func readRefusal(body io.Reader) (tokenapi.Refusal, bool) {
 	var r tokenapi.Refusal
-	data, err := readData(body)
+	data, err := readData(body, maxAnswerBytes)
 	if err != nil || json.Unmarshal(data, &r) != nil || r.Code == "" {
 		return tokenapi.Refusal{}, false
 	}

@@ -47,6 +47,7 @@ type vault struct {
 	credentials *provenCredentials
 	mounts      *mountCache
 	issuer      *issuerCheck
+	batchers    sync.Map // service → *batcher (batch.go)
 
 	loud sync.Map // trouble kind → *throttle
 }
@@ -170,18 +171,40 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 }
 
-// mint sends one token request to the plugin. A password that got no
-// token lately waits for a place among maxUnprovenCalls first.
+// mint gets a token from the plugin. A password that got no token lately
+// waits for a place among maxUnprovenCalls first and goes alone; every
+// other request may go in a batch with others for the same mount
+// (batch.go): it is safe to retry, so a batch of them is too.
 func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
 	id, password := v.credentials.id(req)
-	unproven := password && !v.credentials.proven(id)
-	if unproven {
-		leave, f := v.enterUnproven(ctx)
-		if f != nil {
-			return nil, f
+	var t *mintedToken
+	var f *failure
+	if password && !v.credentials.proven(id) {
+		leave, lf := v.enterUnproven(ctx)
+		if lf != nil {
+			return nil, lf
 		}
-		defer leave()
+		t, f = v.mintOne(ctx, req, true)
+		leave()
+	} else {
+		t, f = v.batcher(req.Service).submit(ctx, req)
 	}
+	switch {
+	case f == nil:
+		v.issuer.check(req.Service, t.Issuer)
+		if password {
+			v.credentials.remember(id)
+		}
+	case password && f.status == http.StatusUnauthorized:
+		v.credentials.forget(id)
+	}
+	return t, f
+}
+
+// mintOne sends one token request to the plugin's single path. unproven
+// says it checks a password that got no token lately: it is not retried on
+// another node, and its timeout may be the plugin's queue of checks.
+func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (*mintedToken, *failure) {
 	release, f := v.enter(ctx)
 	if f != nil {
 		return nil, f
@@ -203,13 +226,9 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		defer resp.Body.Close()
 	}
 	if err != nil {
-		f := v.refusal(ctx, err, resp, req, unproven)
-		if password && f.status == http.StatusUnauthorized {
-			v.credentials.forget(id)
-		}
-		return nil, f
+		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
-	data, err := readData(resp.Body)
+	data, err := readData(resp.Body, maxAnswerBytes)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, unproven)
@@ -219,10 +238,6 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	t, err := readMinted(data)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
-	}
-	v.issuer.check(req.Service, t.Issuer)
-	if password {
-		v.credentials.remember(id)
 	}
 	return t, nil
 }
@@ -251,7 +266,7 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		return unauthorized(msg)
 	case code == http.StatusForbidden:
 		return v.trouble("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
-			"update on %s/token and %s/token/refresh, and that the token has not expired", req.Service, req.Service),
+			"update on %[1]s/token, %[1]s/token/refresh and %[1]s/token/batch, and that the token has not expired", req.Service),
 			"path", path)
 	case code == http.StatusNotFound:
 		v.mounts.forget(req.Service)

@@ -80,6 +80,7 @@ vault write "$SERVICE/users/$DEMO_USER" password="$PASSWORD" access='repository:
 vault policy write registry-relay - >/dev/null <<EOF
 path "$SERVICE/token" { capabilities = ["update"] }
 path "$SERVICE/token/refresh" { capabilities = ["update"] }
+path "$SERVICE/token/batch" { capabilities = ["update"] }
 EOF
 relay_token=$(vault token create -policy=registry-relay -no-default-policy -field=token)
 addresses=$(awk '{ printf "%s\"http://127.0.0.1:%s\"", (NR > 1 ? ", " : ""), $1 }' "$WORK/vault/ports")

@@ -96,6 +96,7 @@ echo "demo: starting the relay on 127.0.0.1:$RELAY_PORT"
 vault policy write registry-relay - >/dev/null <<EOF
 path "$SERVICE/token" { capabilities = ["update"] }
 path "$SERVICE/token/refresh" { capabilities = ["update"] }
+path "$SERVICE/token/batch" { capabilities = ["update"] }
 EOF
 relay_token=$(vault token create -policy=registry-relay -no-default-policy -field=token)
 cat >"$WORK/godoauth.yaml" <<EOF

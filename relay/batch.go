@@ -1,0 +1,266 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"vault-plugin-registry/tokenapi"
+)
+
+// Batching: a token request that arrives while a mount's calls are all in
+// flight waits for the next one, and the requests that waited go together
+// to the plugin's token/batch path (tokenapi.PathTokenBatch). Alone, a
+// request goes at once on its single path, as it always did; under load,
+// one Vault request, one lookup of the relay's token and one round trip to
+// the plugin serve many tokens. The plugin checks and mints each request as
+// its single path would, so nothing of the lockout, the credential cache
+// or revocation changes; only requests safe to retry are batched (a
+// password that got no token lately goes alone, vault.mint).
+const (
+	// batchCalls bounds one mount's token calls in flight; a request
+	// arriving when they are all taken waits for the next batch.
+	batchCalls = 4
+	// batchOffFor is how long a mount's requests go alone after Vault
+	// refused its batch path: a relay policy without <mount>/token/batch,
+	// or a plugin older than the relay. Then the path is tried again.
+	batchOffFor = 5 * time.Minute
+	// maxBatchAnswerBytes bounds the answer to one batch.
+	maxBatchAnswerBytes = tokenapi.MaxBatch * maxAnswerBytes
+)
+
+// batcher collects one mount's token requests.
+type batcher struct {
+	v       *vault
+	service string
+
+	mu    sync.Mutex
+	queue []*batchEntry
+	calls int // in flight, at most batchCalls
+
+	offUntil atomic.Int64 // unix nanoseconds: requests go alone until then
+}
+
+type batchEntry struct {
+	ctx  context.Context
+	req  *tokenRequest
+	done chan batchResult // buffered: the sender never waits for a reader
+}
+
+type batchResult struct {
+	t *mintedToken
+	f *failure
+}
+
+// batcher returns the mount's batcher.
+func (v *vault) batcher(service string) *batcher {
+	if b, ok := v.batchers.Load(service); ok {
+		return b.(*batcher)
+	}
+	b, _ := v.batchers.LoadOrStore(service, &batcher{v: v, service: service})
+	return b.(*batcher)
+}
+
+// submit gets a token for req: at once on the single path when a call is
+// free and nobody waits, else in the next batch.
+func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
+	if time.Now().UnixNano() < b.offUntil.Load() {
+		return b.v.mintOne(ctx, req, false)
+	}
+	b.mu.Lock()
+	if len(b.queue) == 0 && b.calls < batchCalls {
+		b.calls++
+		b.mu.Unlock()
+		t, f := b.v.mintOne(ctx, req, false)
+		b.callDone()
+		return t, f
+	}
+	e := &batchEntry{ctx: ctx, req: req, done: make(chan batchResult, 1)}
+	b.queue = append(b.queue, e)
+	if b.calls < batchCalls {
+		b.calls++
+		go b.run()
+	}
+	b.mu.Unlock()
+	select {
+	case r := <-e.done:
+		return r.t, r.f
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, errCanceled
+		}
+		// The batch's own call marks Vault down if it times out.
+		return nil, b.v.trouble("timeout", "vault did not answer in time", "address", b.v.addr,
+			"path", b.service+"/"+tokenapi.PathTokenBatch, "timeout", b.v.timeout)
+	}
+}
+
+// callDone ends a call: its slot goes on with the requests that waited.
+func (b *batcher) callDone() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) > 0 {
+		go b.run() // keeps the slot
+		return
+	}
+	b.calls--
+}
+
+// run sends what waits, up to tokenapi.MaxBatch requests, in one call.
+func (b *batcher) run() {
+	b.mu.Lock()
+	n := min(len(b.queue), tokenapi.MaxBatch)
+	entries := make([]*batchEntry, n)
+	copy(entries, b.queue)
+	rest := copy(b.queue, b.queue[n:])
+	clear(b.queue[rest:])
+	b.queue = b.queue[:rest]
+	b.mu.Unlock()
+	switch n {
+	case 0:
+	case 1:
+		e := entries[0]
+		t, f := b.v.mintOne(e.ctx, e.req, false)
+		e.done <- batchResult{t, f}
+	default:
+		b.send(entries)
+	}
+	b.callDone()
+}
+
+// send makes one token/batch call for entries and gives each its answer.
+func (b *batcher) send(entries []*batchEntry) {
+	v := b.v
+	ctx, cancel := context.WithDeadline(context.Background(), latestDeadline(entries, v.timeout))
+	defer cancel()
+	fail := func(f *failure) {
+		for _, e := range entries {
+			e.done <- batchResult{f: f}
+		}
+	}
+	release, f := v.enter(ctx)
+	if f != nil {
+		fail(f)
+		return
+	}
+	defer release()
+	v.metrics.batches.Inc()
+	v.metrics.batched.Add(float64(len(entries)))
+	requests := make([]map[string]any, len(entries))
+	for i, e := range entries {
+		requests[i] = e.req.vaultBody(v.ttl)
+	}
+	body, err := json.Marshal(map[string]any{tokenapi.FieldRequests: requests})
+	if err != nil {
+		fail(badRequest("cannot encode the request")) // strings and numbers only: never happens
+		return
+	}
+	path := b.service + "/" + tokenapi.PathTokenBatch
+	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
+	r.BodyBytes = body
+	resp, err := v.client.RawRequestWithContext(retrySafe(ctx, true), r) //nolint:staticcheck // as in mintOne
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		var re *api.ResponseError
+		if errors.As(err, &re) && batchRefused(re.StatusCode) {
+			b.goAlone(re.StatusCode, entries)
+			return
+		}
+		fail(v.refusal(ctx, err, resp, entries[0].req, false))
+		return
+	}
+	data, err := readData(resp.Body, maxBatchAnswerBytes)
+	if err != nil {
+		if ctx.Err() != nil {
+			fail(v.transportTrouble(ctx, err, path, false))
+			return
+		}
+		fail(v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err))
+		return
+	}
+	var answer struct {
+		Answers []struct {
+			Status int             `json:"status"`
+			Data   json.RawMessage `json:"data"`
+		} `json:"answers"`
+	}
+	if err := json.Unmarshal(data, &answer); err != nil || len(answer.Answers) != len(entries) {
+		fail(v.trouble("bad_answer", "the plugin's answer is malformed", "path", path,
+			"error", "want one answer per request"))
+		return
+	}
+	for i, e := range entries {
+		a := answer.Answers[i]
+		e.done <- v.batchAnswer(path, a.Status, a.Data)
+	}
+}
+
+// batchAnswer reads one answer of a batch as mintOne reads the single
+// path's.
+func (v *vault) batchAnswer(path string, status int, data json.RawMessage) batchResult {
+	switch {
+	case status == http.StatusOK:
+		t, err := readMinted(data)
+		if err != nil {
+			return batchResult{f: v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)}
+		}
+		return batchResult{t: t}
+	case status >= 500:
+		return batchResult{f: v.trouble("server_error", "the plugin failed a token request of a batch", "path", path, "status", status)}
+	}
+	var r tokenapi.Refusal
+	if err := json.Unmarshal(data, &r); err != nil {
+		return batchResult{f: v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)}
+	}
+	return batchResult{f: refused(r, status)}
+}
+
+// batchRefused reports whether Vault's status for a batch call says the
+// path is not there for the relay: its policy lacks it (403), or the
+// plugin predates it (404, 405). Then each request goes alone, and its own
+// answer says whether the mount or the token is the trouble.
+func batchRefused(status int) bool {
+	return status == http.StatusForbidden || status == http.StatusNotFound || status == http.StatusMethodNotAllowed
+}
+
+// goAlone sends each entry on its single path, after the batch path was
+// refused, and stops batching for the mount a while.
+func (b *batcher) goAlone(status int, entries []*batchEntry) {
+	if b.offUntil.Swap(time.Now().Add(batchOffFor).UnixNano()) < time.Now().UnixNano() {
+		b.v.log.Warn("vault refused the token batch path; the mount's token requests go one by one for a while "+
+			"(give the relay's policy update on <mount>/token/batch, and upgrade the plugin, to batch them)",
+			"service", b.service, "path", b.service+"/"+tokenapi.PathTokenBatch, "status", status, "retry_in", batchOffFor)
+	}
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		wg.Go(func() {
+			t, f := b.v.mintOne(e.ctx, e.req, false)
+			e.done <- batchResult{t, f}
+		})
+	}
+	wg.Wait()
+}
+
+// latestDeadline is the latest of the entries' deadlines: the batch's call
+// serves them all. An entry without one counts as timeout from now.
+func latestDeadline(entries []*batchEntry, timeout time.Duration) time.Time {
+	var latest time.Time
+	for _, e := range entries {
+		d, ok := e.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(timeout)
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return latest
+}

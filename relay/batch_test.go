@@ -1,0 +1,159 @@
+package relay
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"vault-plugin-registry/tokenapi"
+)
+
+// slowMint answers like the plugin after a pause, so that requests arriving
+// together find the mount's calls all in flight.
+func slowMint(fv *fakeVault, pause time.Duration) func(http.ResponseWriter, *http.Request, map[string]any) {
+	return func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		time.Sleep(pause)
+		if body["password"] == "wrong" {
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidCredentials, Message: "invalid username or password"})
+			return
+		}
+		fv.mint(w, body)
+	}
+}
+
+// burst sends n token requests at once, the i-th for user-i with scope
+// repository:team/app-i:pull, and returns the answers in order.
+func burst(s *Server, n int, password func(i int) string) []*httpAnswer {
+	answers := make([]*httpAnswer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			w := get(s, fmt.Sprintf("service=registry&scope=repository:team/app-%d:pull", i), basic(fmt.Sprintf("user-%d", i), password(i)))
+			answers[i] = &httpAnswer{w.Code, w.Body.String()}
+		})
+	}
+	wg.Wait()
+	return answers
+}
+
+type httpAnswer struct {
+	status int
+	body   string
+}
+
+// The requests of a burst (after each credential got a token once) share
+// Vault calls, and each gets its own answer: its user's token for its
+// scope, or its own refusal.
+func TestBatch_burstSharesCallsAndEachGetsItsOwnAnswer(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = slowMint(fv, 20*time.Millisecond)
+	s, _ := newTestRelay(t, fv.srv.URL)
+	const n = 40
+	good := func(int) string { return "pw" }
+	for i, a := range burst(s, n, good) { // the credentials get proven
+		if a.status != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, a.status, a.body)
+		}
+	}
+	batchesBefore, tokensBefore := fv.batches.Load(), fv.tokens.Load()
+	answers := burst(s, n, func(i int) string {
+		if i%5 == 4 {
+			return "wrong" // a password changed since: the plugin refuses it
+		}
+		return "pw"
+	})
+	for i, a := range answers {
+		if i%5 == 4 {
+			if a.status != http.StatusUnauthorized {
+				t.Errorf("request %d (a wrong password): %d %s, want 401", i, a.status, a.body)
+			}
+			continue
+		}
+		if a.status != http.StatusOK {
+			t.Errorf("request %d: %d %s", i, a.status, a.body)
+			continue
+		}
+		var tok struct {
+			Token string `json:"token"`
+		}
+		_ = json.Unmarshal([]byte(a.body), &tok)
+		claims := jwtPayload(t, tok.Token)
+		if want := fmt.Sprintf(`"sub":"user-%d"`, i); !strings.Contains(claims, want) ||
+			!strings.Contains(claims, fmt.Sprintf(`"name":"team/app-%d"`, i)) {
+			t.Errorf("request %d got another request's token: %s", i, claims)
+		}
+	}
+	batches := fv.batches.Load() - batchesBefore
+	tokens := fv.tokens.Load() - tokensBefore
+	t.Logf("MEASURE batch requests=%d token_requests_at_vault=%d batch_calls=%d", n, tokens, batches)
+	if tokens != n {
+		t.Errorf("Vault saw %d token requests for %d", tokens, n)
+	}
+	if batches == 0 || int(batches)+batchCalls >= n {
+		t.Errorf("%d batch calls for %d requests arriving together, want a few", batches, n)
+	}
+}
+
+// A password that got no token lately is never batched: its check may
+// count a lockout failure, so it must not ride in a call that is retried.
+func TestBatch_unprovenPasswordsGoAlone(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = slowMint(fv, 20*time.Millisecond)
+	s, _ := newTestRelay(t, fv.srv.URL)
+	for i, a := range burst(s, 30, func(int) string { return "pw" }) {
+		if a.status != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if n := fv.batches.Load(); n != 0 {
+		t.Errorf("%d batch calls for passwords never seen to succeed, want 0", n)
+	}
+}
+
+// A relay policy without <mount>/token/batch, or a plugin that predates
+// it: every request still gets its token, one by one, and the relay says
+// once what to change.
+func TestBatch_pathRefusedRequestsGoAlone(t *testing.T) {
+	for _, status := range []int{http.StatusForbidden, http.StatusNotFound} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			fv := newFakeVault(t, "registry")
+			fv.token = slowMint(fv, 20*time.Millisecond)
+			fv.batchStatus.Store(int32(status))
+			s, logs := newTestRelay(t, fv.srv.URL)
+			good := func(int) string { return "pw" }
+			burst(s, 30, good)
+			for round := range 2 {
+				for i, a := range burst(s, 30, good) {
+					if a.status != http.StatusOK {
+						t.Fatalf("round %d, request %d: %d %s", round, i, a.status, a.body)
+					}
+				}
+			}
+			if n := fv.batches.Load(); n != 1 {
+				t.Errorf("%d batch calls, want 1: the mount's requests go alone after a refusal", n)
+			}
+			if n := strings.Count(logs.String(), "vault refused the token batch path"); n != 1 {
+				t.Errorf("the refusal was logged %d times, want once:\n%s", n, logs)
+			}
+		})
+	}
+}
+
+// jwtPayload is the claims segment of a token, decoded.
+func jwtPayload(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", token)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
