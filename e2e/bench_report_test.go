@@ -86,12 +86,13 @@ func writeLoadTable(w io.Writer, l loadResults, perCheck time.Duration, idle mem
 	}
 
 	fmt.Fprintln(w, "\nSide by side (tokens/s ratios at each connection count):")
-	fmt.Fprintln(w, "\n| conns | warm / floor | batch token / service token | warm / docker_auth | cache off / docker_auth |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "\n| conns | warm / floor | warm / one call per token | batch token / service token | warm / docker_auth | cache off / docker_auth |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|")
 	for _, c := range loadConns {
 		warm, docker := l.find(seriesWarm, c).OKPerSec(), l.find(seriesDocker, c).OKPerSec()
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", c,
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s |\n", c,
 			rateRatio(warm, l.find(seriesFloor, c).OKPerSec()),
+			rateRatio(warm, l.find(seriesAlone, c).OKPerSec()),
 			rateRatio(l.find(seriesBatch, c).OKPerSec(), warm),
 			rateRatio(warm, docker), rateRatio(l.find(seriesCold, c).OKPerSec(), docker))
 	}
@@ -109,8 +110,8 @@ func writeLoadTable(w io.Writer, l loadResults, perCheck time.Duration, idle mem
 		fmt.Fprintf(w, "- docker_auth at its best (%d conns): %.1f/s = %s of the bcrypt bound; warm relay at its best: **%.0f×** docker_auth\n",
 			d.Conns, d.OKPerSec(), ratio(d.OKPerSec(), bound), warm.OKPerSec()/d.OKPerSec())
 	}
-	fmt.Fprintf(w, "- p99 at 64 conns: floor %s, warm %s, batch token %s, cache off %s",
-		millis(l.find(seriesFloor, 64).P99), millis(l.find(seriesWarm, 64).P99),
+	fmt.Fprintf(w, "- p99 at 64 conns: floor %s, warm %s, one call per token %s, batch token %s, cache off %s",
+		millis(l.find(seriesFloor, 64).P99), millis(l.find(seriesWarm, 64).P99), millis(l.find(seriesAlone, 64).P99),
 		millis(l.find(seriesBatch, 64).P99), millis(l.find(seriesCold, 64).P99))
 	if l.has(seriesDocker) {
 		fmt.Fprintf(w, ", docker_auth %s", millis(l.find(seriesDocker, 64).P99))
@@ -173,6 +174,28 @@ func writeBreakdown(w io.Writer, s profileSet, p procProfile) {
 	fmt.Fprintln(w, "\n</details>")
 }
 
+// writeBatchingSaved is batching's before and after, measured in this
+// run: the same relay with storage.vault.batch false, then true.
+func writeBatchingSaved(w io.Writer, l loadResults) {
+	if !l.has(seriesAlone) {
+		return
+	}
+	fmt.Fprintln(w, "\n### Batching (token/batch): before and after, this run")
+	fmt.Fprintln(w, "\nBefore: the relay with `storage.vault.batch: false`, one Vault call per token; after: the default, requests")
+	fmt.Fprintln(w, "that arrive while a mount's calls are in flight go together. µs: CPU per token of each process.")
+	fmt.Fprintln(w, "\n| conns | tokens/s before → after | p99 before → after | relay µs | Vault µs | plugin µs | saved, µs per token |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
+	for _, c := range loadConns {
+		a, b := l.find(seriesAlone, c), l.find(seriesWarm, c)
+		pr := func(r wrkResult, d time.Duration) float64 { return r.perRequest(d) }
+		saved := pr(a, a.CPU.Front+a.CPU.Vault+a.CPU.Plugin) - pr(b, b.CPU.Front+b.CPU.Vault+b.CPU.Plugin)
+		fmt.Fprintf(w, "| %d | %.0f → %.0f | %s → %s | %s → %s | %s → %s | %s → %s | %s |\n", c,
+			a.OKPerSec(), b.OKPerSec(), millis(a.P99), millis(b.P99),
+			us(pr(a, a.CPU.Front)), us(pr(b, b.CPU.Front)), us(pr(a, a.CPU.Vault)), us(pr(b, b.CPU.Vault)),
+			us(pr(a, a.CPU.Plugin)), us(pr(b, b.CPU.Plugin)), us(saved))
+	}
+}
+
 // writeEstimates puts each of issue 15's candidate optimisations against
 // the profiles (and, for the relay's token, against the batch-token run).
 func writeEstimates(w io.Writer, s profileSet, l loadResults) {
@@ -190,6 +213,8 @@ func writeEstimates(w io.Writer, s profileSet, l loadResults) {
 		}
 		return fmt.Sprintf("%.0f → %.0f", rate, rate*total/(total-saved))
 	}
+
+	writeBatchingSaved(w, l)
 
 	fmt.Fprintln(w, "\n### Issue 15's candidates: what each would save")
 	fmt.Fprintf(w, "\nEstimated from the profiles above; the token lookup also measured. The four processes use the CPU at 64\n")
@@ -289,7 +314,7 @@ func writeTargets(w io.Writer, l loadResults, s scaleResults, perCheck time.Dura
 // ran, its first line the series' name, then conns, tokens/s, p99 in ms.
 func plotData(l loadResults) []byte {
 	var b bytes.Buffer
-	for _, series := range []string{seriesFloor, seriesWarm, seriesBatch, seriesCold, seriesDocker} {
+	for _, series := range []string{seriesFloor, seriesWarm, seriesAlone, seriesBatch, seriesCold, seriesDocker} {
 		if !l.has(series) {
 			continue
 		}

@@ -53,6 +53,7 @@ var loadConns = []int{1, 8, 64}
 const (
 	seriesFloor  = "floor: GET ca/pem on Vault"
 	seriesWarm   = "relay, warm cache"
+	seriesAlone  = "relay, warm, one call per token"
 	seriesBatch  = "relay, warm, batch token"
 	seriesCold   = "relay, cache off"
 	seriesDocker = "docker_auth"
@@ -119,6 +120,7 @@ type loadBench struct {
 	relay      *Relay // with the usual service token, profile listener on
 	relayPprof string // its profile listener, http://…/debug/pprof/
 	batchRelay *Relay // the same with a batch token
+	aloneRelay *Relay // the same with storage.vault.batch: false
 	docker     *dockerAuth
 
 	auth     string // Authorization header value of the current user
@@ -177,6 +179,7 @@ func newLoadBench(t *testing.T) *loadBench {
 	b.relayPprof = "http://" + pprofAddr + "/debug/pprof/"
 	b.relay = StartRelayWithToken(t, b.vault, b.vault.RelayToken(t, benchService), "-pprof", pprofAddr)
 	b.batchRelay = StartRelayWithToken(t, b.vault, b.batchToken())
+	b.aloneRelay = startRelayWith(t, b.vault, "info", "    auth_token: "+b.vault.RelayToken(t, benchService)+"\n    batch: false")
 	b.floorURL = b.vault.Addr + "/v1/" + benchService + "/ca/pem"
 	b.writeUsers([]string{benchUser}, accessOf(1))
 	b.useUser(benchUser)
@@ -402,6 +405,7 @@ func (b *loadBench) loadTable() loadResults {
 	}
 	sweep(seriesFloor, target{url: b.floorURL}, nil)
 	sweep(seriesWarm, b.relayTarget(b.relay), func(load func()) { res.Peak = b.peakMemory(load) })
+	sweep(seriesAlone, b.relayTarget(b.aloneRelay), nil)
 	sweep(seriesBatch, b.relayTarget(b.batchRelay), nil)
 	b.svc.WriteConfig(b.t, "credential_cache_ttl=0")
 	sweep(seriesCold, b.relayTarget(b.relay), nil)

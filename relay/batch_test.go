@@ -157,3 +157,21 @@ func jwtPayload(t *testing.T, token string) string {
 	}
 	return string(b)
 }
+
+// storage.vault.batch: false sends every request in a call of its own.
+func TestBatch_offSendsEachAlone(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = slowMint(fv, 20*time.Millisecond)
+	off := false
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.Batch = &off })
+	good := func(int) string { return "pw" }
+	burst(s, 30, good)
+	for i, a := range burst(s, 30, good) {
+		if a.status != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if n := fv.batches.Load(); n != 0 {
+		t.Errorf("%d batch calls with storage.vault.batch false, want 0", n)
+	}
+}

@@ -79,6 +79,10 @@ type VaultConfig struct {
 	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
 	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
 	AppRole       AppRoleConfig `yaml:"approle"`
+	// Batch, an extension: false sends every token request in a Vault
+	// call of its own (batch.go), for one audit entry per token at the
+	// price of Vault's per-request work. Default true.
+	Batch *bool `yaml:"batch"`
 
 	// Addr is VAULT_ADDR; when set it replaces proto, host and port.
 	Addr string `yaml:"-"`

@@ -314,14 +314,14 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		}
 		return nil, v.refusal(ctx, err, resp, req, false)
 	}
-	data, err := readData(resp.Body, maxAnswerBytes)
-	if err != nil {
+	var a tokenapi.Answer
+	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, false)
 		}
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	t, err := readMinted(data)
+	t, err := checkMinted(&a)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}

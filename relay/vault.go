@@ -47,6 +47,7 @@ type vault struct {
 	credentials *provenCredentials
 	mounts      *mountCache
 	issuer      *issuerCheck
+	batch       bool     // storage.vault.batch
 	batchers    sync.Map // service → *batcher (batch.go)
 
 	loud sync.Map // trouble kind → *throttle
@@ -104,6 +105,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		credentials: newProvenCredentials(),
 		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
+		batch:       cfg.Storage.Vault.Batch == nil || *cfg.Storage.Vault.Batch,
 	}, nil
 }
 
@@ -186,8 +188,10 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		}
 		t, f = v.mintOne(ctx, req, true)
 		leave()
-	} else {
+	} else if v.batch {
 		t, f = v.batcher(req.Service).submit(ctx, req)
+	} else {
+		t, f = v.mintOne(ctx, req, false)
 	}
 	switch {
 	case f == nil:
@@ -228,14 +232,14 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 	if err != nil {
 		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
-	data, err := readData(resp.Body, maxAnswerBytes)
-	if err != nil {
+	var a tokenapi.Answer
+	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, unproven)
 		}
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	t, err := readMinted(data)
+	t, err := checkMinted(&a)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
