@@ -140,4 +140,3 @@ func TestTokenBatch_malformedCallsAre400(t *testing.T) {
 		})
 	}
 }
-
