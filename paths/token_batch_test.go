@@ -140,3 +140,43 @@ func TestTokenBatch_malformedCallsAre400(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTokenBatch: a hostile token/batch body (as Vault decodes it from
+// JSON) gets a 400 as a whole or one answer per request, each with a
+// status the single paths answer; never a panic.
+func FuzzTokenBatch(f *testing.F) {
+	for _, seed := range []string{
+		`{"requests":[{"username":"alice","password":"pw"}]}`,
+		`{"requests":[{"refresh_token":"x"},{"scope":["repository:a:pull"]},{}]}`,
+		`{"requests":[{"username":5,"ttl":"x","offline_token":"maybe","scope":{"a":1}}]}`,
+		`{"requests":"alice"}`, `{"requests":[null,[],"x",1]}`, `{}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var data map[string]any
+		if json.Unmarshal([]byte(body), &data) != nil {
+			return
+		}
+		m := newMount(t, "registry")
+		m.ok(update, "users/alice", map[string]any{"password": "pw", "access": "repository:alice/**:*"})
+		code, resp, msg := m.call(update, tokenapi.PathTokenBatch, data)
+		if code == http.StatusBadRequest {
+			return
+		}
+		if code != http.StatusOK {
+			t.Fatalf("status %d: %s", code, msg)
+		}
+		answers, ok := resp.Data[tokenapi.FieldAnswers].([]tokenapi.BatchAnswer)
+		if !ok {
+			t.Fatalf("answers: %T", resp.Data[tokenapi.FieldAnswers])
+		}
+		for i, a := range answers {
+			switch a.Status {
+			case http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusTooManyRequests:
+			default:
+				t.Errorf("request %d: status %d %v", i, a.Status, a.Data)
+			}
+		}
+	})
+}

@@ -175,3 +175,38 @@ func TestBatch_offSendsEachAlone(t *testing.T) {
 		t.Errorf("%d batch calls with storage.vault.batch false, want 0", n)
 	}
 }
+
+// FuzzReadBatchAnswer: whatever Vault answers to a batch of two, each
+// request gets a token that passed checkMinted or a failure with a status
+// the relay answers; never a panic.
+func FuzzReadBatchAnswer(f *testing.F) {
+	tok := fakeJWT(map[string]any{"sub": "alice"})
+	f.Add(`{"data":{"answers":[{"status":200,"data":{"token":"` + tok + `","access_token":"` + tok +
+		`","expires_in":300,"issued_at":"2026-01-02T03:04:05Z","sub":"alice","iss":"Token","access":[]}},` +
+		`{"status":401,"data":{"code":"invalid_credentials","message":"invalid username or password"}}]}}`)
+	f.Add(`{"data":{"answers":[{"status":500,"data":{"message":"internal error"}},{"status":429,"data":{"code":"busy","retry_after":1}}]}}`)
+	f.Add(`{"data":{"answers":[]}}`)
+	f.Add(`{"data":null}`)
+	f.Add(`{"data":{"answers":[{"status":"x"},{"data":[1]}]}}`)
+	v := &vault{log: NewLogger("error", &syncBuffer{}), metrics: newMetrics()}
+	f.Fuzz(func(t *testing.T, body string) {
+		var answer struct {
+			Answers []batchAnswer `json:"answers"`
+		}
+		if readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer) != nil || len(answer.Answers) != 2 {
+			return
+		}
+		for i := range answer.Answers {
+			r := v.readBatchAnswer("registry/token/batch", &answer.Answers[i])
+			switch {
+			case (r.t == nil) == (r.f == nil):
+				t.Fatalf("answer %d: token %v and failure %v", i, r.t, r.f)
+			case r.t != nil && (r.t.Token == "" || r.t.ExpiresIn <= 0):
+				t.Fatalf("answer %d: unchecked token %+v", i, r.t)
+			case r.f != nil && r.f.status != http.StatusBadRequest && r.f.status != http.StatusUnauthorized &&
+				r.f.status != http.StatusTooManyRequests && r.f.status != http.StatusServiceUnavailable:
+				t.Fatalf("answer %d: status %d", i, r.f.status)
+			}
+		}
+	})
+}
