@@ -63,7 +63,7 @@ func rateRatio(a, b float64) string {
 func writeLoadTable(w io.Writer, l loadResults, perCheck time.Duration, idle memSample, loadBefore string, docker *dockerAuth) {
 	fmt.Fprintf(w, "### Load: wrk → relay → Vault → plugin, loopback, %s per row\n\n", loadDuration)
 	fmt.Fprintf(w, "One user, one scope (`%s`), ES256 tokens, `GET %s`; wrk -t min(c,2) -c c.\n", benchScope, tokenQuery)
-	fmt.Fprintf(w, "Load average just before the load run: %s (%d cores: above %d, other work competed for the CPU).\n", loadBefore, runtime.NumCPU(), runtime.NumCPU())
+	fmt.Fprintf(w, "Load average just before the load run: %s (%d cores; a figure above %d means other work competed for the CPU).\n", loadBefore, runtime.NumCPU(), runtime.NumCPU())
 	if docker != nil {
 		fmt.Fprintf(w, "docker_auth: cesanta/docker_auth's auth_server %s, the same user and bcrypt hash (cost %d), an ES256 key, an ACL granting the scope.\n",
 			docker.Version, bcrypt.DefaultCost)
@@ -216,7 +216,7 @@ func writeEstimates(w io.Writer, s profileSet, l loadResults) {
 
 	writeBatchingSaved(w, l)
 
-	fmt.Fprintln(w, "\n### Issue 15's candidates: what each would save")
+	fmt.Fprintln(w, "\n### Issue 15's candidates: what each still costs, and would save if it went")
 	fmt.Fprintf(w, "\nEstimated from the profiles above; the token lookup also measured. The four processes use the CPU at 64\n")
 	fmt.Fprintf(w, "connections, so tokens/s grow about as C / (C − saving), C = %s µs per token (the three profiles and wrk).\n", us(total))
 	fmt.Fprintln(w, "On a busy machine the absolute rates are low; the ratios hold as long as our share of the CPU stays the same.")
