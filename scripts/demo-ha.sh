@@ -33,35 +33,10 @@ for port in "$RELAY_PORT" "$REGISTRY_PORT"; do
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vpr-demo-ha.XXXXXX")
-PIDS=()
-
-stop() {
-	trap - INT TERM EXIT
-	echo "demo-ha: stopping"
-	local pid
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	"$CLUSTER" down "$WORK/vault" || true
-	rm -rf "$WORK"
-	echo "demo-ha: stopped"
-}
-trap stop EXIT
-trap 'echo; exit 130' INT
-trap 'exit 143' TERM
-
-wait_http() { # wait_http NAME URL STATUS
-	local name=$1 url=$2 want=$3 code
-	for _ in $(seq 300); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-		[ "$code" = "$want" ] && return 0
-		sleep 0.1
-	done
-	echo "demo-ha: $name did not answer $want at $url (last: $code)" >&2
-	tail -n 30 "$WORK/$name.log" >&2
-	exit 1
-}
-
-random() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+DEMO=demo-ha
+demo_stop_extra() { "$CLUSTER" down "$WORK/vault"; }
+# shellcheck source=scripts/demo-lib.sh
+. "$ROOT/scripts/demo-lib.sh"
 
 echo "demo-ha: starting three Vault nodes with Raft storage"
 PLUGIN_BIN=$ROOT/bin/vault-plugin-registry PLUGIN_VERSION=${VERSION:-v0.1.0} MOUNTS=$SERVICE \
@@ -77,54 +52,10 @@ vault write -f "$SERVICE/ca/generate" >/dev/null
 curl -sf "$VAULT_ADDR/v1/$SERVICE/ca/pem" >"$WORK/bundle.pem"
 vault write "$SERVICE/users/$DEMO_USER" password="$PASSWORD" access='repository:${user}/**:*' >/dev/null
 
-vault policy write registry-relay - >/dev/null <<EOF
-path "$SERVICE/token" { capabilities = ["update"] }
-path "$SERVICE/token/refresh" { capabilities = ["update"] }
-path "$SERVICE/token/batch" { capabilities = ["update"] }
-EOF
-relay_token=$(vault token create -policy=registry-relay -no-default-policy -field=token)
 addresses=$(awk '{ printf "%s\"http://127.0.0.1:%s\"", (NR > 1 ? ", " : ""), $1 }' "$WORK/vault/ports")
-cat >"$WORK/godoauth.yaml" <<EOF
----
-version: 0.1
-log:
-  level: info
-storage:
-  vault:
-    addresses: [$addresses]
-    auth_token: $relay_token
-    timeout: 3s
-http:
-  addr: 127.0.0.1:$RELAY_PORT
-  timeout: 20s
-token:
-  issuer: Token
-  expiration: 300
-EOF
-env -u VAULT_TOKEN -u VAULT_ADDR "$ROOT/bin/godoauth-relay" -config "$WORK/godoauth.yaml" >"$WORK/relay.log" 2>&1 &
-PIDS+=($!)
-wait_http relay "http://127.0.0.1:$RELAY_PORT/healthz" 200
-
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/storage
-http:
-  addr: 127.0.0.1:$REGISTRY_PORT
-  secret: $(random)
-auth:
-  token:
-    realm: http://localhost:$RELAY_PORT/auth
-    service: $SERVICE
-    issuer: Token
-    rootcertbundle: $WORK/bundle.pem
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-PIDS+=($!)
-wait_http registry "http://127.0.0.1:$REGISTRY_PORT/v2/" 401
+start_relay "    addresses: [$addresses]
+    timeout: 3s" 20s
+start_registry
 
 R=localhost:$REGISTRY_PORT
 cat <<EOF

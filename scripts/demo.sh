@@ -33,40 +33,10 @@ for port in "$VAULT_PORT" "$((VAULT_PORT + 1))" "$RELAY_PORT" "$REGISTRY_PORT"; 
 	fi
 done
 
-random() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vpr-demo.XXXXXX")
-PIDS=()
-
-stop() {
-	trap - INT TERM EXIT
-	echo "demo: stopping"
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		kill "${PIDS[i]}" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-	echo "demo: stopped"
-}
-trap stop EXIT
-trap 'echo; exit 130' INT
-trap 'exit 143' TERM
-
-# wait_http NAME URL STATUS: until URL answers STATUS (30 s at most).
-wait_http() {
-	local name=$1 url=$2 want=$3 code
-	for _ in $(seq 300); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
-		[ "$code" = "$want" ] && return 0
-		sleep 0.1
-	done
-	echo "demo: $name did not answer $want at $url (last: $code); log:" >&2
-	tail -n 30 "$WORK/$name.log" >&2
-	exit 1
-}
+DEMO=demo
+# shellcheck source=scripts/demo-lib.sh
+. "$ROOT/scripts/demo-lib.sh"
 
 ROOT_TOKEN=$(random)
 PASSWORD=$(random)
@@ -93,60 +63,13 @@ vault write "$SERVICE/users/$DEMO_USER" password="$PASSWORD" \
 	access='repository:${user}/**:*;registry:catalog:*' >/dev/null
 
 echo "demo: starting the relay on 127.0.0.1:$RELAY_PORT"
-vault policy write registry-relay - >/dev/null <<EOF
-path "$SERVICE/token" { capabilities = ["update"] }
-path "$SERVICE/token/refresh" { capabilities = ["update"] }
-path "$SERVICE/token/batch" { capabilities = ["update"] }
-EOF
-relay_token=$(vault token create -policy=registry-relay -no-default-policy -field=token)
-cat >"$WORK/godoauth.yaml" <<EOF
----
-version: 0.1
-log:
-  level: info
-storage:
-  vault:
-    proto: http
+start_relay "    proto: http
     host: 127.0.0.1
     port: $VAULT_PORT
-    auth_token: $relay_token
-    timeout: 5s
-http:
-  addr: 127.0.0.1:$RELAY_PORT
-  timeout: 10s
-token:
-  issuer: Token
-  expiration: 300
-EOF
-# Without VAULT_TOKEN and VAULT_ADDR, which would override the file: the
-# relay runs with its own token, never the root token.
-env -u VAULT_TOKEN -u VAULT_ADDR "$ROOT/bin/godoauth-relay" -config "$WORK/godoauth.yaml" >"$WORK/relay.log" 2>&1 &
-PIDS+=($!)
-wait_http relay "http://127.0.0.1:$RELAY_PORT/healthz" 200
+    timeout: 5s" 10s
 
 echo "demo: starting registry 2.8 on localhost:$REGISTRY_PORT"
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $WORK/storage
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$REGISTRY_PORT
-  secret: $(random)
-auth:
-  token:
-    realm: http://localhost:$RELAY_PORT/auth
-    service: $SERVICE
-    issuer: Token
-    rootcertbundle: $WORK/bundle.pem
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-PIDS+=($!)
-wait_http registry "http://127.0.0.1:$REGISTRY_PORT/v2/" 401
+start_registry
 
 echo "Hello from vault-plugin-registry" >"$WORK/hello.txt"
 tar -cf "$WORK/hello.tar" -C "$WORK" hello.txt
