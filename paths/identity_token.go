@@ -18,10 +18,10 @@ func identityPaths(b *backend.Backend) []*framework.Path {
 	return append(ps, &framework.Path{
 		Pattern: tokenapi.PathIdentityToken + "$",
 		Fields: map[string]*framework.FieldSchema{
-			tokenapi.FieldScope:        {Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`},
-			tokenapi.FieldClientID:     {Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens."},
+			tokenapi.FieldScope:        scopeField,
+			tokenapi.FieldClientID:     clientIDField,
 			tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token, bound to the caller's identity entity."},
-			tokenapi.FieldTTL:          {Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."},
+			tokenapi.FieldTTL:          ttlField,
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{Callback: h.token, Summary: "Mint a registry token for the Vault identity of the caller's token."},

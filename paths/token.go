@@ -12,7 +12,7 @@ import (
 )
 
 // Field schemas of the token paths; token/batch parses each of its
-// requests with the same ones.
+// requests with the same ones, and token/identity shares the common ones.
 var (
 	scopeField    = &framework.FieldSchema{Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`}
 	clientIDField = &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens for auditing."}
