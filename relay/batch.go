@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,7 +127,10 @@ func (b *batcher) run() {
 	clear(b.queue[rest:])
 	b.queue = b.queue[:rest]
 	b.mu.Unlock()
-	switch n {
+	// A request whose client left while it waited is not sent: its token
+	// (and any refresh token) would be made for nobody.
+	entries = slices.DeleteFunc(entries, func(e *batchEntry) bool { return e.ctx.Err() != nil })
+	switch len(entries) {
 	case 0:
 	case 1:
 		e := entries[0]

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -209,4 +210,43 @@ func FuzzReadBatchAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Requests whose clients left while they waited for the next batch are
+// not sent to Vault.
+func TestBatch_requestsOfClientsGoneAreNotSent(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	release := make(chan struct{})
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		<-release
+		fv.mint(w, body)
+	}
+	s, _ := newTestRelay(t, fv.srv.URL)
+	b := s.vault.batcher("registry")
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for range batchCalls { // the calls in flight, held by the stand-in
+		wg.Go(func() { b.submit(t.Context(), &tokenRequest{Service: "registry"}) })
+	}
+	waitFor(t, func() bool { return fv.tokens.Load() == batchCalls })
+	// Two clients wait for the next batch, then leave.
+	var fs [2]*failure
+	var gone sync.WaitGroup
+	for i := range fs {
+		gone.Go(func() { _, fs[i] = b.submit(ctx, &tokenRequest{Service: "registry"}) })
+	}
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 2 })
+	cancel()
+	gone.Wait() // the waiters gave up; the held calls still hold
+	close(release)
+	wg.Wait()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.calls == 0 })
+	for i, f := range fs {
+		if f != errCanceled {
+			t.Errorf("gone client %d: %+v, want errCanceled", i, f)
+		}
+	}
+	if n, calls := fv.tokens.Load(), fv.batches.Load(); n != batchCalls || calls != 0 {
+		t.Errorf("Vault got %d token requests in %d batch calls, want %d and 0: the gone clients' were sent", n, calls, batchCalls)
+	}
 }
