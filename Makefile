@@ -16,8 +16,8 @@ export PATH := $(VPR_TOOLS)/bin:$(PATH)
 BIN     := bin
 PLUGIN  := $(BIN)/vault-plugin-registry
 RELAY   := $(BIN)/godoauth-relay
-LDFLAGS := -X vault-plugin-registry/plugin.Version=$(VERSION)
-RELAY_LDFLAGS := -X vault-plugin-registry/relay.Version=$(VERSION)
+LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/plugin.Version=$(VERSION)
+RELAY_LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/relay.Version=$(VERSION)
 
 .PHONY: help build plugin relay tools test unit e2e demo demo-ha bench fuzz lint clean release
 

@@ -1,4 +1,4 @@
-module vault-plugin-registry
+module github.com/vault-registry/vault-plugin-registry
 
 go 1.26.0
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // Kind classifies the errors the plugin returns to its callers. The paths

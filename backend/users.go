@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 const userPrefix = "users/"

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // vaultAnswer is a token path's answer as Vault's HTTP API sends it.

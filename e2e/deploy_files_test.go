@@ -154,7 +154,7 @@ func TestDeploy_containerImage(t *testing.T) {
 	// The context: the relay binary as `make release` names it.
 	ctxDir := t.TempDir()
 	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
-	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X vault-plugin-registry/relay.Version=v0.1.0",
+	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v0.1.0",
 		"-o", binary, "./cmd/godoauth-relay")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")

@@ -529,7 +529,7 @@ func buildPluginVersion(t testing.TB, version string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), pluginName+"-"+version)
 	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath",
-		"-ldflags", "-X vault-plugin-registry/plugin.Version="+version, "-o", out, "./cmd/vault-plugin-registry")
+		"-ldflags", "-X github.com/vault-registry/vault-plugin-registry/plugin.Version="+version, "-o", out, "./cmd/vault-plugin-registry")
 	cmd.Dir = ".."
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", version, err, b)

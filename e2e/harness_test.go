@@ -85,7 +85,7 @@ func runTests(m *testing.M) int {
 func buildProduct(dir string) error {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	builds := [][]string{
-		{"build", "-ldflags", "-X vault-plugin-registry/plugin.Version=" + pluginVersion,
+		{"build", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/plugin.Version=" + pluginVersion,
 			"-o", filepath.Join(dir, pluginName), "./cmd/vault-plugin-registry"},
 		{"build", "-o", filepath.Join(dir, "godoauth-relay"), "./cmd/godoauth-relay"},
 	}

@@ -11,9 +11,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin"
-	"vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
 // TestVaultStatus_sameAsHTTP: the status that plugintest.Status (the one

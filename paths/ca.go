@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/backend"
 )
 
 func caPaths(b *backend.Backend) []*framework.Path {

@@ -9,8 +9,8 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
 )
 
 // mountWithout is a mount set up but not initialized, on a node in the

@@ -3,7 +3,7 @@ package paths
 import (
 	"github.com/hashicorp/vault/sdk/framework"
 
-	"vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/backend"
 )
 
 func entityPaths(b *backend.Backend) []*framework.Path {

@@ -10,10 +10,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin"
-	"vault-plugin-registry/plugin/plugintest"
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // mount is one plugin mount over in-memory storage, called the way Vault

@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
 )
 
 // identityStore stands in for Vault's identity store in unit tests; the

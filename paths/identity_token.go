@@ -7,8 +7,8 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // identityPaths are the paths of Vault identities as registry users.

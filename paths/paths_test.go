@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/paths"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/paths"
 )
 
 const (

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // batchAnswers sends requests to token/batch as Vault hands them over

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
 // node is one instance of the plugin on one node of a Vault cluster: all

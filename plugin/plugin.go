@@ -13,14 +13,16 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	vaultplugin "github.com/hashicorp/vault/sdk/plugin"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/paths"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/paths"
+	"github.com/vault-registry/vault-plugin-registry/version"
 )
 
 // Version is the plugin's version, set at build time with
-// -ldflags "-X vault-plugin-registry/plugin.Version=v1.2.3"; it must match
-// the -version given to `vault plugin register`.
-var Version = "v0.0.0-dev"
+// -ldflags "-X github.com/vault-registry/vault-plugin-registry/plugin.Version=v1.2.3"
+// (or, for `go install …@v1.2.3`, taken from the build information); it
+// must match the -version given to `vault plugin register`.
+var Version = ""
 
 // Factory makes one backend per mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
@@ -63,7 +65,7 @@ func New(opts backend.Options) *framework.Backend {
 			}
 			return d.Periodic(ctx, req.Storage)
 		},
-		RunningVersion: Version,
+		RunningVersion: version.Resolve(Version),
 	}
 	d.SetIdentitySource(systemIdentities{fb})
 	return fb

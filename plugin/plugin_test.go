@@ -15,8 +15,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	vaultplugin "github.com/hashicorp/vault/sdk/plugin"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
 // grpcMount serves the plugin over the real gRPC plugin transport, as

@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // Batching: a token request that arrives while a mount's calls are all in

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // slowMint answers like the plugin after a pause, so that requests arriving

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // MaxConfigBytes bounds the YAML file: godoauth's files are a few hundred bytes.

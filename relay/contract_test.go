@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // TestAuth_refusalCodeDecidesNotTheMessage: the plugin's refusal code

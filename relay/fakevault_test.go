@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 const relayToken = "hvs.relay-token-value-0123456789"

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // TestLog_neverHoldsSecrets runs real-looking requests through the relay at

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // Vault identities as registry users, two ways in:

@@ -13,11 +13,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/version"
 )
 
 // Version is the relay's version, set when building:
-// -ldflags "-X vault-plugin-registry/relay.Version=v1.2.3".
-var Version = "dev"
+// -ldflags "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v1.2.3";
+// a `go install …@v1.2.3` build takes it from the build information.
+var Version = ""
 
 // Command is a subcommand of godoauth-relay: it gets the arguments after
 // its name and returns the exit status.
@@ -65,7 +68,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "godoauth-relay", Version)
+		fmt.Fprintln(stdout, "godoauth-relay", version.Resolve(Version))
 		return 0
 	}
 	fail := func(status int, err error) int {
@@ -135,7 +138,7 @@ func (s *Server) reopen(logFile *LogFile) {
 // longer uses, then checks Vault in the background.
 func (s *Server) logStart(configPath string) {
 	c := s.cfg
-	s.log.Info("godoauth-relay starting", "version", Version, "addr", c.HTTP.Addr,
+	s.log.Info("godoauth-relay starting", "version", version.Resolve(Version), "addr", c.HTTP.Addr,
 		"tls", c.HTTP.TLS.Enabled(), "vault", c.VaultAddress(), "log_level", c.Log.Level)
 	if c.Token.Certificate != "" || c.Token.Key != "" {
 		cert, key := c.Token.Certificate, c.Token.Key

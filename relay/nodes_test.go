@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // deadAddr is an address where nothing listens.

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 const (

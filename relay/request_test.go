@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 func basic(user, password string) string {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {

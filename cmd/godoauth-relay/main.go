@@ -7,8 +7,8 @@ package main
 import (
 	"os"
 
-	"vault-plugin-registry/relay"
-	"vault-plugin-registry/relay/migrate"
+	"github.com/vault-registry/vault-plugin-registry/relay"
+	"github.com/vault-registry/vault-plugin-registry/relay/migrate"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
 )
 
 func main() {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	"vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/backend"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // How godoauth read a user's access string (its vault.go and handlers.go),

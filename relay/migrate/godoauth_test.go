@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/backend"
 )
 
 func TestTranslateAccess(t *testing.T) {

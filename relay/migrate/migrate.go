@@ -13,9 +13,9 @@ import (
 	"os"
 	"strings"
 
-	"vault-plugin-registry/relay"
+	"github.com/vault-registry/vault-plugin-registry/relay"
 
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // Exit statuses.

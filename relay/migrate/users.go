@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/tokenapi"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // maxPasswordLen is bcrypt's limit, which the plugin enforces.

@@ -19,9 +19,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"vault-plugin-registry/backend"
-	"vault-plugin-registry/plugin"
-	"vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
 const testToken = "test-operator-token"
