@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // passwordCheckWait is how long a login may wait, in all, for its turn
@@ -20,7 +22,7 @@ const passwordCheckWait = 2 * time.Second
 // immutable: a change stores a new value.
 type cachedUser struct {
 	version uint64
-	access  Access
+	access  access.List
 	// credential is the MAC of the last verified password, valid until
 	// credentialExpires; nil when none is cached.
 	credential        []byte
@@ -30,7 +32,7 @@ type cachedUser struct {
 // login is a verified password: the user's access and the credential
 // generation it was verified against.
 type login struct {
-	access     Access
+	access     access.List
 	generation uint64
 }
 
@@ -47,7 +49,7 @@ type login struct {
 // check ends after the lockout began is refused with 429.
 func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (*login, error) {
 	waitUntil := time.Now().Add(passwordCheckWait) // one budget for every wait below
-	if !ValidUserName(name) || len(password) > maxPasswordLen {
+	if !access.ValidUserName(name) || len(password) > maxPasswordLen {
 		// Such a name cannot exist, such a password cannot be right.
 		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials, waitUntil)
 	}
@@ -170,7 +172,7 @@ func (b *Backend) cachedUser(u *User) *cachedUser {
 			return cu
 		}
 	}
-	access, err := ParseAccess(u.Access)
+	access, err := access.Parse(u.Access)
 	if err != nil {
 		// Stored access was validated on write; a record that no longer
 		// parses grants nothing rather than failing every login.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 const configKey = "config"
@@ -51,7 +53,7 @@ type Config struct {
 	IdentitySubject    string `json:"identity_subject,omitempty"`
 	IdentityAliasMount string `json:"identity_alias_mount,omitempty"`
 
-	anonymous Access // parsed AnonymousAccess
+	anonymous access.List // parsed AnonymousAccess
 }
 
 // DefaultConfig is what a mount uses until its config is written.
@@ -71,7 +73,7 @@ func DefaultConfig() *Config {
 }
 
 // Anonymous is the parsed anonymous access.
-func (c *Config) Anonymous() Access { return c.anonymous }
+func (c *Config) Anonymous() access.List { return c.anonymous }
 
 // Validate checks every field and parses the anonymous access string.
 func (c *Config) Validate() error {
@@ -108,7 +110,7 @@ func (c *Config) Validate() error {
 	if err := c.validateIdentity(); err != nil {
 		return err
 	}
-	anon, err := ParseAccess(c.AnonymousAccess)
+	anon, err := access.Parse(c.AnonymousAccess)
 	if err != nil {
 		return errorf(KindBadRequest, "anonymous_access: %s", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // fakeClock is a settable clock for expiry arithmetic.
@@ -118,14 +120,14 @@ func errKind(err error) Kind {
 type verifiedToken struct {
 	Header map[string]any
 	Claims struct {
-		Iss    string  `json:"iss"`
-		Sub    string  `json:"sub"`
-		Aud    any     `json:"aud"`
-		Exp    int64   `json:"exp"`
-		Nbf    int64   `json:"nbf"`
-		Iat    int64   `json:"iat"`
-		Jti    string  `json:"jti"`
-		Access []Grant `json:"access"`
+		Iss    string         `json:"iss"`
+		Sub    string         `json:"sub"`
+		Aud    any            `json:"aud"`
+		Exp    int64          `json:"exp"`
+		Nbf    int64          `json:"nbf"`
+		Iat    int64          `json:"iat"`
+		Jti    string         `json:"jti"`
+		Access []access.Grant `json:"access"`
 	}
 	RawClaims map[string]json.RawMessage
 	Leaf      *x509.Certificate

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // Vault identities as registry users: the access of a Vault identity group
@@ -61,7 +63,7 @@ func (b *Backend) identitySource() (IdentitySource, error) {
 func identityKey(kind IdentityKind, name string) string { return string(kind) + "/" + name }
 
 func checkIdentityName(kind IdentityKind, name string) error {
-	if !ValidUserName(name) {
+	if !access.ValidUserName(name) {
 		return errorf(KindBadRequest, "%s name %s: use 1 to 256 letters, digits, _ - . @", kind.noun(), quote(name))
 	}
 	return nil
@@ -76,11 +78,11 @@ func (k IdentityKind) noun() string {
 
 // WriteIdentityAccess stores the access string of a group or an entity,
 // validated first: a bad entry is a 400 naming it, and nothing is stored.
-func (b *Backend) WriteIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name, access string) (created bool, err error) {
+func (b *Backend) WriteIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name, text string) (created bool, err error) {
 	if err := checkIdentityName(kind, name); err != nil {
 		return false, err
 	}
-	a, err := ParseAccess(access)
+	a, err := access.Parse(text)
 	if err != nil {
 		return false, errorf(KindBadRequest, "access: %s", err)
 	}
@@ -105,7 +107,7 @@ func (b *Backend) WriteIdentityAccess(ctx context.Context, s logical.Storage, ki
 
 // ReadIdentityAccess returns the stored record, or nil if there is none.
 func (b *Backend) ReadIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (*IdentityAccess, error) {
-	if !ValidUserName(name) {
+	if !access.ValidUserName(name) {
 		return nil, nil
 	}
 	entry, err := s.Get(ctx, identityKey(kind, name))
@@ -140,12 +142,12 @@ func (b *Backend) DeleteIdentityAccess(ctx context.Context, s logical.Storage, k
 
 // identityAccess is the parsed access of one record; none when there is no
 // record. A stored string that no longer parses grants nothing.
-func (b *Backend) identityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (Access, error) {
+func (b *Backend) identityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (access.List, error) {
 	rec, err := b.ReadIdentityAccess(ctx, s, kind, name)
 	if err != nil || rec == nil {
 		return nil, err
 	}
-	a, err := ParseAccess(rec.Access)
+	a, err := access.Parse(rec.Access)
 	if err != nil {
 		b.logger.Error("stored access string does not parse; granting nothing", kind.noun(), name, "error", err)
 		return nil, nil
@@ -162,7 +164,7 @@ type Identity struct {
 	// subject is a fallback that could collide with a name of another kind.
 	PatternUser string
 	Groups      []string
-	Lists       []Access
+	Lists       []access.List
 }
 
 // ResolveIdentity reads an entity and its groups from Vault's identity
@@ -263,7 +265,7 @@ func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req Id
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +302,7 @@ var accessorRE = regexp.MustCompile(`^[A-Za-z0-9_.-]*$`)
 
 // identityRequest checks what both identity token requests carry and
 // returns what they need: the identity store, the scopes and the config.
-func (b *Backend) identityRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) (IdentitySource, []Scope, *Config, error) {
+func (b *Backend) identityRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) (IdentitySource, []access.Scope, *Config, error) {
 	ids, err := b.identitySource()
 	if err != nil {
 		return nil, nil, nil, err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // Refresh tokens of Vault identities are bound to the entity, not to a
@@ -95,7 +97,7 @@ func (b *Backend) MintFromIdentityRefresh(ctx context.Context, s logical.Storage
 		}
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // TokenRequest is a client's request for a registry token (README, "The token
@@ -41,7 +43,7 @@ type Token struct {
 	RefreshToken string // set when one was asked for and issued
 	Issuer       string
 	Subject      string
-	Access       []Grant
+	Access       []access.Grant
 }
 
 // maxClientIDLen bounds client_id, which is stored with refresh tokens.
@@ -58,7 +60,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		if len(cfg.Anonymous()) == 0 {
 			return nil, errorf(KindUnauthorized, "credentials required: this registry allows no anonymous access")
 		}
-		return b.sign(ctx, s, cfg, req.Service, "", GrantScopes("", scopes, cfg.Anonymous()), req.TTL)
+		return b.sign(ctx, s, cfg, req.Service, "", access.GrantScopes("", scopes, cfg.Anonymous()), req.TTL)
 	}
 	if req.Account != "" && req.Account != req.Username {
 		return nil, errorf(KindBadRequest, "account %s does not match the authenticated user", quote(req.Account))
@@ -67,7 +69,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, GrantScopes(req.Username, scopes, lg.access, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, access.GrantScopes(req.Username, scopes, lg.access, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +128,8 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 		return nil, errInvalidRefreshToken
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
-	access := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, GrantScopes(u.Name, scopes, access, cfg.Anonymous()), req.TTL)
+	userAccess := b.cachedUser(u).access
+	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, scopes, userAccess, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +139,8 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 
 // openTokenRequest is what every token request starts with: its scopes
 // parsed, its client_id checked, the mount's config.
-func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) ([]Scope, *Config, error) {
-	scopes, err := ParseScopes(rawScopes)
+func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawScopes []string, clientID string) ([]access.Scope, *Config, error) {
+	scopes, err := access.ParseScopes(rawScopes)
 	if err != nil {
 		return nil, nil, errorf(KindInvalidScope, "%s", err)
 	}
@@ -162,14 +164,14 @@ func checkClientID(id string) error {
 // claims are the registry token's claims (README, "The token contract"). aud is a plain
 // string: registry 2.8 rejects an array.
 type claims struct {
-	Issuer    string  `json:"iss"`
-	Subject   string  `json:"sub"`
-	Audience  string  `json:"aud"`
-	ExpiresAt int64   `json:"exp"`
-	NotBefore int64   `json:"nbf"`
-	IssuedAt  int64   `json:"iat"`
-	ID        string  `json:"jti"`
-	Access    []Grant `json:"access"`
+	Issuer    string         `json:"iss"`
+	Subject   string         `json:"sub"`
+	Audience  string         `json:"aud"`
+	ExpiresAt int64          `json:"exp"`
+	NotBefore int64          `json:"nbf"`
+	IssuedAt  int64          `json:"iat"`
+	ID        string         `json:"jti"`
+	Access    []access.Grant `json:"access"`
 }
 
 // The jwt.Claims interface; only signing uses these claims here.
@@ -184,7 +186,7 @@ func numericDate(sec int64) *jwt.NumericDate { return jwt.NewNumericDate(time.Un
 
 // sign makes the JWT for subject with the given grants, signed by the
 // current key, its certificate chain in x5c.
-func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, service, subject string, grants []Grant, ttl time.Duration) (*Token, error) {
+func (b *Backend) sign(ctx context.Context, s logical.Storage, cfg *Config, service, subject string, grants []access.Grant, ttl time.Duration) (*Token, error) {
 	ring, err := b.signingKeys(ctx, s)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 func BenchmarkSign(b *testing.B) {
@@ -18,7 +20,7 @@ func BenchmarkSign(b *testing.B) {
 			if err := be.SaveConfig(ctx, s, cfg); err != nil {
 				b.Fatal(err)
 			}
-			grants := []Grant{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}}
+			grants := []access.Grant{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}}
 			if _, err := be.sign(ctx, s, cfg, "registry", "alice", grants, 0); err != nil {
 				b.Fatal(err)
 			}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 func TestMint_tokenVerifiesAndCarriesEveryClaim(t *testing.T) {
@@ -44,7 +46,7 @@ func TestMint_tokenVerifiesAndCarriesEveryClaim(t *testing.T) {
 			if len(v.Claims.Jti) != 32 {
 				t.Errorf("jti %q is not 128 bits in hex", v.Claims.Jti)
 			}
-			want := []Grant{
+			want := []access.Grant{
 				{Type: "repository", Name: "linux/app", Actions: []string{"pull", "push"}},
 				{Type: "repository", Name: "linux/db", Actions: []string{"pull"}},
 			}
@@ -110,7 +112,7 @@ func TestMint_anonymous(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Grant{{Type: "repository", Name: "public/x", Actions: []string{"pull"}}}
+	want := []access.Grant{{Type: "repository", Name: "public/x", Actions: []string{"pull"}}}
 	if !reflect.DeepEqual(tok.Access, want) || tok.Subject != "" {
 		t.Errorf("anonymous grant %+v sub %q, want %+v", tok.Access, tok.Subject, want)
 	}
@@ -121,7 +123,7 @@ func TestMint_anonymous(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []Grant{
+	want = []access.Grant{
 		{Type: "repository", Name: "public/x", Actions: []string{"pull"}},
 		{Type: "repository", Name: "carol/y", Actions: []string{"push"}},
 	}

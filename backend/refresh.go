@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 // Refresh tokens are stored only as their SHA-256, under refresh/<hash>,
@@ -41,7 +43,7 @@ type Subject struct {
 
 // indexDir is the subject's directory under refresh-index/. A user's is
 // its name (as before kinds existed); another kind's is "kind:id", which
-// cannot be a user name (no ':' in UserNamePattern).
+// cannot be a user name (no ':' in access.UserNamePattern).
 func (sub Subject) indexDir() string {
 	if sub.Kind == SubjectUser {
 		return sub.ID
@@ -246,7 +248,7 @@ func (b *Backend) recordUse(ctx context.Context, s logical.Storage, hash string,
 
 // ListRefreshTokens lists a user's live refresh tokens.
 func (b *Backend) ListRefreshTokens(ctx context.Context, s logical.Storage, user string) ([]RefreshTokenInfo, error) {
-	if !ValidUserName(user) {
+	if !access.ValidUserName(user) {
 		return nil, errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(user))
 	}
 	u, err := b.ReadUser(ctx, s, user)
@@ -276,7 +278,7 @@ func (b *Backend) ListRefreshTokens(ctx context.Context, s logical.Storage, user
 // RevokeRefreshTokens deletes all of a user's refresh tokens and returns
 // how many there were.
 func (b *Backend) RevokeRefreshTokens(ctx context.Context, s logical.Storage, user string) (int, error) {
-	if !ValidUserName(user) {
+	if !access.ValidUserName(user) {
 		return 0, errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(user))
 	}
 	lock := locksutil.LockForKey(b.userLocks, user)

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,22 +13,11 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 const userPrefix = "users/"
-
-// UserNamePattern is the syntax of a user name (README, "The plugin"): user names
-// are often e-mail addresses.
-const UserNamePattern = `[A-Za-z0-9_.@-]{1,256}`
-
-var userNameRE = regexp.MustCompile(`^` + UserNamePattern + `$`)
-
-// ValidUserName reports whether name can be a user name. Names of dots only
-// are refused: they would read as path segments.
-func ValidUserName(name string) bool {
-	return userNameRE.MatchString(name) && strings.Trim(name, ".") != ""
-}
 
 // maxPasswordLen is bcrypt's limit: it ignores bytes past 72, so a longer
 // password is refused rather than silently truncated.
@@ -103,7 +91,7 @@ func newGeneration() uint64 {
 
 // ReadUser returns the stored user, or nil if there is none.
 func (b *Backend) ReadUser(ctx context.Context, s logical.Storage, name string) (*User, error) {
-	if !ValidUserName(name) {
+	if !access.ValidUserName(name) {
 		return nil, nil
 	}
 	u, kept, epoch := b.records.get(name)
@@ -136,19 +124,19 @@ func (b *Backend) ListUsers(ctx context.Context, s logical.Storage) ([]string, e
 // the same, unlocks the user.
 func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string, up UserUpdate) (UserChange, error) {
 	var change UserChange
-	if !ValidUserName(name) {
+	if !access.ValidUserName(name) {
 		return change, errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
 	}
 	if up.Password != nil && up.PasswordHash != nil {
 		return change, errorf(KindBadRequest, "give password or password_hash, not both")
 	}
-	var access Access
+	var parsed access.List
 	if up.Access != nil {
-		a, err := ParseAccess(*up.Access)
+		a, err := access.Parse(*up.Access)
 		if err != nil {
 			return change, errorf(KindBadRequest, "access: %s", err)
 		}
-		access = a
+		parsed = a
 	}
 	if up.Password != nil {
 		if err := checkPassword(*up.Password); err != nil {
@@ -197,8 +185,8 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 			change.PasswordChanged = true
 		}
 	}
-	if up.Access != nil && (change.Created || access.String() != u.Access) {
-		u.Access = access.String()
+	if up.Access != nil && (change.Created || parsed.String() != u.Access) {
+		u.Access = parsed.String()
 		change.AccessChanged = true
 	}
 	// An operator who sets the password unlocks the user, even when the
@@ -234,7 +222,7 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 // created again under the name gets a new credential generation, so a
 // refresh token the delete missed stays refused.
 func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string) error {
-	if !ValidUserName(name) {
+	if !access.ValidUserName(name) {
 		return errorf(KindBadRequest, "user name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
 	}
 	lock := locksutil.LockForKey(b.userLocks, name)

@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/backend"
 )
 
@@ -29,7 +30,7 @@ func identityAccessPaths(b *backend.Backend, kind backend.IdentityKind, nameHelp
 			HelpDescription: listDesc,
 		},
 		{
-			Pattern: prefix + "/(?P<name>" + backend.UserNamePattern + ")$",
+			Pattern: prefix + "/(?P<name>" + access.UserNamePattern + ")$",
 			Fields: map[string]*framework.FieldSchema{
 				"name":   {Type: framework.TypeString, Description: nameHelp},
 				"access": {Type: framework.TypeString, Description: `Access string, as for users: entries "type:pattern:actions" joined by ";"; ${user} is the token's subject. Validated on write (400 names the bad entry).`},

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/backend"
 	"github.com/vault-registry/vault-plugin-registry/plugin"
 )
@@ -60,10 +61,10 @@ func (m *mount) identityCall(path, entityID string, data map[string]any) (int, *
 	return m.do(req)
 }
 
-func grantsOf(t *testing.T, resp *logical.Response) (sub string, access string) {
+func grantsOf(t *testing.T, resp *logical.Response) (sub string, granted string) {
 	t.Helper()
 	c := jwtClaims(t, resp.Data["token"].(string))
-	var grants []backend.Grant
+	var grants []access.Grant
 	if err := json.Unmarshal(c["access"], &grants); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/backend"
 )
 
@@ -22,7 +23,7 @@ func userPaths(b *backend.Backend) []*framework.Path {
 			HelpDescription: usersListHelpDescription,
 		},
 		{
-			Pattern: "users/(?P<name>" + backend.UserNamePattern + ")/refresh-tokens/?$",
+			Pattern: "users/(?P<name>" + access.UserNamePattern + ")/refresh-tokens/?$",
 			Fields:  map[string]*framework.FieldSchema{"name": name},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation:   &framework.PathOperation{Callback: h.listRefreshTokens, Summary: "List the user's refresh tokens (never the tokens themselves)."},
@@ -32,7 +33,7 @@ func userPaths(b *backend.Backend) []*framework.Path {
 			HelpDescription: refreshTokensHelpDescription,
 		},
 		{
-			Pattern: "users/(?P<name>" + backend.UserNamePattern + ")$",
+			Pattern: "users/(?P<name>" + access.UserNamePattern + ")$",
 			Fields: map[string]*framework.FieldSchema{
 				"name":          name,
 				"password":      {Type: framework.TypeString, Description: "Write-only. Stored as a bcrypt hash and never returned. At most 72 bytes.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},

@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/vault-registry/vault-plugin-registry/backend"
-
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
@@ -140,7 +139,7 @@ func (g *godoauthView) difference(i int) (why string, lost bool) {
 	granted := known && !g.refused && g.last[name] == i && !strings.ContainsAny(name, "*?$")
 	asRepository := quote("repository:" + name + ":" + strings.TrimSpace(f[2]))
 
-	parsed, err := backend.ParseAccess(g.raws[i])
+	parsed, err := access.Parse(g.raws[i])
 	switch {
 	case err != nil:
 		msg := "the plugin refuses it: " + entryError(err)

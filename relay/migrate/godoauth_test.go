@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
 func TestTranslateAccess(t *testing.T) {
@@ -234,16 +234,16 @@ func TestGrant_sameAsGodoauth(t *testing.T) {
 		"repository:golja/godoauth:push",
 	}
 	names := []string{"linux/app", "linux/db", "foo/bar", "golja/godoauth", "zala/srot"}
-	for _, access := range accesses {
-		tr := translateAccess(access)
-		if len(tr.Problems) != 0 || tr.Access != access {
-			t.Fatalf("%q: the migration changes it (%v); pick one both read alike", access, tr.Problems)
+	for _, text := range accesses {
+		tr := translateAccess(text)
+		if len(tr.Problems) != 0 || tr.Access != text {
+			t.Fatalf("%q: the migration changes it (%v); pick one both read alike", text, tr.Problems)
 		}
-		kept, err := backend.ParseAccess(tr.Access)
+		kept, err := access.Parse(tr.Access)
 		if err != nil {
 			t.Fatal(err)
 		}
-		godoauth, _ := godoauthGrants(access)
+		godoauth, _ := godoauthGrants(text)
 		for _, name := range names {
 			for _, actions := range []string{"push", "pull", "push,pull", "pull,push", "*"} {
 				scope := "repository:" + name + ":" + actions
@@ -252,9 +252,9 @@ func TestGrant_sameAsGodoauth(t *testing.T) {
 					t.Fatalf("godoauth refuses %q", scope)
 				}
 				want := godoauthAllowed(godoauth, n, asked)
-				got := privOfGrants(backend.GrantScopes("someone", []backend.Scope{{Type: "repository", Name: name, Actions: strings.Split(actions, ",")}}, kept))
+				got := privOfGrants(access.GrantScopes("someone", []access.Scope{{Type: "repository", Name: name, Actions: strings.Split(actions, ",")}}, kept))
 				if got != want {
-					t.Errorf("access %q, scope %q: the plugin grants %s, godoauth %s", access, scope, got, want)
+					t.Errorf("access %q, scope %q: the plugin grants %s, godoauth %s", text, scope, got, want)
 				}
 			}
 		}
@@ -263,7 +263,7 @@ func TestGrant_sameAsGodoauth(t *testing.T) {
 
 // privOfGrants reads a claim as godoauth's push and pull; a granted "*"
 // is both.
-func privOfGrants(grants []backend.Grant) godoauthPriv {
+func privOfGrants(grants []access.Grant) godoauthPriv {
 	var p godoauthPriv
 	for _, g := range grants {
 		for _, a := range g.Actions {
@@ -293,10 +293,10 @@ func (p godoauthPriv) String() string {
 
 // pluginGrant is what the plugin grants on repository name when push and
 // pull, or "*", are asked for.
-func pluginGrant(a backend.Access, name string) godoauthPriv {
+func pluginGrant(a access.List, name string) godoauthPriv {
 	var p godoauthPriv
 	for _, asked := range [][]string{{"push", "pull"}, {"*"}} {
-		p |= privOfGrants(backend.GrantScopes("someone", []backend.Scope{{Type: "repository", Name: name, Actions: asked}}, a))
+		p |= privOfGrants(access.GrantScopes("someone", []access.Scope{{Type: "repository", Name: name, Actions: asked}}, a))
 	}
 	return p
 }
@@ -313,21 +313,21 @@ func FuzzTranslateAccess(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, access string) {
-		if len(access) > 4096 {
+	f.Fuzz(func(t *testing.T, text string) {
+		if len(text) > 4096 {
 			return
 		}
-		tr := translateAccess(access)
-		kept, err := backend.ParseAccess(tr.Access)
+		tr := translateAccess(text)
+		kept, err := access.Parse(tr.Access)
 		if err != nil {
 			t.Fatalf("kept %q, which the plugin refuses: %v", tr.Access, err)
 		}
-		if len(tr.Problems) == 0 && tr.Access != access {
-			t.Fatalf("no problem, but %q was rewritten as %q", access, tr.Access)
+		if len(tr.Problems) == 0 && tr.Access != text {
+			t.Fatalf("no problem, but %q was rewritten as %q", text, tr.Access)
 		}
-		godoauth, ok := godoauthGrants(access)
+		godoauth, ok := godoauthGrants(text)
 		if !ok && len(tr.Problems) == 0 {
-			t.Fatalf("godoauth refused %q, but no problem was reported", access)
+			t.Fatalf("godoauth refused %q, but no problem was reported", text)
 		}
 		// Never more than godoauth granted: each kept entry is an exact
 		// repository name that godoauth granted at least as much on.
@@ -335,7 +335,7 @@ func FuzzTranslateAccess(f *testing.F) {
 			if e.Type != "repository" || strings.ContainsAny(e.Pattern, "*?$") {
 				t.Fatalf("kept %q: entry %v is not an exact repository name", tr.Access, e)
 			}
-			if got := pluginGrant(backend.Access{e}, e.Pattern); got&^godoauth[e.Pattern] != 0 {
+			if got := pluginGrant(access.List{e}, e.Pattern); got&^godoauth[e.Pattern] != 0 {
 				t.Fatalf("kept %q: entry %v grants %b on %q, godoauth granted %b", tr.Access, e, got, e.Pattern, godoauth[e.Pattern])
 			}
 		}
@@ -343,7 +343,7 @@ func FuzzTranslateAccess(f *testing.F) {
 		if len(tr.Problems) == 0 {
 			for name, want := range godoauth {
 				if got := pluginGrant(kept, name); got != want {
-					t.Fatalf("%q: the plugin grants %b on %q, godoauth granted %b", access, got, name, want)
+					t.Fatalf("%q: the plugin grants %b on %q, godoauth granted %b", text, got, name, want)
 				}
 			}
 		}

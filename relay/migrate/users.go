@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/vault-registry/vault-plugin-registry/backend"
+	"github.com/vault-registry/vault-plugin-registry/access"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
@@ -68,7 +68,7 @@ func (m *migration) migrateUser(ctx context.Context, name string) error {
 		m.tally.skipped++
 		m.printf("  %s: skipped: a folder nested more than %d deep\n", quote(name), maxFolderDepth)
 		return nil
-	case !backend.ValidUserName(name):
+	case !access.ValidUserName(name):
 		m.tally.skipped++
 		m.printf("  %s: skipped: the plugin's user names are 1 to 256 letters, digits, _ - . @\n", quote(name))
 		return nil
@@ -86,7 +86,7 @@ func (m *migration) migrateUser(ctx context.Context, name string) error {
 	if err != nil {
 		return skip("%s: godoauth refused every login of this user", err)
 	}
-	access, _, err := stringField(s.Data, "access")
+	godoauthAccess, _, err := stringField(s.Data, "access")
 	if err != nil {
 		return skip("%s: godoauth refused every login of this user", err)
 	}
@@ -97,7 +97,7 @@ func (m *migration) migrateUser(ctx context.Context, name string) error {
 		return skip("the password is longer than %d bytes, which bcrypt cannot take; give the user a new one in %s/users/%s", maxPasswordLen, to, name)
 	}
 
-	tr := translateAccess(access)
+	tr := translateAccess(godoauthAccess)
 	if len(tr.Problems) > 0 && !m.opts.dropInvalid {
 		m.tally.skipped++
 		m.printf("  %s: skipped: %s the plugin would read differently (-drop-invalid-entries migrates the user without them):\n",
@@ -105,7 +105,7 @@ func (m *migration) migrateUser(ctx context.Context, name string) error {
 		m.printProblems(tr.Problems)
 		return nil
 	}
-	parsed, err := backend.ParseAccess(tr.Access)
+	parsed, err := access.Parse(tr.Access)
 	if err != nil {
 		return skip("access: %s", err)
 	}

@@ -1,4 +1,4 @@
-package backend
+package access
 
 import (
 	"errors"
@@ -50,10 +50,10 @@ func actionBit(a string) actionSet {
 	return 0
 }
 
-// AccessEntry is one `type:pattern:actions` entry of an access string. Only
-// entries made by ParseAccess grant anything: the matcher and the action set
+// Entry is one `type:pattern:actions` entry of an access string. Only
+// entries made by Parse grant anything: the matcher and the action set
 // are compiled there.
-type AccessEntry struct {
+type Entry struct {
 	Type    string   // "repository", "registry" or "*"
 	Pattern string   // as written (exact name, glob with * ** ?, ${user})
 	Actions []string // subset of pull, push, delete, * (deduplicated, in written order)
@@ -62,17 +62,17 @@ type AccessEntry struct {
 	match  pattern
 }
 
-// Access is a parsed access string.
-type Access []AccessEntry
+// List is a parsed access string: its entries, in written order.
+type List []Entry
 
-// ParseAccess parses a godoauth access string. Blanks around entries and
+// Parse parses a godoauth access string. Blanks around entries and
 // empty entries are ignored. The error names the offending entry (counting
 // non-empty entries from 1) and what is wrong with it.
-func ParseAccess(s string) (Access, error) {
+func Parse(s string) (List, error) {
 	if len(s) > MaxAccessLen {
 		return nil, fmt.Errorf("access string is %d bytes, more than the limit of %d", len(s), MaxAccessLen)
 	}
-	var a Access
+	var a List
 	for raw := range strings.SplitSeq(s, ";") {
 		text := strings.TrimSpace(raw)
 		if text == "" {
@@ -90,33 +90,33 @@ func ParseAccess(s string) (Access, error) {
 	return a, nil
 }
 
-func parseAccessEntry(s string) (AccessEntry, error) {
+func parseAccessEntry(s string) (Entry, error) {
 	// The pattern may hold ":" (host:port/name), the type and the actions
 	// cannot: split off the first and the last field.
 	typ, rest, ok := strings.Cut(s, ":")
 	i := strings.LastIndexByte(rest, ':')
 	if !ok || i < 0 {
-		return AccessEntry{}, errors.New("want type:pattern:actions")
+		return Entry{}, errors.New("want type:pattern:actions")
 	}
 	pat, acts := rest[:i], rest[i+1:]
 	switch typ {
 	case "repository", "registry", "*":
 	default:
-		return AccessEntry{}, fmt.Errorf("unknown type %s (want repository, registry or *)", quote(typ))
+		return Entry{}, fmt.Errorf("unknown type %s (want repository, registry or *)", quote(typ))
 	}
 	m, err := compilePattern(pat)
 	if err != nil {
-		return AccessEntry{}, err
+		return Entry{}, err
 	}
-	e := AccessEntry{Type: typ, Pattern: pat, match: m}
+	e := Entry{Type: typ, Pattern: pat, match: m}
 	var seen actionSet
 	for a := range strings.SplitSeq(acts, ",") {
 		bit := actionBit(a)
 		switch {
 		case a == "":
-			return AccessEntry{}, fmt.Errorf("empty action in %s", quote(acts))
+			return Entry{}, fmt.Errorf("empty action in %s", quote(acts))
 		case bit == 0:
-			return AccessEntry{}, fmt.Errorf("unknown action %s (want pull, push, delete or *)", quote(a))
+			return Entry{}, fmt.Errorf("unknown action %s (want pull, push, delete or *)", quote(a))
 		case seen&bit != 0:
 			continue
 		}
@@ -132,8 +132,8 @@ func parseAccessEntry(s string) (AccessEntry, error) {
 }
 
 // String prints the access string back in canonical form: entries joined by
-// ";", without blanks. ParseAccess reads it back to an equal Access.
-func (a Access) String() string {
+// ";", without blanks. Parse reads it back to an equal List.
+func (a List) String() string {
 	entries := make([]string, len(a))
 	for i, e := range a {
 		entries[i] = e.String()
@@ -142,7 +142,7 @@ func (a Access) String() string {
 }
 
 // String prints the entry as type:pattern:actions.
-func (e AccessEntry) String() string {
+func (e Entry) String() string {
 	return e.Type + ":" + e.Pattern + ":" + strings.Join(e.Actions, ",")
 }
 
@@ -164,7 +164,7 @@ type Grant struct {
 // as [] rather than null. user is the authenticated user name, "" for
 // anonymous: then ${user} matches nothing. The user's and the anonymous
 // access are passed together.
-func GrantScopes(user string, requested []Scope, lists ...Access) []Grant {
+func GrantScopes(user string, requested []Scope, lists ...List) []Grant {
 	grants := make([]Grant, 0, len(requested))
 	for i, sc := range requested {
 		if mergedEarlier(requested[:i], sc) {
@@ -236,7 +236,7 @@ func mergedEarlier(earlier []Scope, sc Scope) bool {
 }
 
 // allowed is the part of want that the entries of lists grant on typ:name.
-func allowed(user, typ, name string, want actionSet, lists []Access) actionSet {
+func allowed(user, typ, name string, want actionSet, lists []List) actionSet {
 	var have actionSet
 	for _, l := range lists {
 		for i := range l {

@@ -1,4 +1,4 @@
-package backend
+package access
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package backend
+package access
 
 import (
 	"encoding/json"
@@ -12,11 +12,11 @@ import (
 	"unicode/utf8"
 )
 
-func mustParseAccess(t testing.TB, s string) Access {
+func mustParseAccess(t testing.TB, s string) List {
 	t.Helper()
-	a, err := ParseAccess(s)
+	a, err := Parse(s)
 	if err != nil {
-		t.Fatalf("ParseAccess(%q): %v", s, err)
+		t.Fatalf("Parse(%q): %v", s, err)
 	}
 	return a
 }
@@ -43,7 +43,7 @@ type grantCase struct {
 // GrantScopes in that order.
 func checkGrants(t *testing.T, access []string, cases []grantCase) {
 	t.Helper()
-	var lists []Access
+	var lists []List
 	for _, s := range access {
 		lists = append(lists, mustParseAccess(t, s))
 	}
@@ -79,17 +79,17 @@ func TestParseAccess_acceptsAndPrintsCanonicalForm(t *testing.T) {
 	for _, c := range cases {
 		a := mustParseAccess(t, c.in)
 		if got := a.String(); got != c.want {
-			t.Errorf("ParseAccess(%q).String() = %q, want %q", c.in, got, c.want)
+			t.Errorf("Parse(%q).String() = %q, want %q", c.in, got, c.want)
 		}
 		if again := mustParseAccess(t, a.String()); !reflect.DeepEqual(again, a) {
-			t.Errorf("ParseAccess(%q) does not read back its String()", c.in)
+			t.Errorf("Parse(%q) does not read back its String()", c.in)
 		}
 	}
 }
 
 func TestParseAccess_splitsFirstAndLastField(t *testing.T) {
 	a := mustParseAccess(t, "repository:localhost:5000/foo/*:pull,push")
-	want := AccessEntry{Type: "repository", Pattern: "localhost:5000/foo/*", Actions: []string{"pull", "push"}}
+	want := Entry{Type: "repository", Pattern: "localhost:5000/foo/*", Actions: []string{"pull", "push"}}
 	if got := a[0]; got.Type != want.Type || got.Pattern != want.Pattern || !slices.Equal(got.Actions, want.Actions) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
@@ -115,20 +115,20 @@ func TestParseAccess_errorNamesEntryAndProblem(t *testing.T) {
 		{"repository:${user:pull", `"$" is allowed only in ${user}`},
 	}
 	for _, c := range cases {
-		_, err := ParseAccess(c.in)
+		_, err := Parse(c.in)
 		if err == nil {
-			t.Errorf("ParseAccess(%q) accepted it", c.in)
+			t.Errorf("Parse(%q) accepted it", c.in)
 			continue
 		}
 		if !strings.Contains(err.Error(), c.want) {
-			t.Errorf("ParseAccess(%q) error\n %s\ndoes not contain\n %s", c.in, err, c.want)
+			t.Errorf("Parse(%q) error\n %s\ndoes not contain\n %s", c.in, err, c.want)
 		}
 	}
 }
 
 func TestParseAccess_errorTruncatesLongEntry(t *testing.T) {
 	entry := "repository:" + strings.Repeat("x", 5000) + ":pul"
-	_, err := ParseAccess(entry)
+	_, err := Parse(entry)
 	if err == nil {
 		t.Fatal("accepted an unknown action")
 	}
@@ -139,19 +139,19 @@ func TestParseAccess_errorTruncatesLongEntry(t *testing.T) {
 
 func TestParseAccess_limits(t *testing.T) {
 	entries := strings.Repeat("repository:a:pull;", MaxAccessEntries)
-	if a, err := ParseAccess(entries); err != nil || len(a) != MaxAccessEntries {
+	if a, err := Parse(entries); err != nil || len(a) != MaxAccessEntries {
 		t.Fatalf("%d entries: %d parsed, error %v", MaxAccessEntries, len(a), err)
 	}
-	if _, err := ParseAccess(entries + "repository:b:pull"); err == nil || !strings.Contains(err.Error(), "more than 10000 entries") {
+	if _, err := Parse(entries + "repository:b:pull"); err == nil || !strings.Contains(err.Error(), "more than 10000 entries") {
 		t.Errorf("%d entries: error %v", MaxAccessEntries+1, err)
 	}
 	long := "repository:" + strings.Repeat("x", MaxAccessLen) + ":pull"
-	if _, err := ParseAccess(long); err == nil || !strings.Contains(err.Error(), "more than the limit of 1048576") {
+	if _, err := Parse(long); err == nil || !strings.Contains(err.Error(), "more than the limit of 1048576") {
 		t.Errorf("%d bytes: error %v", len(long), err)
 	}
 	// Blanks and empty entries count towards the byte limit, not the entry limit.
 	padded := strings.Repeat(" ;", 100000) + "repository:a:pull"
-	if a, err := ParseAccess(padded); err != nil || len(a) != 1 {
+	if a, err := Parse(padded); err != nil || len(a) != 1 {
 		t.Errorf("padded access: %d parsed, error %v", len(a), err)
 	}
 }
@@ -318,7 +318,7 @@ func TestGrant_emptyResultEncodesAsEmptyArray(t *testing.T) {
 	for _, g := range [][]Grant{
 		GrantScopes("", nil),
 		GrantScopes("u", mustParseScopes(t, "repository:a:pull")),
-		GrantScopes("u", mustParseScopes(t, "repository:a:pull"), nil, Access{}),
+		GrantScopes("u", mustParseScopes(t, "repository:a:pull"), nil, List{}),
 	} {
 		if got, _ := json.Marshal(g); string(got) != "[]" {
 			t.Errorf("claim encodes as %s, want []", got)
@@ -327,7 +327,7 @@ func TestGrant_emptyResultEncodesAsEmptyArray(t *testing.T) {
 }
 
 func TestGrant_entryNotMadeByParseAccessGrantsNothing(t *testing.T) {
-	hand := Access{{Type: "repository", Pattern: "a", Actions: []string{"pull"}}}
+	hand := List{{Type: "repository", Pattern: "a", Actions: []string{"pull"}}}
 	if g := GrantScopes("u", mustParseScopes(t, "repository:a:pull"), hand); len(g) != 0 {
 		t.Errorf("hand-made entry granted %v", g)
 	}
@@ -396,7 +396,7 @@ func referenceRegexp(pattern, user string) *regexp.Regexp {
 }
 
 // referenceGrant is GrantScopes written the plain way, with regexps.
-func referenceGrant(user string, requested []Scope, lists ...Access) []Grant {
+func referenceGrant(user string, requested []Scope, lists ...List) []Grant {
 	grants := []Grant{}
 	done := map[[2]string]bool{}
 	for _, sc := range requested {
@@ -466,7 +466,7 @@ func TestPattern_agreesWithRegexpOnRandomPatterns(t *testing.T) {
 		if name == "" {
 			continue
 		}
-		a, err := ParseAccess("repository:" + pattern + ":pull")
+		a, err := Parse("repository:" + pattern + ":pull")
 		if err != nil {
 			t.Fatalf("pattern %q: %v", pattern, err)
 		}
@@ -481,7 +481,7 @@ var validUserName = regexp.MustCompile(`^[A-Za-z0-9_.@-]*$`)
 
 func FuzzParseAccess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := ParseAccess(s)
+		a, err := Parse(s)
 		if err != nil {
 			if !utf8.ValidString(err.Error()) {
 				t.Errorf("error is not valid UTF-8: %q", err)
@@ -489,12 +489,12 @@ func FuzzParseAccess(f *testing.F) {
 			return
 		}
 		printed := a.String()
-		b, err := ParseAccess(printed)
+		b, err := Parse(printed)
 		if err != nil {
-			t.Fatalf("ParseAccess(%q) accepted, its String %q is refused: %v", s, printed, err)
+			t.Fatalf("Parse(%q) accepted, its String %q is refused: %v", s, printed, err)
 		}
 		if !reflect.DeepEqual(a, b) {
-			t.Fatalf("ParseAccess(%q) = %+v, read back from %q as %+v", s, a, printed, b)
+			t.Fatalf("Parse(%q) = %+v, read back from %q as %+v", s, a, printed, b)
 		}
 		if b.String() != printed {
 			t.Fatalf("String is not canonical: %q then %q", printed, b.String())
@@ -504,7 +504,7 @@ func FuzzParseAccess(f *testing.F) {
 
 func FuzzGrant(f *testing.F) {
 	f.Fuzz(func(t *testing.T, access, user, scopes string) {
-		a, err := ParseAccess(access)
+		a, err := Parse(access)
 		if err != nil || len(a) > 20 || !validUserName.MatchString(user) {
 			return
 		}
@@ -558,7 +558,7 @@ func BenchmarkParseAccess(b *testing.B) {
 	b.SetBytes(int64(len(s)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParseAccess(s); err != nil {
+		if _, err := Parse(s); err != nil {
 			b.Fatal(err)
 		}
 	}
