@@ -250,3 +250,58 @@ func TestBatch_requestsOfClientsGoneAreNotSent(t *testing.T) {
 		t.Errorf("Vault got %d token requests in %d batch calls, want %d and 0: the gone clients' were sent", n, calls, batchCalls)
 	}
 }
+
+// A mount's batch queue is bounded: with both calls held by a slow Vault
+// and maxBatchQueue requests waiting, the next request is answered 503
+// with Retry-After at once, not queued until its deadline (issue 20,
+// point 1).
+func TestBatch_queueIsBounded(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(20 * time.Second) })
+	alice := basic("alice", "pw")
+	if w := get(s, "service=registry", alice); w.Code != http.StatusOK { // proven: batched from now on
+		t.Fatalf("first token: %d %s", w.Code, w.Body)
+	}
+	hold := make(chan struct{})
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		<-hold
+		fv.mint(w, body)
+	}
+	fv.mu.Unlock()
+	b := s.vault.batcher("registry")
+	queued := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue)
+	}
+	var wg sync.WaitGroup
+	codes := make(chan int, batchCalls+maxBatchQueue)
+	for range batchCalls + maxBatchQueue {
+		wg.Go(func() { codes <- get(s, "service=registry", alice).Code })
+	}
+	defer func() {
+		close(hold)
+		wg.Wait()
+		close(codes)
+		for c := range codes {
+			if c != http.StatusOK {
+				t.Errorf("a queued request got %d, want 200", c)
+			}
+		}
+	}()
+	for i := 0; queued() < maxBatchQueue; i++ {
+		if i == 2000 {
+			t.Fatalf("%d requests queued, want %d", queued(), maxBatchQueue)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w := get(s, "service=registry", alice) // Vault still holds every call
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("request past a full batch queue: %d Retry-After %q %s, want 503 with Retry-After 1",
+			w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if n := queued(); n != maxBatchQueue {
+		t.Errorf("%d requests queued, want %d", n, maxBatchQueue)
+	}
+}

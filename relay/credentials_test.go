@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // fillUnproven takes every place for unproven passwords, as a flood of
@@ -85,6 +87,42 @@ func TestMint_credentialRefusedIsForgotten(t *testing.T) {
 	defer fillUnproven(s)()
 	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
 		t.Errorf("a refused credential still passes as proven: %d %s", w.Code, w.Body)
+	}
+}
+
+// A credential the plugin refuses for any reason but busy is no longer
+// proven: a locked-out user's right password (429 locked_out) included,
+// or it would keep the proven path, past the bound on unproven checks and
+// into the batches (issue 20, point 1). A busy refusal checked nothing:
+// the credential stays proven.
+func TestMint_credentialRefusedForAnyReasonButBusyIsForgotten(t *testing.T) {
+	for _, c := range []struct {
+		refusal tokenapi.Refusal
+		status  int
+		proven  bool
+	}{
+		{tokenapi.Refusal{Code: tokenapi.CodeLockedOut, Message: "user \"alice\" is locked out; retry after 300s", RetryAfter: 300}, 429, false},
+		{tokenapi.Refusal{Code: tokenapi.CodeInvalidScope, Message: "malformed scope"}, 400, false},
+		{tokenapi.Refusal{Code: tokenapi.CodeBusy, Message: "too many password checks in progress; retry after 1s", RetryAfter: 1}, 429, true},
+	} {
+		t.Run(string(c.refusal.Code), func(t *testing.T) {
+			fv, s, _, alice := aliceGotAToken(t, 300*time.Millisecond)
+			fv.mu.Lock()
+			fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) { pluginRefusal(w, c.refusal) }
+			fv.mu.Unlock()
+			if w := get(s, "service=registry", alice); w.Code != c.status {
+				t.Fatalf("refused: %d %s, want %d", w.Code, w.Body, c.status)
+			}
+			fv.mu.Lock()
+			fv.token = nil
+			fv.mu.Unlock()
+			defer fillUnproven(s)()
+			w := get(s, "service=registry", alice)
+			if proven := w.Code == http.StatusOK; proven != c.proven {
+				t.Errorf("after a %s refusal, with every unproven place taken: %d %s; want proven=%v",
+					c.refusal.Code, w.Code, w.Body, c.proven)
+			}
+		})
 	}
 }
 

@@ -186,6 +186,7 @@ type exchange struct {
 	user    string
 	status  int
 	granted int
+	reason  string // failure.reason
 }
 
 // serveAuth is the token endpoint: parse, check the mount, mint, answer.
@@ -210,7 +211,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	x.status = f.status
+	x.status, x.reason = f.status, f.reason
 	writeFailure(w, f, oauth)
 }
 
@@ -264,6 +265,9 @@ func (s *Server) record(r *http.Request, x *exchange, start time.Time) {
 	if x.req != nil {
 		args = append(args, "service", x.req.Service, "user", x.user, "grant", x.req.grantType(),
 			"requested", len(x.req.Scopes), "granted", x.granted)
+	}
+	if x.reason != "" {
+		args = append(args, "reason", x.reason)
 	}
 	s.log.Info("token request", args...)
 }
