@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -37,6 +38,10 @@ const (
 	provenTTL = 5 * time.Minute
 	// maxProven bounds the remembered credentials.
 	maxProven = 4096
+	// maxProvenAlone bounds one credential's calls in flight on the
+	// proven path when batching is off (storage.vault.batch: false); more
+	// go as unproven. With batching, the mount's batch queue bounds them.
+	maxProvenAlone = 8
 )
 
 // errPasswordChecksBusy answers a password that waited too long for a place.
@@ -50,12 +55,16 @@ type provenCredentials struct {
 	key      [32]byte
 	unproven chan struct{}
 	known    *ttlMap[credentialID, struct{}]
+
+	mu    sync.Mutex
+	alone map[credentialID]int // proven calls in flight, batching off
 }
 
 func newProvenCredentials() *provenCredentials {
 	p := &provenCredentials{
 		unproven: make(chan struct{}, maxUnprovenCalls),
 		known:    newTTLMap[credentialID, struct{}](provenTTL, maxProven),
+		alone:    map[credentialID]int{},
 	}
 	_, _ = rand.Read(p.key[:]) // never fails (crypto/rand panics instead)
 	return p
@@ -103,6 +112,24 @@ func (p *provenCredentials) proven(id credentialID) bool {
 func (p *provenCredentials) remember(id credentialID) { p.known.put(id, struct{}{}, true) }
 
 func (p *provenCredentials) forget(id credentialID) { p.known.delete(id) }
+
+// enterAlone takes one of id's maxProvenAlone places on the proven path;
+// false when they are all taken.
+func (p *provenCredentials) enterAlone(id credentialID) (leave func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.alone[id] >= maxProvenAlone {
+		return nil, false
+	}
+	p.alone[id]++
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.alone[id]--; p.alone[id] == 0 {
+			delete(p.alone, id)
+		}
+	}, true
+}
 
 // settle remembers a credential that got a token and forgets one that was
 // refused for any reason but the plugin's busy refusal. Vault's trouble

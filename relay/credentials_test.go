@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +124,53 @@ func TestMint_credentialRefusedForAnyReasonButBusyIsForgotten(t *testing.T) {
 					c.refusal.Code, w.Code, w.Body, c.proven)
 			}
 		})
+	}
+}
+
+// With batching off, one credential holds at most maxProvenAlone calls on
+// the proven path; more go as unproven: a locked-out user's right password
+// from many connections, sent before the first refusal came back, cannot
+// take every Vault call slot (issue 20, point 1).
+func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		off := false
+		c.Storage.Vault.Batch = &off
+		c.HTTP.Timeout = Duration(5 * time.Second)
+	})
+	alice := basic("alice", "pw")
+	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+		t.Fatalf("first token: %d %s", w.Code, w.Body)
+	}
+	hold := make(chan struct{})
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		<-hold
+		fv.mint(w, body)
+	}
+	fv.mu.Unlock()
+	var wg sync.WaitGroup
+	for range maxProvenAlone {
+		wg.Go(func() {
+			if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+				t.Errorf("proven request: %d %s", w.Code, w.Body)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(hold)
+	for i := 0; len(s.vault.admission.slots) < maxProvenAlone; i++ {
+		if i == 1000 {
+			t.Fatalf("%d calls in flight, want %d", len(s.vault.admission.slots), maxProvenAlone)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	defer fillUnproven(s)()
+	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
+		t.Errorf("request past the credential's proven calls, every unproven place taken: %d %s, want 429", w.Code, w.Body)
+	}
+	if n := len(s.vault.admission.slots); n != maxProvenAlone {
+		t.Errorf("%d Vault calls in flight, want %d", n, maxProvenAlone)
 	}
 }
 

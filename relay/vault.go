@@ -193,16 +193,29 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	id, password := v.credentials.id(req)
 	var t *mintedToken
 	var f *failure
-	if password && !v.credentials.proven(id) {
+	unproven := password && !v.credentials.proven(id)
+	if password && !unproven && !v.batch {
+		// Without batching, one credential's burst cannot queue: past
+		// maxProvenAlone calls in flight, it goes as unproven (a user
+		// who locked their own account and floods with the right
+		// password holds no more slots than the unproven places).
+		leave, ok := v.credentials.enterAlone(id)
+		if ok {
+			defer leave()
+		}
+		unproven = !ok
+	}
+	switch {
+	case unproven:
 		leave, lf := v.enterUnproven(ctx)
 		if lf != nil {
 			return nil, lf
 		}
 		t, f = v.mintOne(ctx, req, true)
 		leave()
-	} else if v.batch {
+	case v.batch:
 		t, f = v.batcher(req.Service).submit(ctx, req)
-	} else {
+	default:
 		t, f = v.mintOne(ctx, req, false)
 	}
 	if f == nil {
