@@ -38,10 +38,14 @@ const (
 	provenTTL = 5 * time.Minute
 	// maxProven bounds the remembered credentials.
 	maxProven = 4096
-	// maxProvenAlone bounds one credential's calls in flight on the
-	// proven path when batching is off (storage.vault.batch: false); more
-	// go as unproven. With batching, the mount's batch queue bounds them.
-	maxProvenAlone = 8
+	// maxProvenPerCredential bounds one credential's requests on the
+	// proven path at once (Vault calls, or waiting for a batch); more go
+	// as unproven. A user who locked their own account and sends the right
+	// password from many connections before the first refusal comes back
+	// holds no more than this (with batching: half the batch queue, so
+	// others still find room); one client's burst of up to 64 requests
+	// (make bench's load) stays on the proven path.
+	maxProvenPerCredential = maxBatchQueue / 2
 )
 
 // errPasswordChecksBusy answers a password that waited too long for a place.
@@ -57,14 +61,14 @@ type provenCredentials struct {
 	known    *ttlMap[credentialID, struct{}]
 
 	mu    sync.Mutex
-	alone map[credentialID]int // proven calls in flight, batching off
+	onPath map[credentialID]int // requests on the proven path
 }
 
 func newProvenCredentials() *provenCredentials {
 	p := &provenCredentials{
 		unproven: make(chan struct{}, maxUnprovenCalls),
 		known:    newTTLMap[credentialID, struct{}](provenTTL, maxProven),
-		alone:    map[credentialID]int{},
+		onPath:   map[credentialID]int{},
 	}
 	_, _ = rand.Read(p.key[:]) // never fails (crypto/rand panics instead)
 	return p
@@ -113,20 +117,20 @@ func (p *provenCredentials) remember(id credentialID) { p.known.put(id, struct{}
 
 func (p *provenCredentials) forget(id credentialID) { p.known.delete(id) }
 
-// enterAlone takes one of id's maxProvenAlone places on the proven path;
-// false when they are all taken.
-func (p *provenCredentials) enterAlone(id credentialID) (leave func(), ok bool) {
+// enterProven takes one of id's maxProvenPerCredential places on the
+// proven path; false when they are all taken.
+func (p *provenCredentials) enterProven(id credentialID) (leave func(), ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.alone[id] >= maxProvenAlone {
+	if p.onPath[id] >= maxProvenPerCredential {
 		return nil, false
 	}
-	p.alone[id]++
+	p.onPath[id]++
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.alone[id]--; p.alone[id] == 0 {
-			delete(p.alone, id)
+		if p.onPath[id]--; p.onPath[id] == 0 {
+			delete(p.onPath, id)
 		}
 	}, true
 }

@@ -127,10 +127,10 @@ func TestMint_credentialRefusedForAnyReasonButBusyIsForgotten(t *testing.T) {
 	}
 }
 
-// With batching off, one credential holds at most maxProvenAlone calls on
-// the proven path; more go as unproven: a locked-out user's right password
-// from many connections, sent before the first refusal came back, cannot
-// take every Vault call slot (issue 20, point 1).
+// With batching off, one credential holds at most maxProvenPerCredential
+// calls on the proven path; more go as unproven: a locked-out user's right
+// password from many connections, sent before the first refusal came
+// back, cannot take every Vault call slot (issue 20, point 1).
 func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
 	fv := newFakeVault(t, "registry")
 	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
@@ -150,7 +150,7 @@ func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
 	}
 	fv.mu.Unlock()
 	var wg sync.WaitGroup
-	for range maxProvenAlone {
+	for range maxProvenPerCredential {
 		wg.Go(func() {
 			if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
 				t.Errorf("proven request: %d %s", w.Code, w.Body)
@@ -159,9 +159,9 @@ func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
 	}
 	defer wg.Wait()
 	defer close(hold)
-	for i := 0; len(s.vault.admission.slots) < maxProvenAlone; i++ {
+	for i := 0; len(s.vault.admission.slots) < maxProvenPerCredential; i++ {
 		if i == 1000 {
-			t.Fatalf("%d calls in flight, want %d", len(s.vault.admission.slots), maxProvenAlone)
+			t.Fatalf("%d calls in flight, want %d", len(s.vault.admission.slots), maxProvenPerCredential)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -169,8 +169,8 @@ func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
 	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
 		t.Errorf("request past the credential's proven calls, every unproven place taken: %d %s, want 429", w.Code, w.Body)
 	}
-	if n := len(s.vault.admission.slots); n != maxProvenAlone {
-		t.Errorf("%d Vault calls in flight, want %d", n, maxProvenAlone)
+	if n := len(s.vault.admission.slots); n != maxProvenPerCredential {
+		t.Errorf("%d Vault calls in flight, want %d", n, maxProvenPerCredential)
 	}
 }
 

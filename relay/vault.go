@@ -194,12 +194,10 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	var t *mintedToken
 	var f *failure
 	unproven := password && !v.credentials.proven(id)
-	if password && !unproven && !v.batch {
-		// Without batching, one credential's burst cannot queue: past
-		// maxProvenAlone calls in flight, it goes as unproven (a user
-		// who locked their own account and floods with the right
-		// password holds no more slots than the unproven places).
-		leave, ok := v.credentials.enterAlone(id)
+	if password && !unproven {
+		// Past maxProvenPerCredential requests on the proven path, one
+		// credential's burst goes as unproven.
+		leave, ok := v.credentials.enterProven(id)
 		if ok {
 			defer leave()
 		}
