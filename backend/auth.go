@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"errors"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -55,10 +54,8 @@ type login struct {
 // judged when it concludes, under the same lock: a right password whose
 // check ends after the lockout began is refused with 429.
 //
-// A locked-out name's refusal waits for a decoy check as long as a check
-// would (on a single request), but never turns into busy: the relay
-// forgets a credential refused for any reason but busy, and must learn
-// that this one is locked out.
+// A locked-out name's refusal never waits and never turns into busy
+// (lockedOutCheck).
 func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (*login, error) {
 	wait := passwordCheckWait
 	if withinBatch(ctx) {
@@ -86,7 +83,7 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 
 	if err := b.reserveCheck(ctx, s, cfg, name, waitUntil); err != nil {
 		if e, ok := AsError(err); ok && e.Kind == KindLockedOut {
-			return nil, b.lockedOutCheck(ctx, cfg, password, err, waitUntil)
+			return nil, b.lockedOutCheck(cfg, password, err)
 		}
 		return nil, err
 	}
@@ -228,21 +225,19 @@ func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, 
 	return refusal
 }
 
-// lockedOutCheck is decoyCheck for a locked-out name: the refusal is
-// the lockout's whatever happens to the decoy. Within a batch it takes no
-// wait at all: the refusal says the name is locked out, so a decoy there
-// hides nothing, and waiting for one would hold the batch's answers.
-func (b *Backend) lockedOutCheck(ctx context.Context, cfg *Config, password string, refusal error, waitUntil time.Time) error {
-	if withinBatch(ctx) {
-		if b.passwordChecks.tryAcquire() {
-			b.bcryptRuns.Add(1)
-			_ = bcrypt.CompareHashAndPassword(b.decoyHash(cfg.BcryptCost), []byte(password))
-			b.releasePasswordCheck()
-		}
-		return refusal
-	}
-	if err := b.decoyCheck(ctx, cfg, password, refusal, waitUntil); errors.Is(err, context.Canceled) {
-		return err
+// lockedOutCheck spends a decoy check for a locked-out name when a
+// password-check slot is free at once, then returns refusal. It never
+// waits for a slot: the refusal says the name is locked out (for a user
+// and an unknown name alike), so a decoy hides nothing there but the cost
+// of a check when the plugin is idle. Waiting for one under a flood would
+// hold the request for seconds (and a batch with it), and answering busy
+// instead would keep the relay from learning that the credential it
+// counted as proven is locked out.
+func (b *Backend) lockedOutCheck(cfg *Config, password string, refusal error) error {
+	if b.passwordChecks.tryAcquire() {
+		b.bcryptRuns.Add(1)
+		_ = bcrypt.CompareHashAndPassword(b.decoyHash(cfg.BcryptCost), []byte(password))
+		b.releasePasswordCheck()
 	}
 	return refusal
 }

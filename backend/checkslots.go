@@ -97,9 +97,8 @@ type batchKey struct{}
 
 // WithinBatch marks ctx as a request of a token batch (paths/token_batch.go):
 // its waits for a password check have their own, shorter budget
-// (batchCheckWait) and go first, and a locked-out name is refused without
-// waiting for a decoy check, so that one request cannot hold the answers
-// of the others.
+// (batchCheckWait) and go first, so that one request cannot hold the
+// answers of the others for long.
 func WithinBatch(ctx context.Context) context.Context {
 	return context.WithValue(ctx, batchKey{}, true)
 }

@@ -15,9 +15,9 @@ func holdCheck(b *Backend) {
 }
 
 // A locked-out user's right password, sent while every password check is
-// taken (a flood), is refused as locked out, never as busy: the relay
-// forgets a credential on any refusal but busy (issue 20, point 1). Within
-// a batch it is refused without waiting for the decoy check.
+// taken (a flood), is refused as locked out at once, never as busy: the
+// relay forgets a credential on any refusal but busy (issue 20, point 1),
+// and a batch must not wait for a decoy check.
 func TestLockout_refusalNeverTurnsBusy(t *testing.T) {
 	f := newFixture(t)
 	f.b = New(Options{Now: f.clock.Now, PasswordChecks: 1})
@@ -33,10 +33,11 @@ func TestLockout_refusalNeverTurnsBusy(t *testing.T) {
 	holdCheck(f.b)
 	defer f.b.passwordChecks.release()
 	runs := f.b.BcryptRuns()
-	if _, err := f.mint(TokenRequest{Username: "mallory", Password: "right"}); errKind(err) != KindLockedOut {
-		t.Errorf("locked-out user, every check taken: %v, want locked out", err)
-	}
 	start := time.Now()
+	if _, err := f.mint(TokenRequest{Username: "mallory", Password: "right"}); errKind(err) != KindLockedOut || time.Since(start) >= passwordCheckWait {
+		t.Errorf("locked-out user, every check taken: %v after %s, want locked out at once", err, time.Since(start))
+	}
+	start = time.Now()
 	_, err := f.b.Mint(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "mallory", Password: "right"})
 	if took := time.Since(start); errKind(err) != KindLockedOut || took >= batchCheckWait {
 		t.Errorf("locked-out user within a batch, every check taken: %v after %s, want locked out at once", err, took)

@@ -37,8 +37,8 @@ func (h *tokenHandler) batch(ctx context.Context, req *logical.Request, d *frame
 	}
 	answers := make([]tokenapi.BatchAnswer, len(entries))
 	// The batch answers when its slowest request does: each request's
-	// waits for a password check have their own short budget, and a
-	// locked-out name is refused without waiting (backend.WithinBatch).
+	// waits for a password check have their own short budget and go
+	// first (backend.WithinBatch).
 	ctx = backend.WithinBatch(ctx)
 	var wg sync.WaitGroup
 	for i, m := range entries {
@@ -89,9 +89,9 @@ a round trip to the plugin per token. requests is a list of at most 32
 objects, each with the fields of token (or of token/refresh when it holds
 refresh_token). Each is checked and minted exactly as on its own path, with
 the same lockout, credential cache and refusals, with one difference: a
-request waits at most 1s (not 2s) for a password check, its wait goes before
-those of single requests, and a locked-out name is refused at once, so that
-one slow request cannot hold the answers of the others.
+request waits at most 1s (not 2s) for a password check, and its wait goes
+before those of single requests, so that one slow request cannot hold the
+answers of the others for long.
 
 The answer's data holds answers: one object per request, in order, with
 status (what the single path would have answered) and data (the token

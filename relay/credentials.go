@@ -60,7 +60,7 @@ type provenCredentials struct {
 	unproven chan struct{}
 	known    *ttlMap[credentialID, struct{}]
 
-	mu    sync.Mutex
+	mu     sync.Mutex
 	onPath map[credentialID]int // requests on the proven path
 }
 
