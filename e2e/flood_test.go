@@ -97,6 +97,17 @@ func cachedUserDuring(t testing.TB, r *Relay, service string, u user, stop time.
 	return n, statuses
 }
 
+// checkGauges fails the test when the relay's /metrics lacked a gauge
+// gaugePeaks sampled.
+func checkGauges(t testing.TB, peaks map[string]float64, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, ok := peaks[name]; !ok {
+			t.Errorf("the relay's /metrics has no %s", name)
+		}
+	}
+}
+
 func share(statuses map[int]int, n int) float64 {
 	if n == 0 {
 		return 0
@@ -157,6 +168,8 @@ func TestSecurity_lockedOutUserFloodStallsNoBatch(t *testing.T) {
 			n, served := cachedUserDuring(t, relay, svc.Name, gina, stop)
 			attack := f.wait()
 			p := peaks()
+			checkGauges(t, p, callsInFlight, unprovenInFlight)
+	checkGauges(t, p, callsInFlight, unprovenInFlight)
 			t.Logf("MEASURE flood locked_out_right_password batch=%v cold_cache=%v attackers=%d seconds=%.0f attack_statuses=%v cached_user_requests=%d cached_user_statuses=%v cached_user_served=%.1f%% peak_vault_calls=%.0f/128 peak_unproven=%.0f/%d",
 				c.batch, c.cold, floodAttackers, floodFor.Seconds(), attack, n, served, 100*share(served, n), p[callsInFlight], p[unprovenInFlight], relayUnproven)
 			if s := share(served, n); s < servedShare || n < 5 {
@@ -229,6 +242,7 @@ func TestSecurity_madeUpVaultTokensStayUnproven(t *testing.T) {
 	attack := f.wait()
 	<-paused
 	p := peaks()
+	checkGauges(t, p, callsInFlight, unprovenInFlight)
 	t.Logf("MEASURE flood made_up_vault_tokens attackers=%d seconds=%.0f vault_paused=1s attack_statuses=%v cached_user_requests=%d cached_user_statuses=%v cached_user_served=%.1f%% peak_vault_calls=%.0f/128 peak_unproven=%.0f/%d",
 		floodAttackers, floodFor.Seconds(), attack, n, served, 100*share(served, n), p[callsInFlight], p[unprovenInFlight], relayUnproven)
 	if bound := float64(relayUnproven + 1); p[callsInFlight] > bound {
