@@ -169,7 +169,6 @@ func TestSecurity_lockedOutUserFloodStallsNoBatch(t *testing.T) {
 			attack := f.wait()
 			p := peaks()
 			checkGauges(t, p, callsInFlight, unprovenInFlight)
-	checkGauges(t, p, callsInFlight, unprovenInFlight)
 			t.Logf("MEASURE flood locked_out_right_password batch=%v cold_cache=%v attackers=%d seconds=%.0f attack_statuses=%v cached_user_requests=%d cached_user_statuses=%v cached_user_served=%.1f%% peak_vault_calls=%.0f/128 peak_unproven=%.0f/%d",
 				c.batch, c.cold, floodAttackers, floodFor.Seconds(), attack, n, served, 100*share(served, n), p[callsInFlight], p[unprovenInFlight], relayUnproven)
 			if s := share(served, n); s < servedShare || n < 5 {
