@@ -74,7 +74,11 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		return nil, err
 	}
 	if req.Offline && cfg.RefreshTokenTTL > 0 {
-		rt, err := b.issueUserRefreshToken(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
+		issue := b.issueUserRefreshToken
+		if lg.robot {
+			issue = b.issueRobotRefreshToken
+		}
+		rt, err := issue(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
 		if err != nil {
 			return nil, err
 		}
@@ -117,19 +121,26 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 		return nil, err
 	}
 	sub := rec.subject()
-	if sub.Kind != SubjectUser {
-		return nil, errInvalidRefreshToken
-	}
-	u, err := b.ReadUser(ctx, s, sub.ID)
-	if err != nil {
-		return nil, err
-	}
-	if u == nil || u.Generation != rec.Generation {
+	var subjectAccess access.List
+	switch sub.Kind {
+	case SubjectUser:
+		u, err := b.ReadUser(ctx, s, sub.ID)
+		if err != nil {
+			return nil, err
+		}
+		if u == nil || u.Generation != rec.Generation {
+			return nil, errInvalidRefreshToken
+		}
+		subjectAccess = b.cachedUser(u).access
+	case SubjectRobot:
+		if subjectAccess, err = b.robotRefreshAccess(ctx, s, sub.ID, rec.Generation); err != nil {
+			return nil, err
+		}
+	default:
 		return nil, errInvalidRefreshToken
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
-	userAccess := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, scopes, userAccess, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, sub.ID, access.GrantScopes(sub.ID, scopes, subjectAccess, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
