@@ -34,6 +34,12 @@ func robotCredsAs(t testing.TB, v *Vault, token, service, role string) robotCred
 	if code != http.StatusOK {
 		t.Fatalf("GET %s/creds/%s: %d %v", service, role, code, out)
 	}
+	return robotCredsOf(t, out)
+}
+
+// robotCredsOf reads a creds/ answer.
+func robotCredsOf(t testing.TB, out map[string]any) robotCreds {
+	t.Helper()
 	rc := robotCreds{
 		User:             jsonField(out, "data", "username"),
 		Password:         jsonField(out, "data", "password"),
@@ -44,7 +50,7 @@ func robotCredsAs(t testing.TB, v *Vault, token, service, role string) robotCred
 	rc.LeaseDuration = int(d)
 	rc.Renewable, _ = out["renewable"].(bool)
 	if rc.User == "" || rc.Password == "" || rc.LeaseID == "" {
-		t.Fatalf("GET %s/creds/%s: no robot or no lease in %v", service, role, out)
+		t.Fatalf("creds/: no robot or no lease in %v", out)
 	}
 	return rc
 }
