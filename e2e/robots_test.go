@@ -75,7 +75,10 @@ func robotToken(t testing.TB, relay *Relay, service string, rc robotCreds, scope
 func wantRobotRefused(t testing.TB, relay *Relay, service string, rc robotCreds, what string) {
 	t.Helper()
 	code, _, body := relay.Token(t, service, rc.User, rc.Password, "repository:team/app:pull")
-	ucode, _, ubody := relay.Token(t, service, "robot-unknown-zzzz", rc.Password, "repository:team/app:pull")
+	// A new unknown name each time: an unknown name is counted and locked
+	// out like a user, and so is an ended robot's name.
+	unknown := fmt.Sprintf("robot-unknown-%d", time.Now().UnixNano())
+	ucode, _, ubody := relay.Token(t, service, unknown, rc.Password, "repository:team/app:pull")
 	if code != http.StatusUnauthorized || code != ucode || string(body) != string(ubody) {
 		t.Fatalf("%s: robot answered %d %q, an unknown user %d %q", what, code, truncate(body, 200), ucode, truncate(ubody, 200))
 	}
