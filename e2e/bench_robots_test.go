@@ -21,7 +21,9 @@ import (
 // Robot accounts in `make bench` (issue 23): creds/ issue rate at
 // robotIssuers concurrent callers, which also makes robotsLive live robots;
 // then, with those robots live, a warm robot's token against a warm user's
-// (p50, the two series interleaved in one run). Printed, never asserted.
+// (p50, the two series interleaved in one run); then robotsLive robots
+// that expire at once, and a user's tokens meanwhile. Printed, never
+// asserted.
 //
 // Run: go test -tags 'e2e bench' -run '^TestBench_robots$' -v -timeout 20m ./e2e/
 const (
@@ -31,6 +33,7 @@ const (
 	robotRounds     = 3 // user and robot series, interleaved
 	robotLoadConns  = 1
 	robotLoadPeriod = 8 * time.Second
+	expiryTTL       = 45 * time.Second
 )
 
 func TestBench_robots(t *testing.T) {
@@ -46,7 +49,7 @@ func TestBench_robots(t *testing.T) {
 	b.svc.WriteUser(t, benchUser, benchPassword, benchScope)
 	b.vault.CLI(t, "write", benchService+"/roles/"+robotRole, "access="+benchScope, "ttl=2h", "max_ttl=4h")
 
-	issued, failed, took, one := issueRobots(t, b.vault, robotsLive, robotIssuers)
+	issued, failed, took, one := issueRobots(t, b.vault, robotRole, robotsLive, robotIssuers)
 	if failed > 0 {
 		t.Errorf("%d of %d creds/ reads failed", failed, robotsLive)
 	}
@@ -85,12 +88,64 @@ func TestBench_robots(t *testing.T) {
 		}
 	}
 
+	b.massExpiry(&report)
+
 	fmt.Print(report.String())
 	if path := os.Getenv("BENCH_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(report.String()), 0o644); err != nil {
 			t.Errorf("writing %s: %v", path, err)
 		}
 	}
+}
+
+// massExpiry makes robotsLive robots of a role with expiryTTL, measures a
+// user's warm tokens at 8 connections before they expire and while Vault
+// revokes them all, and how long Vault takes to finish.
+func (b *loadBench) massExpiry(report *strings.Builder) {
+	t := b.t
+	b.vault.CLI(t, "write", benchService+"/roles/expiring", "access="+benchScope, fmt.Sprintf("ttl=%ds", int(expiryTTL.Seconds())))
+	leasesBefore := b.leaseCount("expiring")
+	start := time.Now()
+	issued, failed, took := issueRobotsOf(t, b.vault, "expiring", robotsLive, robotIssuers)
+	lastExpiry := start.Add(took).Add(expiryTTL)
+	leasesLive := b.leaseCount("expiring")
+	user := b.relayTarget(b.relay)
+	before := b.run(user, 8, 15*time.Second)
+	time.Sleep(time.Until(start.Add(expiryTTL)))
+	during := b.run(user, 8, 30*time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
+	left := b.leaseCount("expiring")
+	for left > leasesBefore && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Second)
+		left = b.leaseCount("expiring")
+	}
+	done := time.Since(lastExpiry)
+	records := len(b.vault.liveRobots(t, benchService, "expiring"))
+	fmt.Fprintf(report, "\nMass expiry: %d robots (%d creds/ failures) with ttl %s, issued in %s; leases of the role: %d before, %d live, %d left %s after the last one's expiry; live robots listed then: %d.\n\n",
+		issued, failed, expiryTTL, took.Round(time.Millisecond), leasesBefore, leasesLive, left, done.Round(time.Second), records)
+	fmt.Fprintln(report, "| user tokens at 8 connections | p50 | p99 | tokens/s | failed |")
+	fmt.Fprintln(report, "|---|---|---|---|---|")
+	for _, r := range []struct {
+		name string
+		res  wrkResult
+	}{{"before expiry (15 s)", before}, {"while Vault revokes them (30 s)", during}} {
+		fmt.Fprintf(report, "| %s | %s | %s | %.0f | %d |\n", r.name, millis(r.res.P50), millis(r.res.P99), r.res.OKPerSec(), r.res.Failed())
+	}
+	fmt.Fprintf(report, "\np99 while revoking / before: ×%.2f (target: under 2×).\n", float64(during.P99)/float64(max(before.P99, 1)))
+}
+
+// leaseCount counts the leases under <service>/creds/<role>/.
+func (b *loadBench) leaseCount(role string) int {
+	code, out := b.vault.callAs(b.t, rootToken, "LIST", "sys/leases/lookup/"+benchService+"/creds/"+role+"/", nil)
+	if code == http.StatusNotFound {
+		return 0
+	}
+	if code != http.StatusOK {
+		b.t.Fatalf("LIST leases: %d %v", code, out)
+	}
+	data, _ := out["data"].(map[string]any)
+	keys, _ := data["keys"].([]any)
+	return len(keys)
 }
 
 func medianP50(runs []wrkResult) time.Duration {
@@ -102,9 +157,14 @@ func medianP50(runs []wrkResult) time.Duration {
 	return ps[len(ps)/2]
 }
 
-// issueRobots reads creds/<robotRole> n times with callers goroutines and
+func issueRobotsOf(t *testing.T, v *Vault, role string, n, callers int) (issued, failed int64, took time.Duration) {
+	issued, failed, took, _ = issueRobots(t, v, role, n, callers)
+	return issued, failed, took
+}
+
+// issueRobots reads creds/<role> n times with callers goroutines and
 // returns how many succeeded and failed, the time taken, and one robot.
-func issueRobots(t *testing.T, v *Vault, n, callers int) (issued, failed int64, took time.Duration, one robotCreds) {
+func issueRobots(t *testing.T, v *Vault, role string, n, callers int) (issued, failed int64, took time.Duration, one robotCreds) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: callers}}
 	var left atomic.Int64
@@ -115,7 +175,7 @@ func issueRobots(t *testing.T, v *Vault, n, callers int) (issued, failed int64, 
 	for range callers {
 		wg.Go(func() {
 			for left.Add(-1) >= 0 {
-				req, err := http.NewRequest(http.MethodGet, v.Addr+"/v1/"+benchService+"/creds/"+robotRole, nil)
+				req, err := http.NewRequest(http.MethodGet, v.Addr+"/v1/"+benchService+"/creds/"+role, nil)
 				if err != nil {
 					t.Error(err)
 					return
