@@ -26,7 +26,7 @@ const (
 	KindInvalidGrant
 	// KindInvalidScope is a malformed requested scope: a 400 that names it.
 	KindInvalidScope
-	// KindNotFound is a named object that does not exist: a 404 naming it.
+	// KindNotFound is a named thing that does not exist: a 404 naming it.
 	KindNotFound
 )
 

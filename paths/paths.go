@@ -23,6 +23,7 @@ func All(b *backend.Backend) []*framework.Path {
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
 	ps = append(ps, identityPaths(b)...)
+	ps = append(ps, explainPaths(b)...)
 	ps = append(ps, robotPaths(b)...)
 	return ps
 }
