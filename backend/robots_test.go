@@ -1,9 +1,13 @@
 package backend
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func TestRobots_cannotBeLockedOutAndCostNoBcrypt(t *testing.T) {
@@ -66,3 +70,52 @@ func TestRobots_secretIsStoredOnlyAsItsHMAC(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// deleteFails is storage whose deletes under prefix fail.
+type deleteFails struct {
+	logical.Storage
+	prefix string
+}
+
+func (s *deleteFails) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, s.prefix) {
+		return errors.New("storage unavailable")
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+func TestRobots_revokeFailingHalfwayLeavesTheRobotRefusedAndIsRetried(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.b.WriteRole(f.ctx, f.s, "ci", RoleUpdate{Access: ptr("repository:team/*:pull")}, LeaseLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.b.IssueRobot(f.ctx, f.s, "ci", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.mint(TokenRequest{Username: c.Name, Password: c.Password, Offline: true})
+	if err != nil || tok.RefreshToken == "" {
+		t.Fatalf("robot login: %v", err)
+	}
+	broken := &deleteFails{Storage: f.s, prefix: refreshPrefix}
+	if err := f.b.RevokeRobot(f.ctx, broken, c.Name, "ci"); err == nil {
+		t.Fatal("a revoke whose refresh-token deletes failed reported success: Vault would not retry it")
+	}
+	if _, err := f.mint(TokenRequest{Username: c.Name, Password: c.Password}); errKind(err) != KindUnauthorized {
+		t.Errorf("robot after a failed revoke: %v, want 401", err)
+	}
+	if _, err := f.b.MintFromRefresh(f.ctx, f.s, RefreshRequest{RefreshToken: tok.RefreshToken}); errKind(err) != KindInvalidGrant {
+		t.Errorf("refresh after a failed revoke: %v, want invalid grant", err)
+	}
+	// Vault retries: the retry finishes the job, and a third is a no-op.
+	for range 2 {
+		if err := f.b.RevokeRobot(f.ctx, f.s, c.Name, "ci"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, prefix := range []string{robotPrefix, robotIndexPrefix, refreshPrefix, refreshIndexPrefix} {
+		if keys, _ := logical.CollectKeysWithPrefix(f.ctx, f.s, prefix); len(keys) != 0 {
+			t.Errorf("left under %s: %v", prefix, keys)
+		}
+	}
+}
