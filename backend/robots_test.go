@@ -15,13 +15,7 @@ func TestRobots_cannotBeLockedOutAndCostNoBcrypt(t *testing.T) {
 	cfg := f.config()
 	cfg.LockoutThreshold, cfg.LockoutDuration = 2, time.Hour
 	f.saveConfig(cfg)
-	if _, err := f.b.WriteRole(f.ctx, f.s, "ci", RoleUpdate{Access: ptr("repository:team/*:pull")}, LeaseLimits{}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := f.b.IssueRobot(f.ctx, f.s, "ci", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := f.robot()
 	for range 5 {
 		// As for an unknown name: 401, then 429 past the threshold.
 		if _, err := f.mint(TokenRequest{Username: c.Name, Password: "guess"}); errKind(err) != KindUnauthorized && errKind(err) != KindLockedOut {
@@ -48,13 +42,7 @@ func TestRobots_cannotBeLockedOutAndCostNoBcrypt(t *testing.T) {
 
 func TestRobots_secretIsStoredOnlyAsItsHMAC(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.b.WriteRole(f.ctx, f.s, "ci", RoleUpdate{Access: ptr("repository:team/*:pull")}, LeaseLimits{}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := f.b.IssueRobot(f.ctx, f.s, "ci", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := f.robot()
 	keys, _ := f.s.List(f.ctx, "")
 	for _, dir := range keys {
 		sub, _ := f.s.List(f.ctx, dir)
@@ -65,6 +53,19 @@ func TestRobots_secretIsStoredOnlyAsItsHMAC(t *testing.T) {
 			}
 		}
 	}
+}
+
+// robot makes the role ci (pull on team/*) and a robot of it, live for an hour.
+func (f *fixture) robot() *RobotCreds {
+	f.t.Helper()
+	if _, err := f.b.WriteRole(f.ctx, f.s, "ci", RoleUpdate{Access: ptr("repository:team/*:pull")}, LeaseLimits{}); err != nil {
+		f.t.Fatal(err)
+	}
+	c, err := f.b.IssueRobot(f.ctx, f.s, "ci", time.Hour)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -86,13 +87,7 @@ func (s *deleteFails) Delete(ctx context.Context, key string) error {
 
 func TestRobots_revokeFailingHalfwayLeavesTheRobotRefusedAndIsRetried(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.b.WriteRole(f.ctx, f.s, "ci", RoleUpdate{Access: ptr("repository:team/*:pull")}, LeaseLimits{}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := f.b.IssueRobot(f.ctx, f.s, "ci", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := f.robot()
 	tok, err := f.mint(TokenRequest{Username: c.Name, Password: c.Password, Offline: true})
 	if err != nil || tok.RefreshToken == "" {
 		t.Fatalf("robot login: %v", err)
