@@ -118,7 +118,14 @@ func identityRefreshSecret(b *backend.Backend) *framework.Secret {
 		Revoke: func(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 			id, _ := req.Secret.InternalData[internalEntityID].(string)
 			hash, _ := req.Secret.InternalData[internalRefreshTokenID].(string)
-			if err := b.RevokeRefreshToken(ctx, req.Storage, backend.EntitySubject(id), hash); err != nil {
+			err := b.RevokeRefreshToken(ctx, req.Storage, backend.EntitySubject(id), hash)
+			if e, ok := backend.AsError(err); ok && e.Kind == backend.KindBadRequest {
+				// Names no refresh token: nothing to revoke, and a retry
+				// would not change that.
+				b.Logger().Warn("a refresh token's lease names no refresh token", "error", err)
+				return nil, nil
+			}
+			if err != nil {
 				return respond(err)
 			}
 			return nil, nil

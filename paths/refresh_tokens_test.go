@@ -36,7 +36,7 @@ func TestIdentityRefresh_leaseRevocationEndsTheToken(t *testing.T) {
 	_, resp, msg := m.identityCall("token/identity", "e-alice", map[string]any{"offline_token": true})
 	rt, _ := resp.Data["refresh_token"].(string)
 	if rt == "" || resp.Secret == nil {
-		t.Fatalf("no refresh token or no lease: %s %+v", msg, resp)
+		t.Fatalf("no refresh token or no lease: %s (lease %v)", msg, resp.Secret != nil)
 	}
 	if resp.Secret.TTL != 2*time.Hour || resp.Secret.MaxTTL != 2*time.Hour || resp.Secret.Renewable {
 		t.Errorf("lease: ttl %s max %s renewable %v; want 2h, 2h, false", resp.Secret.TTL, resp.Secret.MaxTTL, resp.Secret.Renewable)
@@ -60,6 +60,14 @@ func TestIdentityRefresh_leaseRevocationEndsTheToken(t *testing.T) {
 	}
 	if code, _, msg := m.do(revoke); code != http.StatusOK && code != http.StatusNoContent {
 		t.Errorf("a second revocation (Vault retries): %d %s", code, msg)
+	}
+	// A lease whose data names no token: nothing to revoke, no error for
+	// Vault to retry forever.
+	garbled := logical.RevokeRequest("token/identity", &logical.Secret{InternalData: map[string]any{
+		"secret_type": resp.Secret.InternalData["secret_type"], "entity_id": "../users", "refresh_token_id": 7}}, nil)
+	garbled.Storage = m.storage
+	if code, _, msg := m.do(garbled); code != http.StatusOK && code != http.StatusNoContent {
+		t.Errorf("revoking a garbled lease: %d %s", code, msg)
 	}
 }
 
