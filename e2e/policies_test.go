@@ -99,17 +99,19 @@ func TestDeploy_registerPolicyRegistersOnlyThePlugin(t *testing.T) {
 	v := StartVault(t)
 	token := policyToken(t, v, "vault-plugin-registry-register", "register.hcl")
 	sum := sha256Hex(readBytes(t, bins.plugin))
-	// The unit's ExecStart line, with a new version of the same binary.
-	register := []string{"plugin", "register", "-sha256=" + sum, "-version=v9.0.1", "-command=" + pluginName, "secret", pluginName}
+	// The unit's ExecStart line, on a catalog without the plugin.
+	v.CLI(t, "plugin", "deregister", "-version="+pluginVersion, "secret", pluginName)
+	register := []string{"plugin", "register", "-sha256=" + sum, "-version=" + pluginVersion, "-command=" + pluginName, "secret", pluginName}
 	if out, errOut, err := v.tryCLIWithToken(token, register...); err != nil {
 		t.Fatalf("vault %s with register.hcl: %v %s%s", strings.Join(register, " "), err, out, errOut)
 	}
-	if info := v.CLI(t, "plugin", "info", "-version=v9.0.1", "secret", pluginName); !strings.Contains(info, sum) {
-		t.Errorf("the plugin is not registered at v9.0.1:\n%s", info)
+	if info := v.CLI(t, "plugin", "info", "-version="+pluginVersion, "secret", pluginName); !strings.Contains(info, sum) {
+		t.Errorf("the plugin is not registered:\n%s", info)
 	}
+	v.EnableService(t, "registry") // the registered plugin serves
 	for _, args := range [][]string{
-		{"plugin", "register", "-sha256=" + sum, "-version=v9.0.1", "-command=" + pluginName, "secret", "other-plugin"},
-		{"plugin", "register", "-sha256=" + sum, "-version=v9.0.1", "-command=" + pluginName, "auth", pluginName},
+		{"plugin", "register", "-sha256=" + sum, "-version=" + pluginVersion, "-command=" + pluginName, "secret", "other-plugin"},
+		{"plugin", "register", "-sha256=" + sum, "-version=" + pluginVersion, "-command=" + pluginName, "auth", pluginName},
 		{"plugin", "deregister", "-version=" + pluginVersion, "secret", pluginName},
 		{"plugin", "info", "-version=" + pluginVersion, "secret", pluginName},
 		{"secrets", "enable", "-path=registry", pluginName},
