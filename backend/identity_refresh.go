@@ -53,7 +53,7 @@ func (b *Backend) mintFromEntityRefresh(ctx context.Context, s logical.Storage, 
 		return nil, err
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
-	return b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	return b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, req.ClientAddr, scopes, id.Lists...), req.TTL)
 }
 
 // EntitySubjects are the subjects of the entities, among those holding
