@@ -56,11 +56,11 @@ func UserSubject(name string) Subject { return Subject{Kind: SubjectUser, ID: na
 // EntitySubject is the subject of the Vault identity entity of that id.
 func EntitySubject(id string) Subject { return Subject{Kind: SubjectEntity, ID: id} }
 
-// entityIDRE is what an identity entity id may be: Vault's are UUIDs.
-var entityIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
-
-// EntityIDPattern is the path pattern of an entity id.
+// EntityIDPattern is what an identity entity id may be (Vault's are
+// UUIDs), for path patterns.
 const EntityIDPattern = `[A-Za-z0-9-]{1,64}`
+
+var entityIDRE = regexp.MustCompile(`^` + EntityIDPattern + `$`)
 
 func (sub Subject) check() error {
 	switch {
