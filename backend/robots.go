@@ -38,9 +38,6 @@ const (
 	// RobotKeyPath holds the HMAC key of robot secrets.
 	RobotKeyPath = "robot-key"
 
-	// SubjectRobot is the refresh-token subject kind of a robot.
-	SubjectRobot = "robot"
-
 	robotSecretBytes  = 32 // 256 random bits
 	robotSuffixBytes  = 10 // 80 random bits in the name: names never repeat
 	defaultNamePrefix = "robot-"
@@ -116,6 +113,10 @@ type RobotCreds struct {
 
 // ValidRoleName reports whether name can be a role name.
 func ValidRoleName(name string) bool { return roleNameRE.MatchString(name) }
+
+// robotSubject is the refresh-token subject of a robot; its lock is the
+// robot's lock.
+func robotSubject(name string) Subject { return Subject{Kind: SubjectRobot, ID: name} }
 
 // CheckRoleName refuses an invalid role name with a 400 naming it.
 func CheckRoleName(name string) error {
@@ -322,7 +323,7 @@ func (b *Backend) IssueRobot(ctx context.Context, s logical.Storage, roleName st
 // RenewRobot moves a live robot's end to now plus the lease's new TTL,
 // which ttlOf computes from the robot's role.
 func (b *Backend) RenewRobot(ctx context.Context, s logical.Storage, name string, ttlOf func(*Role) (time.Duration, error)) (*Role, time.Duration, error) {
-	lock := locksutil.LockForKey(b.userLocks, "robot:"+name)
+	lock := b.subjectLock(robotSubject(name))
 	lock.Lock()
 	defer lock.Unlock()
 	rb, r, err := b.liveRobot(ctx, s, name)
@@ -348,7 +349,7 @@ func (b *Backend) RevokeRobot(ctx context.Context, s logical.Storage, name, role
 	if !access.ValidUserName(name) {
 		return nil // never a robot's name: nothing to revoke
 	}
-	lock := locksutil.LockForKey(b.userLocks, "robot:"+name)
+	lock := b.subjectLock(robotSubject(name))
 	lock.Lock()
 	defer lock.Unlock()
 	err := s.Delete(ctx, robotPrefix+name)
@@ -356,7 +357,7 @@ func (b *Backend) RevokeRobot(ctx context.Context, s logical.Storage, name, role
 	if err != nil {
 		return fmt.Errorf("revoke robot: %w", err)
 	}
-	if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectRobot, ID: name}); err != nil {
+	if _, err := b.revokeRefreshTokens(ctx, s, robotSubject(name)); err != nil {
 		return fmt.Errorf("robot revoked, but deleting its refresh tokens failed: %w", err)
 	}
 	if ValidRoleName(role) {
@@ -443,7 +444,8 @@ func (b *Backend) authenticateRobot(ctx context.Context, s logical.Storage, name
 // generation, under the robot's lock, so that a revoke that comes later
 // finds the token.
 func (b *Backend) issueRobotRefreshToken(ctx context.Context, s logical.Storage, cfg *Config, name string, generation uint64, clientID string) (string, error) {
-	lock := locksutil.LockForKey(b.userLocks, "robot:"+name)
+	sub := robotSubject(name)
+	lock := b.subjectLock(sub)
 	lock.Lock()
 	defer lock.Unlock()
 	rb, _, err := b.liveRobot(ctx, s, name)
@@ -453,20 +455,28 @@ func (b *Backend) issueRobotRefreshToken(ctx context.Context, s logical.Storage,
 	if rb == nil || rb.Generation != generation {
 		return "", errInvalidCredentials
 	}
-	return b.issueRefreshToken(ctx, s, cfg, Subject{Kind: SubjectRobot, ID: name}, generation, clientID)
+	rt, err := b.issueRefreshToken(ctx, s, cfg, refreshGrant{Subject: sub, Generation: generation, ClientID: clientID, TTL: cfg.RefreshTokenTTL})
+	if err != nil {
+		return "", err
+	}
+	return rt.Token, nil
 }
 
-// robotRefreshAccess is the access a robot's refresh token of generation
-// carries now: its role's, while the robot is live.
-func (b *Backend) robotRefreshAccess(ctx context.Context, s logical.Storage, name string, generation uint64) (access.List, error) {
-	rb, r, err := b.liveRobot(ctx, s, name)
+// mintFromRobotRefresh mints from a robot's refresh token of generation,
+// with its role's access as it is now, while the robot is live.
+func (b *Backend) mintFromRobotRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+	if cfg.RefreshTokenTTL == 0 {
+		return nil, errInvalidRefreshToken
+	}
+	rb, r, err := b.liveRobot(ctx, s, rec.ID)
 	if err != nil {
 		return nil, err
 	}
-	if rb == nil || rb.Generation != generation {
+	if rb == nil || rb.Generation != rec.Generation {
 		return nil, errInvalidRefreshToken
 	}
-	return r.parsed, nil
+	b.recordUse(ctx, s, hash, rec, req.ClientID)
+	return b.sign(ctx, s, cfg, req.Service, rb.Name, access.GrantScopes(rb.Name, req.ClientAddr, scopes, r.parsed, cfg.Anonymous()), req.TTL)
 }
 
 func (b *Backend) putRobot(ctx context.Context, s logical.Storage, rb *Robot) error {

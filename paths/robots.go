@@ -76,10 +76,8 @@ func robotPaths(b *backend.Backend) []*framework.Path {
 	}
 }
 
-// Secrets returns the plugin's secret types: a robot's lease.
-func Secrets(b *backend.Backend) []*framework.Secret {
-	return []*framework.Secret{(&robotHandler{b: b}).secret()}
-}
+// robotSecret is the lease of a robot (Secrets lists it).
+func robotSecret(b *backend.Backend) *framework.Secret { return (&robotHandler{b: b}).secret() }
 
 // secret is the secret type of a robot's lease.
 func (h *robotHandler) secret() *framework.Secret {
