@@ -19,10 +19,13 @@ func All(b *backend.Backend) []*framework.Path {
 	var ps []*framework.Path
 	ps = append(ps, configPaths(b)...)
 	ps = append(ps, userPaths(b)...)
+	ps = append(ps, refreshTokenPaths(b)...)
 	ps = append(ps, tokenPaths(b)...)
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
 	ps = append(ps, identityPaths(b)...)
+	ps = append(ps, explainPaths(b)...)
+	ps = append(ps, robotPaths(b)...)
 	return ps
 }
 
@@ -30,7 +33,7 @@ func All(b *backend.Backend) []*framework.Path {
 var Unauthenticated = []string{"ca/pem", "jwks"}
 
 // SealWrapped lists the storage prefixes that hold private keys.
-var SealWrapped = []string{backend.KeyPrefix}
+var SealWrapped = []string{backend.KeyPrefix, backend.RobotKeyPath}
 
 // codes gives each kind of domain error its code in the token contract;
 // the code gives the status.
@@ -53,6 +56,9 @@ func respond(err error) (*logical.Response, error) {
 	e, ok := backend.AsError(err)
 	if !ok {
 		return nil, err
+	}
+	if e.Kind == backend.KindNotFound {
+		return nil, logical.CodedError(http.StatusNotFound, e.Msg)
 	}
 	code, ok := codes[e.Kind]
 	if !ok {
