@@ -315,7 +315,8 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		return nil, v.refusal(ctx, err, resp, req, false)
 	}
 	var a tokenapi.Answer
-	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
+	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, false)
 		}
@@ -325,6 +326,7 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
+	t.RequestID = requestID
 	v.issuer.check(req.Service, t.Issuer)
 	return t, nil
 }
