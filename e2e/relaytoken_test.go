@@ -54,8 +54,9 @@ func startRelayWith(t *testing.T, v *Vault, level, vaultLines string) *Relay {
 		t.Fatal(err)
 	}
 	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
+	// /livez, not /healthz: some tests start the relay with a token Vault refuses.
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/healthz", http.StatusOK)
+		return wantStatus(r.URL+"/livez", http.StatusOK)
 	})
 	return r
 }
@@ -304,6 +305,168 @@ func TestRelayToken_tokenFileFollowed(t *testing.T) {
 	}
 	if log := r.Proc.Log(); strings.Contains(log, first) || strings.Contains(log, second) {
 		t.Error("the relay logged a token")
+	}
+}
+
+// systemdUnitFile is the relay's unit as deploy/ ships it.
+const systemdUnitFile = "../deploy/systemd/godoauth-relay.service"
+
+// asSystemdCredential does what the unit's LoadCredential= does before the
+// relay starts: it copies the source file of the unit's one credential,
+// read only, into the service's credentials directory (here under dir, for
+// /run/credentials/godoauth-relay.service), and returns the copy's path.
+func asSystemdCredential(t *testing.T, dir, source string) string {
+	t.Helper()
+	unit, err := os.ReadFile(systemdUnitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "LoadCredential="); ok {
+			name, _, _ = strings.Cut(v, ":")
+		}
+	}
+	if name == "" || !strings.Contains(string(unit), "auth_token_file: /run/credentials/godoauth-relay.service/"+name) {
+		t.Fatalf("the unit has no LoadCredential= whose file its comment names as auth_token_file")
+	}
+	creds := filepath.Join(dir, "run", "credentials", "godoauth-relay.service")
+	if err := os.MkdirAll(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	content, err := os.ReadFile(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(creds, name)
+	if err := os.WriteFile(copied, content, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	return copied
+}
+
+// TestRelayToken_systemdCredentialRenewed runs the relay as the shipped
+// systemd unit does (the token handed as a credential, read with
+// auth_token_file) on a token with a 20 s period, made as the unit's
+// comment says, for more than three periods: the relay renews it, every
+// answer is 200. Without renewal of a token file it expired after 20 s.
+func TestRelayToken_systemdCredentialRenewed(t *testing.T) {
+	const period = 20 * time.Second
+	v, _ := tokenSetup(t)
+	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
+		"-orphan", "-period="+period.String(), "-field=token"))
+	created := time.Now()
+	etc := writeTemp(t, token+"\n") // /etc/godoauth-relay/vault-token
+	credential := asSystemdCredential(t, t.TempDir(), etc)
+	r := startRelayWith(t, v, "info", "    auth_token_file: "+credential)
+
+	statuses := steadyLoad(t, r, 3*period+10*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
+	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
+	troubles := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
+	t.Logf("MEASURE systemd-credential period=%s ran=%s answers=%v renewals=%.0f", period,
+		time.Since(created).Round(time.Second), statuses, renewals)
+	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
+		t.Fatalf("answers by status over %s: %v; want only 200", time.Since(created).Round(time.Second), statuses)
+	}
+	if renewals < 4 || troubles != 0 {
+		t.Errorf("renewals %.0f (want at least 4 over 3 periods), renewal errors %.0f", renewals, troubles)
+	}
+	if err := wantStatus(r.URL+"/healthz", http.StatusOK); err != nil {
+		t.Errorf("/healthz %v", err)
+	}
+	if strings.Contains(r.Proc.Log(), token) {
+		t.Error("the relay logged its token")
+	}
+}
+
+// TestRelayToken_newTokenFileCheckedFirst: a new token in auth_token_file
+// that Vault refuses (a truncated write, a revoked token) is not used: the
+// working token stays, every answer is 200, and an ERROR says why; a good
+// new token is used. Also: a relay started with a revoked token says the
+// token is invalid or expired (not that its policy lacks renew-self), and
+// its /healthz is 503 while /livez is 200.
+func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
+	v, _ := tokenSetup(t)
+	newToken := func() string {
+		return strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
+			"-orphan", "-period=1h", "-field=token"))
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	write := func(content string) { // in place, as a careless writer does
+		if err := os.WriteFile(tokenFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := newToken()
+	write(good)
+	r := startRelayWith(t, v, "info", "    auth_token_file: "+tokenFile)
+	mint := func() int {
+		code, _, _ := r.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull")
+		return code
+	}
+	if code := mint(); code != http.StatusOK {
+		t.Fatalf("with the first token: %d", code)
+	}
+	revoked := newToken()
+	v.CLI(t, "token", "revoke", revoked)
+	statuses := map[int]int{}
+	for i, bad := range []string{good[:len(good)/2], revoked} {
+		start := time.Now()
+		write(bad)
+		waitFor(t, "the ERROR for the refused token", r.Proc, 15*time.Second, func() error {
+			statuses[mint()]++
+			if n := strings.Count(r.Proc.Log(), "vault refuses the new token in auth_token_file"); n < i+1 {
+				return fmt.Errorf("%d ERROR lines", n)
+			}
+			return nil
+		})
+		t.Logf("MEASURE bad-token-file=%d rejected_within=%s", i, time.Since(start).Round(10*time.Millisecond))
+		for range 10 {
+			statuses[mint()]++
+		}
+	}
+	if len(statuses) != 1 || statuses[http.StatusOK] == 0 {
+		t.Errorf("answers while the file held refused tokens: %v, want only 200", statuses)
+	}
+	if err := wantStatus(r.URL+"/healthz", http.StatusOK); err != nil {
+		t.Errorf("/healthz %v with the working token", err)
+	}
+	second := newToken()
+	write(second)
+	waitFor(t, "the switch to the good new token", r.Proc, 10*time.Second, func() error {
+		if n := metricValue(t, r, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
+			return fmt.Errorf("file reads %.0f, want 2", n)
+		}
+		return nil
+	})
+	v.CLI(t, "token", "revoke", good)
+	if code := mint(); code != http.StatusOK {
+		t.Errorf("after the switch and the old token's revocation: %d", code)
+	}
+	log := r.Proc.Log()
+	for _, tok := range []string{good, revoked, second} {
+		if strings.Contains(log, tok) {
+			t.Error("the relay logged a token")
+		}
+	}
+
+	// A relay started with a revoked token.
+	dead := startRelayWith(t, v, "info", "    auth_token: "+revoked)
+	waitFor(t, "the invalid-token ERROR", dead.Proc, 10*time.Second, func() error {
+		if !strings.Contains(dead.Proc.Log(), "token invalid or expired") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if log := dead.Proc.Log(); strings.Contains(log, "renew-self") {
+		t.Errorf("a revoked token blamed on the policy:\n%s", tail(log, 20))
+	}
+	if err := wantStatus(dead.URL+"/healthz", http.StatusServiceUnavailable); err != nil {
+		t.Errorf("/healthz with a revoked token: %v, want 503", err)
+	}
+	if err := wantStatus(dead.URL+"/livez", http.StatusOK); err != nil {
+		t.Errorf("/livez: %v, want 200", err)
 	}
 }
 
