@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godoauth_relay_requests_total",
-			Help: "Token requests by service (\"invalid\" when it names no plugin mount) and outcome.",
+			Help: "Token requests by service (\"invalid\" when it names no plugin mount, and during an outage for a name never served) and outcome.",
 		}, []string{"service", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "godoauth_relay_request_duration_seconds",

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -199,4 +200,28 @@ func getPath(h http.Handler, path string) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
 	return w
+}
+
+// TestMetrics_referenceNamesEveryMetric: docs/METRICS.md names every
+// metric of the relay's registry.
+func TestMetrics_referenceNamesEveryMetric(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL)
+	doc, err := os.ReadFile("../docs/METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	families, err := s.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		name := f.GetName()
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			continue
+		}
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/METRICS.md does not name %s", name)
+		}
+	}
 }

@@ -148,7 +148,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 		}),
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_file_reads_total",
-			Help: "Times the relay read a new token from storage.vault.auth_token_file.",
+			Help: "Times the relay took a new token from storage.vault.auth_token_file (after Vault took it in lookup-self).",
 		}),
 		troubles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_errors_total",
@@ -164,8 +164,8 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 	}
 	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "godoauth_relay_vault_token_expiry_timestamp_seconds",
-		Help: "When the relay's own Vault token expires (Unix time), as of its last renewal or login; " +
-			"0 when it never expires or the relay does not know (a token file).",
+		Help: "When the relay's own Vault token expires (Unix time), as of its last lookup, renewal or login; " +
+			"0 when it never expires or the relay could not look it up.",
 	}, func() float64 { return float64(k.expiry.Load()) })
 	lease := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "godoauth_relay_vault_token_lease_seconds",
