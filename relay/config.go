@@ -82,8 +82,9 @@ type VaultConfig struct {
 	Addresses []string `yaml:"addresses"`
 
 	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
-	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
-	AppRole       AppRoleConfig `yaml:"approle"`
+	AuthTokenFile string           `yaml:"auth_token_file"` // kept fresh by Vault Agent
+	AppRole       AppRoleConfig    `yaml:"approle"`
+	Kubernetes    KubernetesConfig `yaml:"kubernetes"` // vaultlogin.go
 	// Batch, an extension: false sends every token request in a Vault
 	// call of its own (batch.go), for one audit entry per token at the
 	// price of Vault's per-request work. Default true.

@@ -38,20 +38,7 @@ import (
 // A renewal or login that fails, and a token that nears its max TTL, are
 // logged at ERROR and counted in godoauth_relay_vault_token_errors_total.
 
-// AppRoleConfig is storage.vault.approle, an extension to godoauth's file.
-type AppRoleConfig struct {
-	RoleID       string `yaml:"role_id"`
-	SecretIDFile string `yaml:"secret_id_file"`
-	Mount        string `yaml:"mount"` // the AppRole auth mount; default "approle"
-}
-
-// Enabled reports whether the relay logs in with AppRole.
-func (a AppRoleConfig) Enabled() bool {
-	return a.RoleID != "" || a.SecretIDFile != "" || a.Mount != ""
-}
-
 const (
-	defaultAppRoleMount = "approle"
 	// tokenFilePoll is how often the token file is checked for a change.
 	tokenFilePoll = time.Second
 	// maxTokenFileBytes bounds the token file: a token is a hundred bytes.
@@ -77,35 +64,21 @@ const invalidTokenError = "invalid token"
 func (c *Config) checkTokenSource() error {
 	v := c.Storage.Vault
 	sources := 0
-	for _, set := range []bool{v.AuthToken != "", v.AuthTokenFile != "", v.AppRole.Enabled()} {
+	for _, set := range []bool{v.AuthToken != "", v.AuthTokenFile != "", v.AppRole.Enabled(), v.Kubernetes.Enabled()} {
 		if set {
 			sources++
 		}
 	}
 	switch {
 	case sources == 0:
-		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN, or use auth_token_file or approle)")
+		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN, or use auth_token_file, approle or kubernetes)")
 	case sources > 1:
-		return c.errorf("storage.vault", "set only one of auth_token (or VAULT_TOKEN), auth_token_file and approle")
+		return c.errorf("storage.vault", "set only one of auth_token (or VAULT_TOKEN), auth_token_file, approle and kubernetes")
 	}
 	if v.AuthToken != "" && !printableToken(v.AuthToken) {
 		return c.errorf("storage.vault.auth_token", "holds blanks or control characters (a stray newline?)")
 	}
-	if a := v.AppRole; a.Enabled() {
-		if a.RoleID == "" {
-			return c.errorf("storage.vault.approle.role_id", "required with approle")
-		}
-		if !printableToken(a.RoleID) {
-			return c.errorf("storage.vault.approle.role_id", "holds blanks or control characters")
-		}
-		if a.SecretIDFile == "" {
-			return c.errorf("storage.vault.approle.secret_id_file", "required with approle: a file holding the secret ID")
-		}
-		if a.Mount != "" && (strings.Trim(a.Mount, "/") == "" || strings.ContainsAny(a.Mount, "?#% \t\n")) {
-			return c.errorf("storage.vault.approle.mount", "want an auth mount path such as approle, got %s", quote(a.Mount))
-		}
-	}
-	return nil
+	return c.checkLogin()
 }
 
 func printableToken(s string) bool {
@@ -144,7 +117,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 		}),
 		logins: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_logins_total",
-			Help: "AppRole logins of the relay that succeeded.",
+			Help: "Logins of the relay (AppRole, Kubernetes) that succeeded.",
 		}),
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_file_reads_total",
@@ -154,7 +127,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 			Name: "godoauth_relay_vault_token_errors_total",
 			Help: "Trouble with the relay's own Vault token, by kind: invalid (Vault says the token is invalid or " +
 				"expired, at start, after a change of token or on a refused call; a new token_file that Vault refuses " +
-				"counts as file), renew (a renewal failed), login (an AppRole " +
+				"counts as file), renew (a renewal failed), login (an AppRole or Kubernetes " +
 				"login failed), file (the token file is missing or unusable), max_ttl (a token given to the relay " +
 				"nears its max TTL and cannot be renewed further), not_renewable (the token expires and cannot be renewed).",
 		}, []string{"kind"}),
@@ -175,7 +148,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 	}, func() float64 { return float64(k.lease.Load()) })
 	refused := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "godoauth_relay_vault_token_refused",
-		Help: "1 while Vault refuses the relay's own token (invalid or expired, or no AppRole login): every " +
+		Help: "1 while Vault refuses the relay's own token (invalid or expired, or no login): every " +
 			"token request answers 503 and /healthz is 503.",
 	}, func() float64 {
 		if k.refused.Load() != nil {
@@ -191,9 +164,9 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 // serves, then keeps the token valid until ctx is done.
 func (k *tokenKeeper) start(ctx context.Context) {
 	switch {
-	case k.cfg.AppRole.Enabled():
+	case k.logsIn():
 		secret, err := k.login(ctx)
-		go k.keepAppRole(ctx, secret, err)
+		go k.keepLoggedIn(ctx, secret, err)
 	case k.cfg.AuthTokenFile != "":
 		// The first token is used unchecked (there is no other); keepGiven
 		// looks it up at once and says what Vault thinks of it.
@@ -343,12 +316,12 @@ func (k *tokenKeeper) notRenewable(ctx context.Context) {
 	}
 }
 
-// keepAppRole logs in with AppRole whenever the relay has no token that
-// can be renewed, and renews the one it has.
+// keepLoggedIn logs in (AppRole, Kubernetes) whenever the relay has no
+// token that can be renewed, and renews the one it has.
 //
 // After a failed renewal the old token is revoked (best effort) once the
 // new login succeeds: it may still be valid, and nobody else holds it.
-func (k *tokenKeeper) keepAppRole(ctx context.Context, secret *api.Secret, err error) {
+func (k *tokenKeeper) keepLoggedIn(ctx context.Context, secret *api.Secret, err error) {
 	wait := retryMin
 	stale := "" // a token whose renewal failed, to revoke after the next login
 	for ctx.Err() == nil {
@@ -371,9 +344,9 @@ func (k *tokenKeeper) keepAppRole(ctx context.Context, secret *api.Secret, err e
 			}
 		} else {
 			if k.client.Token() == "" || isInvalidToken(err) {
-				k.refuse("no token: the AppRole login failed")
+				k.refuse("no token: the " + k.loginName() + " login failed")
 			}
-			k.trouble("login", "cannot log in to Vault with AppRole; retrying", "mount", k.appRoleMount(),
+			k.trouble("login", "cannot log in to Vault with "+k.loginName()+"; retrying", "mount", k.loginMount(),
 				"error", err, "retry_in", wait)
 			if !sleep(ctx, jitter(wait)) {
 				return
@@ -408,48 +381,6 @@ func (k *tokenKeeper) revoke(ctx context.Context, token string) {
 
 func (k *tokenKeeper) callTimeout() time.Duration {
 	return max(k.client.ClientTimeout(), 5*time.Second)
-}
-
-func (k *tokenKeeper) appRoleMount() string {
-	if m := strings.Trim(k.cfg.AppRole.Mount, "/"); m != "" {
-		return m
-	}
-	return defaultAppRoleMount
-}
-
-// login logs in with role_id and the secret ID, read from its file each
-// time (so a new secret ID can be dropped in), and makes the token the
-// relay's.
-func (k *tokenKeeper) login(ctx context.Context) (*api.Secret, error) {
-	a := k.cfg.AppRole
-	secretID, err := readSmallFile(a.SecretIDFile)
-	if err != nil {
-		return nil, fmt.Errorf("secret_id_file: %w", err)
-	}
-	// A client without the relay's (maybe expired) token: login paths need none.
-	c, err := k.client.Clone()
-	if err != nil {
-		return nil, err
-	}
-	c.ClearToken()
-	lctx, cancel := context.WithTimeout(ctx, k.callTimeout())
-	defer cancel()
-	secret, err := c.Logical().WriteWithContext(lctx, "auth/"+k.appRoleMount()+"/login",
-		map[string]any{"role_id": a.RoleID, "secret_id": secretID})
-	if err != nil {
-		return nil, err
-	}
-	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, errors.New("vault answered the login with no token")
-	}
-	k.client.SetToken(secret.Auth.ClientToken)
-	k.accept()
-	k.logins.Inc()
-	k.extended(secret.Auth.LeaseDuration)
-	k.log.Info("logged in to Vault with AppRole", "mount", k.appRoleMount(),
-		"ttl", seconds(secret.Auth.LeaseDuration), "renewable", secret.Auth.Renewable,
-		"policies", strings.Join(secret.Auth.TokenPolicies, ","))
-	return secret, nil
 }
 
 // watch renews the token with the API client's lifetime watcher until it
@@ -496,8 +427,8 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) error {
 // maxTTL tells that the token nears or reached its max TTL: routine with
 // AppRole (the relay logs in again), trouble with a token it was given.
 func (k *tokenKeeper) maxTTL(msg string) {
-	if k.cfg.AppRole.Enabled() {
-		k.log.Info(msg+"; logging in again with AppRole", "expires", k.expires())
+	if k.logsIn() {
+		k.log.Info(msg+"; logging in again with "+k.loginName(), "expires", k.expires())
 		return
 	}
 	k.trouble("max_ttl", msg, "expires", k.expires(), "action",

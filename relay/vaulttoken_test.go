@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +33,12 @@ func TestConfig_tokenSourceIsExactlyOne(t *testing.T) {
 		{"approle without secret file", "    approle:\n      role_id: r\n", "storage.vault.approle.secret_id_file: required"},
 		{"approle bad mount", "    approle:\n      role_id: r\n      secret_id_file: /s\n      mount: \"a b\"\n", "storage.vault.approle.mount"},
 		{"approle unknown key", "    approle:\n      role: r\n", "storage.vault.approle.role"},
+		{"kubernetes", "    kubernetes:\n      role: godoauth-relay\n", ""},
+		{"kubernetes at a jwt mount", "    kubernetes:\n      role: r\n      mount: jwt\n      token_file: /var/run/sa/token\n", ""},
+		{"kubernetes without role", "    kubernetes:\n      mount: jwt\n", "storage.vault.kubernetes.role: required"},
+		{"kubernetes bad role", "    kubernetes:\n      role: a/b\n", "storage.vault.kubernetes.role: want a role name"},
+		{"kubernetes bad mount", "    kubernetes:\n      role: r\n      mount: \"a b\"\n", "storage.vault.kubernetes.mount"},
+		{"kubernetes and approle", "    kubernetes:\n      role: r\n    approle:\n      role_id: r\n      secret_id_file: /s\n", "set only one of"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { checkConfigCase(t, strings.Replace(base, "%s", c.vault, 1), c.wantErr) })
@@ -379,5 +387,74 @@ func TestTokenKeeper_appRoleRevokesTheTokenItReplaces(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "hvs.approle-") {
 		t.Error("the relay logged a token")
+	}
+}
+
+// TestTokenKeeper_kubernetesLogin: the relay logs in at the Kubernetes (or
+// jwt) mount with its role and the service-account token read from its
+// file at each login, renews, and logs in again after a failed renewal
+// with the token the file holds then.
+func TestTokenKeeper_kubernetesLogin(t *testing.T) {
+	tv := newTokenVault(t)
+	tv.logins = []string{"hvs.k8s-1", "hvs.k8s-2"}
+	tv.renewOK = func(token string) bool { return token != "hvs.k8s-1" }
+	var bodies []map[string]any
+	inner := tv.srv.Config.Handler
+	tv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/login") {
+			var b map[string]any
+			_ = json.NewDecoder(r.Body).Decode(&b)
+			tv.mu.Lock()
+			bodies = append(bodies, map[string]any{"path": r.URL.Path, "role": b["role"], "jwt": b["jwt"]})
+			tv.mu.Unlock()
+		}
+		inner.ServeHTTP(w, r)
+	})
+	saToken := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(saToken, []byte("eyJ.first.sig\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, logs := newTestRelay(t, tv.srv.URL, func(c *Config) {
+		c.Storage.Vault.AuthToken = ""
+		c.Storage.Vault.Kubernetes = KubernetesConfig{Role: "godoauth-relay", Mount: "jwt", TokenFile: saToken}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.token.start(ctx)
+	if got := s.vault.client.Token(); got != "hvs.k8s-1" {
+		t.Fatalf("token after start %q", got)
+	}
+	if err := os.WriteFile(saToken, []byte("eyJ.rotated.sig"), 0o600); err != nil { // the kubelet rotates it
+		t.Fatal(err)
+	}
+	waitUntil(t, "the second login", func() bool { return s.vault.client.Token() == "hvs.k8s-2" })
+	tv.mu.Lock()
+	defer tv.mu.Unlock()
+	want := []map[string]any{
+		{"path": "/v1/auth/jwt/login", "role": "godoauth-relay", "jwt": "eyJ.first.sig"},
+		{"path": "/v1/auth/jwt/login", "role": "godoauth-relay", "jwt": "eyJ.rotated.sig"},
+	}
+	if fmt.Sprint(bodies) != fmt.Sprint(want) {
+		t.Errorf("logins %v, want %v", bodies, want)
+	}
+	if strings.Contains(logs.String(), "eyJ.") {
+		t.Error("the relay logged the service-account token")
+	}
+	if !strings.Contains(logs.String(), "logged in to Vault with Kubernetes auth") {
+		t.Errorf("no log line for the login:\n%s", logs.String())
+	}
+}
+
+func TestJitter_spreadsRetries(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		j := jitter(time.Second)
+		if j < time.Second || j > 1250*time.Millisecond {
+			t.Fatalf("jitter(1s) = %s, want within [1s, 1.25s]", j)
+		}
+		seen[j] = true
+	}
+	if len(seen) < 10 {
+		t.Errorf("50 retries waited only %d different times", len(seen))
 	}
 }
