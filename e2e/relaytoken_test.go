@@ -5,7 +5,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // relayPolicyFile is the relay's least-privilege policy as deploy/ ships it.
@@ -489,4 +496,88 @@ func (v *Vault) tryCLIWithToken(token string, args ...string) (string, string, e
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
+}
+
+// serviceAccountToken signs a token shaped as Kubernetes signs a projected
+// service-account token for namespace/name, audience vault.
+func serviceAccountToken(t *testing.T, key *ecdsa.PrivateKey, namespace, name string) string {
+	t.Helper()
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": "https://kubernetes.default.svc.cluster.local",
+		"aud": []string{"vault"},
+		"sub": "system:serviceaccount:" + namespace + ":" + name,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"kubernetes.io": map[string]any{
+			"namespace":      namespace,
+			"serviceaccount": map[string]any{"name": name, "uid": "8d1f6c2e-0f4b-4a55-9d3e-" + fmt.Sprintf("%012d", len(name))},
+			"pod":            map[string]any{"name": name + "-7c9f8d6b5-x2x4q", "uid": "5b1e2d9a-3c4f-4e6a-8b7c-0d1e2f3a4b5c"},
+		},
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+// TestRelayToken_kubernetesLogin: the relay logs in to Vault as a
+// Kubernetes workload (storage.vault.kubernetes), here at Vault's jwt auth
+// method, which verifies a service-account-shaped token against the
+// cluster's issuer key without an API server (Vault's kubernetes method
+// needs one for TokenReview). It renews, logs in again at the max TTL with
+// the token file read anew, and every answer is 200; another service
+// account's token gets no login, an ERROR, and /healthz 503.
+func TestRelayToken_kubernetesLogin(t *testing.T) {
+	v, _ := tokenSetup(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubFile := writeTemp(t, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	v.CLI(t, "auth", "enable", "jwt")
+	v.CLI(t, "write", "auth/jwt/config", "jwt_validation_pubkeys=@"+pubFile,
+		"bound_issuer=https://kubernetes.default.svc.cluster.local")
+	v.CLI(t, "write", "auth/jwt/role/godoauth-relay", "role_type=jwt", "bound_audiences=vault", "user_claim=sub",
+		"bound_subject=system:serviceaccount:registry:godoauth-relay", "token_policies=godoauth-relay",
+		"token_no_default_policy=true", "token_ttl=12s", "token_max_ttl=30s")
+
+	saFile := writeTemp(t, serviceAccountToken(t, key, "registry", "godoauth-relay"))
+	r := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+saFile)
+	statuses := steadyLoad(t, r, 45*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
+	logins := metricValue(t, r, "godoauth_relay_vault_token_logins_total")
+	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
+	t.Logf("MEASURE kubernetes-login(jwt method) token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f",
+		statuses, logins, renewals)
+	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
+		t.Fatalf("answers by status: %v; want only 200", statuses)
+	}
+	if logins < 2 || renewals < 1 {
+		t.Errorf("logins %.0f (want ≥2 over 45 s with a 30 s max TTL), renewals %.0f (want ≥1)", logins, renewals)
+	}
+	if log := r.Proc.Log(); !strings.Contains(log, "logged in to Vault with Kubernetes auth") {
+		t.Errorf("no login line:\n%s", tail(log, 20))
+	}
+
+	// Another namespace's service account: Vault refuses the login.
+	other := writeTemp(t, serviceAccountToken(t, key, "team-b", "godoauth-relay"))
+	bad := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+other)
+	if code, _, _ := bad.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull"); code != http.StatusServiceUnavailable {
+		t.Errorf("relay without a login: %d, want 503", code)
+	}
+	if err := wantStatus(bad.URL+"/healthz", http.StatusServiceUnavailable); err != nil {
+		t.Errorf("/healthz without a login: %v", err)
+	}
+	if log := bad.Proc.Log(); !strings.Contains(log, "cannot log in to Vault with Kubernetes auth") {
+		t.Errorf("no ERROR for the refused login:\n%s", tail(log, 20))
+	}
+	for _, p := range []*Relay{r, bad} {
+		if strings.Contains(p.Proc.Log(), "eyJ") {
+			t.Error("the relay logged a service-account token")
+		}
+	}
 }
