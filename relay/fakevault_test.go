@@ -19,8 +19,12 @@ import (
 
 const relayToken = "hvs.relay-token-value-0123456789"
 
-// fakeRequestID is the request_id of the fake's answers, as Vault's audit log would have it.
-const fakeRequestID = "3f0c1a52-9d7e-4b7c-8e0f-0a1b2c3d4e5f"
+// fakeRequestID and fakeBatchRequestID are the request_id of the fake's
+// single and batch answers, as Vault's audit log would have them.
+const (
+	fakeRequestID      = "3f0c1a52-9d7e-4b7c-8e0f-0a1b2c3d4e5f"
+	fakeBatchRequestID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
+)
 
 // fakeVault stands in for Vault with the plugin mounted at some paths:
 // ca/pem without a token, token and token/refresh with the relay's token.
@@ -62,7 +66,7 @@ func newFakeVault(t *testing.T, mounts ...string) *fakeVault {
 
 func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1/")
-	if fv.revoked.Load() && r.Header.Get("X-Vault-Token") == relayToken {
+	if fv.revoked.Load() && r.Header.Get("X-Vault-Token") == relayToken && path != "sys/health" {
 		vaultError(w, 403, "permission denied", "invalid token")
 		return
 	}
@@ -173,7 +177,7 @@ func (fv *fakeVault) batch(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	wg.Wait()
-	writeJSON(w, 200, map[string]any{"request_id": fakeRequestID, "data": map[string]any{"answers": answers}})
+	writeJSON(w, 200, map[string]any{"request_id": fakeBatchRequestID, "data": map[string]any{"answers": answers}})
 }
 
 // fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfig_observabilityKeys(t *testing.T) {
@@ -98,6 +99,27 @@ func TestServer_accessLineHasClientAndVaultRequestID(t *testing.T) {
 		if !strings.Contains(log, "remote=198.51.100.23") || !strings.Contains(log, "vault_request_id="+fakeRequestID) {
 			t.Errorf("batch=%v: the access line lacks the client or Vault's request_id:\n%s", batch, log)
 		}
+	}
+}
+
+// TestServer_batchedTokensLogTheBatchRequestID: a token minted in a
+// token/batch call logs that call's request_id.
+func TestServer_batchedTokensLogTheBatchRequestID(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	fv.token = slowMint(fv, 20*time.Millisecond)
+	s, logs := newTestRelay(t, fv.srv.URL)
+	good := func(int) string { return "pw" }
+	burst(s, 20, good) // the credentials get proven
+	for i, a := range burst(s, 20, good) {
+		if a.status != http.StatusOK {
+			t.Fatalf("request %d: %d", i, a.status)
+		}
+	}
+	if fv.batches.Load() == 0 {
+		t.Fatal("no token/batch call")
+	}
+	if !strings.Contains(logs.String(), "vault_request_id="+fakeBatchRequestID) {
+		t.Errorf("no access line carries the batch call's request_id")
 	}
 }
 

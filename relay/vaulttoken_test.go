@@ -357,6 +357,11 @@ func TestTokenKeeper_refusedCallRechecksTheToken(t *testing.T) {
 		time.Sleep(healthTTL)
 		return health() == http.StatusServiceUnavailable
 	})
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if !strings.Contains(w.Body.String(), `"token":"refused: token invalid or expired"`) {
+		t.Errorf("/healthz %s, want the token named", w.Body.String())
+	}
 }
 
 // TestTokenKeeper_appRoleRevokesTheTokenItReplaces: after a failed renewal
