@@ -209,6 +209,9 @@ func (k *tokenKeeper) keepGiven(ctx context.Context) {
 			k.log.Info("renewing the relay's Vault token itself", "ttl", seconds(secret.Auth.LeaseDuration),
 				"expires", k.expires())
 			if k.watch(ctx, secret) == nil {
+				if ctx.Err() != nil {
+					return // a new token from the file: its own keeper records its lease
+				}
 				k.lease.Store(0)
 				k.waitForExpiry(ctx) // the max TTL: nothing more to do but say when it is over
 				return
