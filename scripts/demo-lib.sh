@@ -46,6 +46,7 @@ start_relay() {
 	local vault_lines=$1 timeout=$2 relay_token
 	sed "s|\"registry/|\"$SERVICE/|" "$ROOT/deploy/policies/relay.hcl" | vault policy write registry-relay - >/dev/null
 	relay_token=$(vault token create -policy=registry-relay -no-default-policy -orphan -period=24h -field=token)
+	install -m 600 /dev/null "$WORK/godoauth.yaml" # it holds the relay's token
 	cat >"$WORK/godoauth.yaml" <<CONFIG
 ---
 version: 0.1
