@@ -67,7 +67,7 @@ func newFakeVault(t *testing.T, mounts ...string) *fakeVault {
 func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1/")
 	if fv.revoked.Load() && r.Header.Get("X-Vault-Token") == relayToken && path != "sys/health" {
-		vaultError(w, 403, "permission denied", "invalid token")
+		vaultError(w, 403, vaultInvalidToken)
 		return
 	}
 	switch {
@@ -121,7 +121,7 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		case tok == relayToken || strings.HasPrefix(tok, "hvs.other"):
 			writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": fakeTokenPeriod, "renewable": true}})
 		default:
-			vaultError(w, 403, "permission denied", "invalid token")
+			vaultError(w, 403, vaultInvalidToken)
 		}
 	case path == "auth/token/renew-self":
 		// The relay renews its own token (vaulttoken.go): a periodic one here.
@@ -224,9 +224,13 @@ func fakeJWT(claims map[string]any) string {
 }
 
 // vaultError answers as Vault itself refuses: a status and an error list.
-func vaultError(w http.ResponseWriter, status int, msgs ...string) {
-	writeJSON(w, status, map[string]any{"errors": msgs})
+func vaultError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"errors": []string{msg}})
 }
+
+// vaultInvalidToken is Vault 1.21's error for a call with a revoked,
+// expired or unknown token: its multierror, as one string.
+const vaultInvalidToken = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
 
 func (fv *fakeVault) last() (string, map[string]any, string) {
 	fv.mu.Lock()

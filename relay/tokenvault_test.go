@@ -66,7 +66,7 @@ func (tv *tokenVault) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	lease, ok := tv.lease[token]
 	if !ok {
-		vaultError(w, 403, "permission denied", "invalid token")
+		vaultError(w, 403, vaultInvalidToken)
 		return
 	}
 	switch path {

@@ -650,7 +650,9 @@ func isInvalidToken(err error) bool {
 		return false
 	}
 	for _, e := range re.Errors {
-		if e == invalidTokenError {
+		// Vault sends its multierror as one string:
+		// "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n".
+		if strings.Contains(e, invalidTokenError) {
 			return true
 		}
 	}
