@@ -516,9 +516,10 @@ func (k *tokenKeeper) vet(ctx context.Context, token string, first bool) bool {
 	case err == nil || (statusCode(err) == http.StatusForbidden && !isInvalidToken(err)):
 		return true // valid (a 403 without "invalid token" is a policy without lookup-self)
 	case isInvalidToken(err):
-		k.rejected = token
-		k.fileSays("refused", "vault refuses the new token in auth_token_file (token invalid or expired: "+
-			"a truncated or stale write?); keeping the token in use", "call", "lookup-self")
+		// Said for each token refused; the same token is not checked again.
+		k.rejected, k.fileTrouble = token, ""
+		k.trouble("file", "vault refuses the new token in auth_token_file (token invalid or expired: "+
+			"a truncated or stale write?); keeping the token in use", "file", k.cfg.AuthTokenFile, "call", "lookup-self")
 		return false
 	case statusCode(err) == 0 || statusCode(err) == http.StatusServiceUnavailable:
 		// No answer, or a sealed Vault: nobody said no. Try again.
