@@ -30,8 +30,8 @@ path "auth/token/lookup-self" {
   capabilities = ["read"]
 }
 
-# With AppRole, after a failed renewal the relay logs in again and revokes
-# the token it no longer uses (best effort).
+# With AppRole or Kubernetes auth, after a failed renewal the relay logs in
+# again and revokes the token it no longer uses (best effort).
 path "auth/token/revoke-self" {
   capabilities = ["update"]
 }
