@@ -19,6 +19,7 @@ func All(b *backend.Backend) []*framework.Path {
 	var ps []*framework.Path
 	ps = append(ps, configPaths(b)...)
 	ps = append(ps, userPaths(b)...)
+	ps = append(ps, refreshTokenPaths(b)...)
 	ps = append(ps, tokenPaths(b)...)
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
