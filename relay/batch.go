@@ -212,7 +212,8 @@ func (b *batcher) send(entries []*batchEntry) {
 	var answer struct {
 		Answers []batchAnswer `json:"answers"`
 	}
-	if err := readAnswer(resp.Body, maxBatchAnswerBytes, &answer); err != nil {
+	requestID, err := readAnswer(resp.Body, maxBatchAnswerBytes, &answer)
+	if err != nil {
 		if ctx.Err() != nil {
 			fail(v.transportTrouble(ctx, err, path, false))
 			return
@@ -226,7 +227,11 @@ func (b *batcher) send(entries []*batchEntry) {
 		return
 	}
 	for i, e := range entries {
-		e.done <- v.readBatchAnswer(path, &answer.Answers[i])
+		r := v.readBatchAnswer(path, &answer.Answers[i])
+		if r.t != nil {
+			r.t.RequestID = requestID
+		}
+		e.done <- r
 	}
 }
 

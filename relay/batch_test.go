@@ -194,7 +194,7 @@ func FuzzReadBatchAnswer(f *testing.F) {
 		var answer struct {
 			Answers []batchAnswer `json:"answers"`
 		}
-		if readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer) != nil || len(answer.Answers) != 2 {
+		if _, err := readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer); err != nil || len(answer.Answers) != 2 {
 			return
 		}
 		for i := range answer.Answers {

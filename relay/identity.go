@@ -372,7 +372,8 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
 	var a tokenapi.Answer
-	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
+	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, unproven)
 		}
@@ -382,6 +383,7 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
+	t.RequestID = requestID
 	return t, nil
 }
 

@@ -52,6 +52,10 @@ type vault struct {
 	batchers    sync.Map // service → *batcher (batch.go)
 
 	loud sync.Map // trouble kind → *throttle
+
+	// tokenRefused is told when Vault refuses a call because the relay's
+	// own token is invalid or expired (the token keeper looks it up again).
+	tokenRefused func()
 }
 
 func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
@@ -81,6 +85,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 			vc.Timeout, vc.HttpClient.Timeout = 0, 0
 			vc.HttpClient.Transport = nodes
 		}
+		vc.HttpClient.Transport = timedTransport{next: vc.HttpClient.Transport, calls: m.vaultCalls}
 		httpClient = vc.HttpClient
 		return nil
 	})
@@ -253,7 +258,8 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
 	var a tokenapi.Answer
-	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
+	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, unproven)
 		}
@@ -263,6 +269,7 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
+	t.RequestID = requestID
 	return t, nil
 }
 
@@ -288,6 +295,12 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		return badRequest("%s", msg)
 	case code == http.StatusUnauthorized:
 		return unauthorized(msg)
+	case code == http.StatusForbidden && isInvalidToken(err):
+		if v.tokenRefused != nil {
+			v.tokenRefused()
+		}
+		return v.trouble("forbidden", "vault refused the relay's token (403): token invalid or expired",
+			"path", path)
 	case code == http.StatusForbidden:
 		return v.trouble("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
 			"update on %[1]s/token, %[1]s/token/refresh and %[1]s/token/batch, and that the token has not expired", req.Service),
