@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/netip"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -24,6 +25,10 @@ type TokenRequest struct {
 	Scopes   []string // items of the request; each may hold several scopes
 	Offline  bool     // ask for a refresh token too
 	TTL      time.Duration
+	// ClientAddr is the registry client's address as the relay saw it;
+	// the zero Addr when unknown (a direct Vault call). Entries with
+	// networks use it (access.Entry).
+	ClientAddr netip.Addr
 }
 
 // RefreshRequest mints a token from a refresh token.
@@ -33,6 +38,7 @@ type RefreshRequest struct {
 	ClientID     string
 	Scopes       []string
 	TTL          time.Duration
+	ClientAddr   netip.Addr // as TokenRequest's
 }
 
 // Token is a minted registry token.
@@ -41,9 +47,12 @@ type Token struct {
 	ExpiresIn    time.Duration
 	IssuedAt     time.Time
 	RefreshToken string // set when one was asked for and issued
-	Issuer       string
-	Subject      string
-	Access       []access.Grant
+	// IssuedRefresh is an entity's new refresh token, whose Vault lease
+	// the answer carries; nil otherwise.
+	IssuedRefresh *IssuedRefreshToken
+	Issuer        string
+	Subject       string
+	Access        []access.Grant
 }
 
 // maxClientIDLen bounds client_id, which is stored with refresh tokens.
@@ -60,7 +69,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		if len(cfg.Anonymous()) == 0 {
 			return nil, errorf(KindUnauthorized, "credentials required: this registry allows no anonymous access")
 		}
-		return b.sign(ctx, s, cfg, req.Service, "", access.GrantScopes("", scopes, cfg.Anonymous()), req.TTL)
+		return b.sign(ctx, s, cfg, req.Service, "", access.GrantScopes("", req.ClientAddr, scopes, cfg.Anonymous()), req.TTL)
 	}
 	if req.Account != "" && req.Account != req.Username {
 		return nil, errorf(KindBadRequest, "account %s does not match the authenticated user", quote(req.Account))
@@ -69,7 +78,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, access.GrantScopes(req.Username, scopes, lg.access, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, access.GrantScopes(req.Username, req.ClientAddr, scopes, lg.access, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -98,29 +107,47 @@ func (b *Backend) issueUserRefreshToken(ctx context.Context, s logical.Storage, 
 	if u == nil || u.Generation != generation {
 		return "", errInvalidCredentials
 	}
-	return b.issueRefreshToken(ctx, s, cfg, Subject{Kind: SubjectUser, ID: name}, generation, clientID)
+	rt, err := b.issueRefreshToken(ctx, s, cfg, refreshGrant{Subject: UserSubject(name), Generation: generation, ClientID: clientID, TTL: cfg.RefreshTokenTTL})
+	if err != nil {
+		return "", err
+	}
+	return rt.Token, nil
 }
 
-// MintFromRefresh mints a token from a refresh token with the user's access
-// as it is now. The token must have been issued under the user's current
-// credential generation.
+// MintFromRefresh mints a token from a refresh token of any subject with
+// the subject's access as it is now. A user's token must have been issued
+// under the user's current credential generation; an entity's is checked
+// by mintFromEntityRefresh.
 func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
 	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RefreshTokenTTL == 0 {
-		return nil, errInvalidRefreshToken
-	}
-	hash, rec, err := b.liveRefreshToken(ctx, s, req.RefreshToken)
+	hash, rec, err := b.liveRefreshToken(ctx, s, cfg, req.RefreshToken)
 	if err != nil {
 		return nil, err
 	}
-	sub := rec.subject()
-	if sub.Kind != SubjectUser {
+	var tok *Token
+	switch sub := rec.subject(); sub.Kind {
+	case SubjectUser:
+		tok, err = b.mintFromUserRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	case SubjectEntity:
+		tok, err = b.mintFromEntityRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	default:
+		err = errInvalidRefreshToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok.RefreshToken = req.RefreshToken
+	return tok, nil
+}
+
+func (b *Backend) mintFromUserRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}
-	u, err := b.ReadUser(ctx, s, sub.ID)
+	u, err := b.ReadUser(ctx, s, rec.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -129,12 +156,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
 	userAccess := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, scopes, userAccess, cfg.Anonymous()), req.TTL)
-	if err != nil {
-		return nil, err
-	}
-	tok.RefreshToken = req.RefreshToken
-	return tok, nil
+	return b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, req.ClientAddr, scopes, userAccess, cfg.Anonymous()), req.TTL)
 }
 
 // openTokenRequest is what every token request starts with: its scopes
@@ -152,6 +174,16 @@ func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawSc
 		return nil, nil, err
 	}
 	return scopes, cfg, nil
+}
+
+// ParseClientAddr reads the client_addr field of a token request: the
+// registry client's IP address as the relay saw it, or "" when unknown.
+func ParseClientAddr(s string) (netip.Addr, error) {
+	a, err := access.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errorf(KindBadRequest, "%s", err)
+	}
+	return a, nil
 }
 
 func checkClientID(id string) error {

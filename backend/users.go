@@ -210,7 +210,7 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 	if change.PasswordChanged {
 		// The new generation already refuses them; this frees the storage
 		// (and clears what an earlier user of the name left).
-		if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
+		if _, err := b.revokeRefreshTokens(ctx, s, UserSubject(name)); err != nil {
 			return change, fmt.Errorf("password changed, but deleting the old refresh tokens failed: %w", err)
 		}
 	}
@@ -234,7 +234,7 @@ func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string
 		return fmt.Errorf("delete user: %w", err)
 	}
 	b.users.Delete(name)
-	if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
+	if _, err := b.revokeRefreshTokens(ctx, s, UserSubject(name)); err != nil {
 		return fmt.Errorf("user deleted, but revoking refresh tokens failed: %w", err)
 	}
 	return nil

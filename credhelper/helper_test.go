@@ -64,7 +64,7 @@ func newTestVault(t *testing.T) *testVault {
 		t.Fatal(err)
 	}
 	v := &testVault{b: b, storage: conf.StorageView}
-	v.write(t, "config", map[string]any{"bcrypt_cost": 4})
+	v.write(t, "config", map[string]any{"bcrypt_cost": 4, "identity_refresh_tokens": true})
 	v.write(t, "entities/alice", map[string]any{"access": "repository:alice/**:*"})
 	v.srv = httptest.NewServer(http.HandlerFunc(v.serve))
 	t.Cleanup(v.srv.Close)
@@ -169,7 +169,7 @@ func TestGet_answersAnIdentityRefreshToken(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Username != "<token>" || !backend.IsIdentityRefreshToken(c.Secret) || c.ServerURL != "registry.example.com" {
+	if c.Username != "<token>" || !isIdentityRefreshToken(c.Secret) || c.ServerURL != "registry.example.com" {
 		t.Fatalf("get answered %+v, want user <token> and an identity refresh token", c)
 	}
 	if strings.Contains(out+errOut, aliceToken) || errOut != "" {
@@ -231,7 +231,7 @@ func TestGet_findsTheTokenLikeTheVaultCLI(t *testing.T) {
 			vars := tc.setup(t, home)
 			vars = mapWith(vars, "VAULT_ADDR", v.srv.URL)
 			userEnvKeep(t, vars)
-			if c := getCreds(t, "registry.example.com"); c.Username != "<token>" || !backend.IsIdentityRefreshToken(c.Secret) {
+			if c := getCreds(t, "registry.example.com"); c.Username != "<token>" || !isIdentityRefreshToken(c.Secret) {
 				t.Errorf("get answered user %q", c.Username)
 			}
 		})
@@ -281,7 +281,9 @@ func TestGet_withoutIdentityRefreshTokensSendsTheVaultToken(t *testing.T) {
 		setup func(t *testing.T, v *testVault)
 	}{
 		{"offline_token refused", func(t *testing.T, v *testVault) { v.refuseOffline.Store(true) }},
-		{"no refresh token answered", func(t *testing.T, v *testVault) { v.write(t, "config", map[string]any{"refresh_token_ttl": "0"}) }},
+		{"identity refresh tokens off", func(t *testing.T, v *testVault) {
+			v.write(t, "config", map[string]any{"identity_refresh_tokens": false})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newTestVault(t)
@@ -413,3 +415,7 @@ func filesUnder(t *testing.T, dir string) string {
 	})
 	return all.String()
 }
+
+// isIdentityRefreshToken tells an identity's refresh token by its visible
+// form (the plugin's "vpri." prefix).
+func isIdentityRefreshToken(s string) bool { return strings.HasPrefix(s, "vpri.") }

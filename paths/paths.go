@@ -19,10 +19,12 @@ func All(b *backend.Backend) []*framework.Path {
 	var ps []*framework.Path
 	ps = append(ps, configPaths(b)...)
 	ps = append(ps, userPaths(b)...)
+	ps = append(ps, refreshTokenPaths(b)...)
 	ps = append(ps, tokenPaths(b)...)
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
 	ps = append(ps, identityPaths(b)...)
+	ps = append(ps, explainPaths(b)...)
 	return ps
 }
 
@@ -53,6 +55,9 @@ func respond(err error) (*logical.Response, error) {
 	e, ok := backend.AsError(err)
 	if !ok {
 		return nil, err
+	}
+	if e.Kind == backend.KindNotFound {
+		return nil, logical.CodedError(http.StatusNotFound, e.Msg)
 	}
 	code, ok := codes[e.Kind]
 	if !ok {
