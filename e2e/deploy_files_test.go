@@ -61,7 +61,7 @@ var registerLine = regexp.MustCompile(`^vault plugin register -sha256=([0-9a-f]{
 // Vault, which then mints a token with it.
 func TestDeploy_release(t *testing.T) {
 	dist := t.TempDir()
-	r := RunCommand(t, append(baseEnv(t.TempDir()), "GOCACHE="+goEnv(t, "GOCACHE"), "GOMODCACHE="+goEnv(t, "GOMODCACHE"),
+	r := RunCommandWithin(t, 30*time.Minute, append(baseEnv(t.TempDir()), "GOCACHE="+goEnv(t, "GOCACHE"), "GOMODCACHE="+goEnv(t, "GOMODCACHE"),
 		"GOTOOLCHAIN=local", "PATH="+filepath.Dir(goBinary())+":"+os.Getenv("PATH")),
 		"..", "", "make", "--no-print-directory", "release", "DIST="+dist, "VERSION=v9.9.9")
 	if !r.OK() {

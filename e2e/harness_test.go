@@ -341,7 +341,14 @@ func (r Result) String() string {
 // only a command that cannot run at all fails the test.
 func RunCommand(t testing.TB, env []string, dir, stdin, bin string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	return RunCommandWithin(t, commandTimeout, env, dir, stdin, bin, args...)
+}
+
+// RunCommandWithin is RunCommand with another bound: for builds, whose
+// time on a loaded machine says nothing (the bound only stops a hang).
+func RunCommandWithin(t testing.TB, timeout time.Duration, env []string, dir, stdin, bin string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
