@@ -83,7 +83,11 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		return nil, err
 	}
 	if req.Offline && cfg.RefreshTokenTTL > 0 {
-		rt, err := b.issueUserRefreshToken(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
+		issue := b.issueUserRefreshToken
+		if lg.robot {
+			issue = b.issueRobotRefreshToken
+		}
+		rt, err := issue(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
 		if err != nil {
 			return nil, err
 		}
@@ -133,6 +137,8 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 		tok, err = b.mintFromUserRefresh(ctx, s, cfg, scopes, req, hash, rec)
 	case SubjectEntity:
 		tok, err = b.mintFromEntityRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	case SubjectRobot:
+		tok, err = b.mintFromRobotRefresh(ctx, s, cfg, scopes, req, hash, rec)
 	default:
 		err = errInvalidRefreshToken
 	}

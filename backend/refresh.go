@@ -37,11 +37,12 @@ const (
 const (
 	SubjectUser   = "user"
 	SubjectEntity = "entity"
+	SubjectRobot  = "robot" // a robot account (robots.go)
 )
 
 // tokenPrefixes are the visible forms of each kind's tokens, so that a
 // person holding one can tell what it is; the store does not depend on it.
-var tokenPrefixes = map[string]string{SubjectUser: "vpr.", SubjectEntity: "vpri."}
+var tokenPrefixes = map[string]string{SubjectUser: "vpr.", SubjectEntity: "vpri.", SubjectRobot: "vprr."}
 
 // A Subject is what a refresh token stands for: a kind and an id within
 // the kind (a user's name, an entity's id). An id never contains "/".

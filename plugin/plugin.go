@@ -69,6 +69,7 @@ func New(opts backend.Options) *framework.Backend {
 		RunningVersion: version.Resolve(Version),
 	}
 	d.SetIdentitySource(systemIdentities{fb})
+	d.SetSystemView(fb.System)
 	return fb
 }
 

@@ -41,7 +41,8 @@ APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
 # podman and buildah: the containers/storage clients (the tests run them
-# as root on vfs storage of their own; no service).
+# as root on vfs storage of their own; no service); e2e TestRobots_clients
+# logs podman in with a robot's dockerconfigjson as its --authfile.
 APT_PACKAGES+=(podman buildah)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
