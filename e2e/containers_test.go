@@ -46,8 +46,11 @@ func NewContainers(t testing.TB, kind ClientKind) *Containers {
 		// No systemd, no journald: cgroupfs and a file for events.
 		c.global = append(c.global, "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--tmpdir", filepath.Join(dir, "tmp"))
 	}
-	// Both refuse a REGISTRY_AUTH_FILE that does not exist.
+	// Both refuse a REGISTRY_AUTH_FILE that does not exist; and nothing
+	// of the machine's registries.conf is read.
 	mustWrite(t, c.path("auth.json"), []byte("{}\n"))
+	mustWrite(t, filepath.Join(dir, "registries.conf"), []byte("unqualified-search-registries = []\n"))
+	c.Env = []string{"CONTAINERS_REGISTRIES_CONF=" + filepath.Join(dir, "registries.conf")}
 	return c
 }
 

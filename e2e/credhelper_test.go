@@ -82,7 +82,7 @@ func (u *vaultUser) client(kind ClientKind) *Client {
 
 func (u *vaultUser) containers(kind ClientKind) *Containers {
 	c := NewContainers(u.t, kind)
-	c.Home, c.Env = u.home, u.env
+	c.Home, c.Env = u.home, append(c.Env, u.env...)
 	return c
 }
 
