@@ -14,7 +14,7 @@ import (
 
 func FuzzParseBasic(f *testing.F) {
 	f.Fuzz(func(t *testing.T, header string) {
-		user, password, fl := parseBasic(header)
+		user, password, fl := parseBasic(header, nil)
 		if fl != nil {
 			if fl.status != 400 && fl.status != 401 {
 				t.Fatalf("status %d", fl.status)
@@ -34,7 +34,7 @@ func FuzzParseBasic(f *testing.F) {
 		if header == "" {
 			return
 		}
-		u2, p2, f2 := parseBasic(basic(user, password))
+		u2, p2, f2 := parseBasic(basic(user, password), nil)
 		if f2 != nil || u2 != user || p2 != password {
 			t.Fatalf("round trip of %q:%q gave %q:%q %v", user, password, u2, p2, f2)
 		}
@@ -47,7 +47,7 @@ func FuzzParseForm(f *testing.F) {
 		if err != nil {
 			return // the handler answers 400 before parsing
 		}
-		req, fl := parseTokenForm(form)
+		req, fl := parseTokenForm(form, nil)
 		if fl != nil {
 			if (fl.status != 400 && fl.status != 401) || fl.oauthCode == "" || fl.msg == "" {
 				t.Fatalf("refusal %+v", fl)

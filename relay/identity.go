@@ -19,7 +19,7 @@ import (
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
-// Vault identities as registry users, two ways in:
+// Vault identities as registry users, three ways in:
 //
 //   - A Vault token as the password, under the user name
 //     identity.vault_token_user ("vault"): the relay asks
@@ -29,11 +29,16 @@ import (
 //     (identity.password_mounts: userpass, ldap, okta, radius): a Basic
 //     login that the plugin refuses is tried at auth/<mount>/login/<user>,
 //     and the Vault token it gets asks <service>/token/identity.
+//   - A JWT as the password of a user named in identity.jwt_logins (a CI
+//     job's identity token): it is sent with the user's role to the user's
+//     jwt auth mount, auth/<mount>/login, and the Vault token it gets asks
+//     <service>/token/identity. Such a user is never a plugin user, and
+//     only its password may be up to maxJWTBytes long.
 //
 // A plugin user comes first: its password is checked by the plugin, and
 // only a refused login goes on to the auth mounts. Every refused login goes
 // the same way, so an unknown user and a wrong password cost the same and
-// answer alike. A proven password reuses its Vault token for
+// answer alike. A proven password or JWT reuses its Vault token for
 // identity.token_reuse, at most half the token's TTL, never beyond it; the
 // relay keeps a keyed MAC of the user and password, never the password.
 
@@ -45,9 +50,21 @@ type IdentityConfig struct {
 	// PasswordMounts are Vault auth mounts of password kind (userpass,
 	// ldap, okta, radius), tried in order.
 	PasswordMounts []string `yaml:"password_mounts"`
-	// TokenReuse is how long a password proven at an auth mount reuses
-	// its Vault token (at most half the token's TTL); default 1m, 0s: never.
+	// JWTLogins are user names whose password is a JWT (a CI job's
+	// identity token), logged in at a Vault jwt auth mount with a role.
+	JWTLogins []JWTLogin `yaml:"jwt_logins"`
+	// TokenReuse is how long a password or JWT proven at an auth mount
+	// reuses its Vault token (at most half the token's TTL); default 1m,
+	// 0s: never.
 	TokenReuse Duration `yaml:"token_reuse"`
+}
+
+// JWTLogin is one item of identity.jwt_logins: a Basic login as User
+// sends its password, a JWT, to auth/<Mount>/login with Role.
+type JWTLogin struct {
+	User  string `yaml:"user"`
+	Mount string `yaml:"mount"`
+	Role  string `yaml:"role"`
 }
 
 // Defaults and bounds of the identity section.
@@ -55,10 +72,18 @@ const (
 	DefaultVaultTokenUser = "vault"
 	DefaultTokenReuse     = time.Minute
 	maxPasswordMounts     = 16
+	maxJWTLogins          = 16
 	// maxVaultTokenBytes bounds a Vault token sent as a password: batch
 	// tokens are the longest, a few hundred bytes.
 	maxVaultTokenBytes = 1024
+	// maxJWTBytes bounds the password of a jwt_logins user, a JWT: CI
+	// identity tokens are 1-4 KiB.
+	maxJWTBytes = 8 << 10
 )
+
+// roleNameRE is a Vault role name as the jwt auth method's role paths take
+// it (framework.GenericNameRegex), at most 128 bytes.
+var roleNameRE = regexp.MustCompile(`^\w([\w.-]{0,126}\w)?$`)
 
 var mountNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$`)
 
@@ -77,7 +102,7 @@ func (c *Config) checkIdentity() error {
 	seen := map[string]bool{}
 	for _, m := range id.PasswordMounts {
 		m = strings.TrimSuffix(m, "/")
-		if len(m) > 128 || !mountNameRE.MatchString(m) || strings.Contains(m, "..") {
+		if !authMountPath(m) {
 			return c.errorf("identity.password_mounts", "want auth mount paths such as ldap or userpass (without auth/), got %s", quote(m))
 		}
 		if seen[m] {
@@ -85,8 +110,46 @@ func (c *Config) checkIdentity() error {
 		}
 		seen[m] = true
 	}
+	if err := c.checkJWTLogins(); err != nil {
+		return err
+	}
 	if err := checkTimeout(time.Duration(id.TokenReuse)); err != nil {
 		return c.errorf("identity.token_reuse", "%s", err)
+	}
+	return nil
+}
+
+// authMountPath reports whether m (without a trailing "/") may name an
+// auth mount: auth/<m>/login is the only path it becomes.
+func authMountPath(m string) bool {
+	return len(m) <= 128 && mountNameRE.MatchString(m) && !strings.Contains(m, "..")
+}
+
+func (c *Config) checkJWTLogins() error {
+	const key = "identity.jwt_logins"
+	logins := c.Identity.JWTLogins
+	if len(logins) > maxJWTLogins {
+		return c.errorf(key, "at most %d logins", maxJWTLogins)
+	}
+	tokenUser := c.Identity.VaultTokenUser
+	if tokenUser == "" {
+		tokenUser = DefaultVaultTokenUser
+	}
+	users := map[string]bool{}
+	for _, l := range logins {
+		switch {
+		case !loginName(l.User):
+			return c.errorf(key, "user: want a user name of letters, digits and _.@+-, got %s", quote(l.User))
+		case l.User == tokenUser:
+			return c.errorf(key, "user %s is identity.vault_token_user", quote(l.User))
+		case users[l.User]:
+			return c.errorf(key, "user %s listed twice", quote(l.User))
+		case !authMountPath(strings.TrimSuffix(l.Mount, "/")):
+			return c.errorf(key, "mount: want a jwt auth mount path such as jwt or gitlab (without auth/), got %s", quote(l.Mount))
+		case !roleNameRE.MatchString(l.Role):
+			return c.errorf(key, "role: want a Vault role name, got %s", quote(l.Role))
+		}
+		users[l.User] = true
 	}
 	return nil
 }
@@ -102,6 +165,11 @@ func (c *Config) identityDefaults() IdentityConfig {
 	for i, m := range c.Identity.PasswordMounts {
 		id.PasswordMounts[i] = strings.TrimSuffix(m, "/")
 	}
+	id.JWTLogins = make([]JWTLogin, len(c.Identity.JWTLogins))
+	for i, l := range c.Identity.JWTLogins {
+		l.Mount = strings.TrimSuffix(l.Mount, "/")
+		id.JWTLogins[i] = l
+	}
 	if _, set := c.lines["identity.token_reuse"]; !set && id.TokenReuse == 0 {
 		id.TokenReuse = Duration(DefaultTokenReuse)
 	}
@@ -112,9 +180,22 @@ func (c *Config) identityDefaults() IdentityConfig {
 type identities struct {
 	vaultTokenUser string
 	mounts         []string
+	jwt            jwtUsers
 	reuse          time.Duration
 	logins         *prometheus.CounterVec
 	cache          *vaultTokenCache
+}
+
+// jwtUsers maps each identity.jwt_logins user to its login.
+type jwtUsers map[string]JWTLogin
+
+// maxPassword is the longest password user may send: a JWT for a
+// jwt_logins user, else maxPasswordBytes. A nil map knows no JWT user.
+func (j jwtUsers) maxPassword(user string) int {
+	if _, ok := j[user]; ok {
+		return maxJWTBytes
+	}
+	return maxPasswordBytes
 }
 
 func newIdentities(cfg *Config, m *metrics) *identities {
@@ -122,13 +203,17 @@ func newIdentities(cfg *Config, m *metrics) *identities {
 	ids := &identities{
 		vaultTokenUser: c.VaultTokenUser,
 		mounts:         c.PasswordMounts,
+		jwt:            jwtUsers{},
 		reuse:          time.Duration(c.TokenReuse),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godoauth_relay_identity_logins_total",
-			Help: "Password logins at Vault auth mounts (identity.password_mounts), by outcome: " +
-				"login (a Vault login), reused (a proven password reused its Vault token), refused.",
+			Help: "Logins at Vault auth mounts (identity.password_mounts, identity.jwt_logins), by outcome: " +
+				"login (a Vault login), reused (a proven password or JWT reused its Vault token), refused.",
 		}, []string{"outcome"}),
 		cache: newVaultTokenCache(time.Duration(c.TokenReuse)),
+	}
+	for _, l := range c.JWTLogins {
+		ids.jwt[l.User] = l
 	}
 	for _, o := range []string{"login", "reused", "refused"} {
 		ids.logins.WithLabelValues(o)
@@ -137,8 +222,8 @@ func newIdentities(cfg *Config, m *metrics) *identities {
 	return ids
 }
 
-// mint serves a token request: a Vault token as the password, else the
-// plugin's users, then the password auth mounts.
+// mint serves a token request: a Vault token as the password, a JWT of a
+// jwt_logins user, else the plugin's users, then the password auth mounts.
 func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
 	ids, v := s.identities, s.vault
 	if req.RefreshToken != "" || req.Username == "" {
@@ -147,17 +232,27 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 	if req.Username == ids.vaultTokenUser {
 		return v.mintForVaultToken(ctx, withoutRefresh(req), req.Password)
 	}
+	if l, ok := ids.jwt[req.Username]; ok {
+		// A JWT user is never a plugin user: its password goes to its
+		// jwt mount only.
+		key := ids.cache.key(req.Username, req.Password)
+		if t, f, ok := ids.reused(ctx, v, req, key); ok {
+			return t, f
+		}
+		token, until, f := ids.login(ctx, v, req, func(ctx context.Context) (*api.SecretAuth, *failure) {
+			return v.jwtLogin(ctx, l.Mount, l.Role, req.Password)
+		})
+		if f != nil {
+			return nil, f
+		}
+		return ids.mintLoggedIn(ctx, v, req, key, token, until)
+	}
 	if len(ids.mounts) == 0 {
 		return v.mint(ctx, req)
 	}
 	key := ids.cache.key(req.Username, req.Password)
-	if token, ok := ids.cache.get(key); ok {
-		t, f := v.mintForVaultToken(ctx, withoutRefresh(req), token)
-		if f == nil || f.status != http.StatusUnauthorized {
-			ids.logins.WithLabelValues("reused").Inc()
-			return t, f
-		}
-		ids.cache.drop(key) // revoked meanwhile: log in again
+	if t, f, ok := ids.reused(ctx, v, req, key); ok {
+		return t, f
 	}
 	t, f := v.mint(ctx, req)
 	// The plugin refuses a name it does not hold like a wrong password, and
@@ -171,13 +266,43 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		return t, f
 	}
 	pluginRefusal := f
-	token, until, f := ids.login(ctx, v, req)
+	token, until, f := ids.login(ctx, v, req, func(ctx context.Context) (*api.SecretAuth, *failure) {
+		for _, mount := range ids.mounts {
+			if auth, f := v.passwordLogin(ctx, mount, req.Username, req.Password); auth != nil || f != nil {
+				return auth, f
+			}
+		}
+		return nil, nil
+	})
 	if f != nil {
 		if f.status == http.StatusUnauthorized && pluginRefusal.busy {
 			return nil, pluginRefusal
 		}
 		return nil, f
 	}
+	return ids.mintLoggedIn(ctx, v, req, key, token, until)
+}
+
+// reused serves req with the Vault token a proven login with the same
+// user and password got, if one is cached (ok); a token revoked meanwhile
+// is dropped, and the caller logs in again.
+func (ids *identities) reused(ctx context.Context, v *vault, req *tokenRequest, key credentialID) (t *mintedToken, f *failure, ok bool) {
+	token, ok := ids.cache.get(key)
+	if !ok {
+		return nil, nil, false
+	}
+	t, f = v.mintForVaultToken(ctx, withoutRefresh(req), token)
+	if f == nil || f.status != http.StatusUnauthorized {
+		ids.logins.WithLabelValues("reused").Inc()
+		return t, f, true
+	}
+	ids.cache.drop(key) // revoked meanwhile: log in again
+	return nil, nil, false
+}
+
+// mintLoggedIn serves req with the Vault token a login just got, cached
+// under key until it may no longer be reused.
+func (ids *identities) mintLoggedIn(ctx context.Context, v *vault, req *tokenRequest, key credentialID, token string, until time.Time) (*mintedToken, *failure) {
 	if until.After(time.Now()) {
 		ids.cache.put(key, token, until)
 	}
@@ -196,10 +321,11 @@ func withoutRefresh(req *tokenRequest) *tokenRequest {
 	return &r
 }
 
-// login tries the user's password at each auth mount in turn, within the
-// relay's bound on password checks, and returns the Vault token of the
-// first that accepts it and until when it may be reused.
-func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest) (string, time.Time, *failure) {
+// login proves the user's password with try (the password auth mounts in
+// turn, or a jwt mount), within the relay's bound on password checks, and
+// returns the Vault token it got and until when it may be reused. try
+// answers (nil, nil) for a refused password; every refusal answers alike.
+func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest, try func(context.Context) (*api.SecretAuth, *failure)) (string, time.Time, *failure) {
 	refused := unauthorized("invalid username or password")
 	if !loginName(req.Username) || req.Password == "" {
 		ids.logins.WithLabelValues("refused").Inc()
@@ -210,23 +336,20 @@ func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest) (
 		return "", time.Time{}, f
 	}
 	defer leave()
-	for _, mount := range ids.mounts {
-		auth, f := v.passwordLogin(ctx, mount, req.Username, req.Password)
-		if f != nil {
-			return "", time.Time{}, f
-		}
-		if auth == nil {
-			continue
-		}
-		ids.logins.WithLabelValues("login").Inc()
-		reuse := ids.reuse
-		if ttl := time.Duration(auth.LeaseDuration) * time.Second; ttl > 0 {
-			reuse = min(reuse, ttl/2)
-		}
-		return auth.ClientToken, time.Now().Add(reuse), nil
+	auth, f := try(ctx)
+	if f != nil {
+		return "", time.Time{}, f
 	}
-	ids.logins.WithLabelValues("refused").Inc()
-	return "", time.Time{}, refused
+	if auth == nil {
+		ids.logins.WithLabelValues("refused").Inc()
+		return "", time.Time{}, refused
+	}
+	ids.logins.WithLabelValues("login").Inc()
+	reuse := ids.reuse
+	if ttl := time.Duration(auth.LeaseDuration) * time.Second; ttl > 0 {
+		reuse = min(reuse, ttl/2)
+	}
+	return auth.ClientToken, time.Now().Add(reuse), nil
 }
 
 // loginName reports whether name may be sent to an auth mount as the last
@@ -243,18 +366,33 @@ func (v *vault) passwordLogin(ctx context.Context, mount, user, password string)
 	if !loginName(user) {
 		return nil, nil // login checked it; never a path of another kind
 	}
-	release, f := v.enter(ctx)
-	if f != nil {
-		return nil, f
-	}
-	defer release()
 	// The user is one escaped segment after the login path: NewRequest
 	// would clean it with the rest (path.Join).
 	r := v.client.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
 	r.URL.RawPath = r.URL.EscapedPath() + "/" + url.PathEscape(user)
 	r.URL.Path += "/" + user
+	return v.authLogin(ctx, r, "identity.password_mounts", mount, map[string]any{"password": password})
+}
+
+// jwtLogin logs in at auth/<mount>/login with {role, jwt} without a token.
+// A refused JWT (a bad signature, audience or claim, expired, unknown
+// role) is (nil, nil); Vault's trouble is a failure.
+func (v *vault) jwtLogin(ctx context.Context, mount, role, jwt string) (*api.SecretAuth, *failure) {
+	r := v.client.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
+	return v.authLogin(ctx, r, "identity.jwt_logins", mount, map[string]any{"role": role, "jwt": jwt})
+}
+
+// authLogin sends a login request r to an auth mount (named by the
+// setting key in the log) without a token. Vault's 400, 401 and 403 are
+// a refusal, (nil, nil).
+func (v *vault) authLogin(ctx context.Context, r *api.Request, key, mount string, body map[string]any) (*api.SecretAuth, *failure) {
+	release, f := v.enter(ctx)
+	if f != nil {
+		return nil, f
+	}
+	defer release()
 	r.ClientToken = ""
-	if err := r.SetJSONBody(map[string]any{"password": password}); err != nil {
+	if err := r.SetJSONBody(body); err != nil {
 		return nil, v.trouble("unexpected", "cannot encode a login", "path", "auth/"+mount+"/login")
 	}
 	resp, err := v.client.RawRequestWithContext(ctx, r)
@@ -267,9 +405,9 @@ func (v *vault) passwordLogin(ctx context.Context, mount, user, password string)
 			switch {
 			case re.StatusCode == http.StatusBadRequest || re.StatusCode == http.StatusForbidden ||
 				re.StatusCode == http.StatusUnauthorized:
-				return nil, nil // wrong password, unknown user, or locked out by Vault
+				return nil, nil // wrong password or JWT, unknown user, or locked out by Vault
 			case re.StatusCode == http.StatusNotFound:
-				return nil, v.trouble("unexpected", "identity.password_mounts names no auth mount", "mount", mount)
+				return nil, v.trouble("unexpected", key+" names no auth mount", "mount", mount)
 			case re.StatusCode == http.StatusTooManyRequests:
 				return nil, lockedOut("too many logins; retry after 1s", 1)
 			}

@@ -84,6 +84,9 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidRequest,
 				Message: "this Vault token has no identity entity (a root token, or a token of no auth method)"})
 			return
+		case body["password"] == nil && tok == "hvs.ci":
+			answer("group/app")
+			return
 		case body["password"] != nil || tok != "hvs.alice":
 			vaultError(w, 403, "permission denied")
 			return
@@ -100,6 +103,8 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		iv.logins.Add(1)
 		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": iv.lease}})
+	case "auth/jwt/login":
+		iv.jwtLogin(w, tok, body)
 	default:
 		if strings.HasPrefix(path, "auth/ldap/login/") {
 			vaultError(w, 400, "invalid username or password")

@@ -148,7 +148,7 @@ func TestNodes_maybeRunIsRetriedOnlyWhenSafe(t *testing.T) {
 
 func mustID(t *testing.T, s *Server, user, password string) credentialID {
 	t.Helper()
-	req, f := parseTokenQuery("service=registry", basic(user, password))
+	req, f := parseTokenQuery("service=registry", basic(user, password), nil)
 	if f != nil {
 		t.Fatal(f.msg)
 	}

@@ -100,7 +100,8 @@ func validService(s string) bool {
 
 // parseTokenQuery reads GET /auth: repeated scope, service, account,
 // client_id, offline_token, and Basic credentials.
-func parseTokenQuery(rawQuery, authorization string) (*tokenRequest, *failure) {
+// A jwt_logins user (jwt) may send a password up to maxJWTBytes.
+func parseTokenQuery(rawQuery, authorization string, jwt jwtUsers) (*tokenRequest, *failure) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return nil, badRequest("malformed query string")
@@ -136,7 +137,7 @@ func parseTokenQuery(rawQuery, authorization string) (*tokenRequest, *failure) {
 	if req.Scopes, f = readScopes(q["scope"]); f != nil {
 		return nil, f
 	}
-	if req.Username, req.Password, f = parseBasic(authorization); f != nil {
+	if req.Username, req.Password, f = parseBasic(authorization, jwt); f != nil {
 		return nil, f
 	}
 	if req.Account != "" && req.Username == "" {
@@ -149,7 +150,7 @@ func parseTokenQuery(rawQuery, authorization string) (*tokenRequest, *failure) {
 
 // parseTokenForm reads POST /auth, an OAuth2 token request
 // (application/x-www-form-urlencoded): grant_type password or refresh_token.
-func parseTokenForm(form url.Values) (*tokenRequest, *failure) {
+func parseTokenForm(form url.Values, jwt jwtUsers) (*tokenRequest, *failure) {
 	// RFC 6749 §3.2: parameters must not be repeated.
 	for name, vs := range form {
 		if len(vs) > 1 {
@@ -193,7 +194,7 @@ func parseTokenForm(form url.Values) (*tokenRequest, *failure) {
 	if req.Username == "" {
 		return nil, badRequest("username is required for grant_type=password")
 	}
-	if f := checkCredentials(req.Username, req.Password); f != nil {
+	if f := checkCredentials(req.Username, req.Password, jwt); f != nil {
 		return nil, f
 	}
 	switch access := form.Get("access_type"); access {
@@ -266,15 +267,16 @@ func checkName(param, s string) *failure {
 // maxPasswordBytes bounds a password at the relay. The plugin's own
 // passwords are at most tokenapi.MaxPasswordBytes (a longer one is a 401
 // there), but the password may be a Vault token (identity.vault_token_user)
-// or an auth mount's password (identity.password_mounts).
+// or an auth mount's password (identity.password_mounts). Only a
+// jwt_logins user's password, a JWT, may be longer (jwtUsers.maxPassword).
 const maxPasswordBytes = maxVaultTokenBytes
 
-func checkCredentials(user, password string) *failure {
+func checkCredentials(user, password string, jwt jwtUsers) *failure {
 	if f := checkName("username", user); f != nil {
 		return f
 	}
-	if len(password) > maxPasswordBytes {
-		return badRequest("password longer than %d bytes", maxPasswordBytes)
+	if max := jwt.maxPassword(user); len(password) > max {
+		return badRequest("password longer than %d bytes", max)
 	}
 	// JSON would silently replace invalid bytes, changing the password.
 	if !utf8.ValidString(password) {
@@ -289,7 +291,7 @@ func isControl(r rune) bool { return unicode.IsControl(r) }
 // A password without a user name is refused: that is containerd retrying
 // a refresh token over GET, and answering it anonymously would hide that
 // the refresh token is no longer valid.
-func parseBasic(header string) (user, password string, f *failure) {
+func parseBasic(header string, jwt jwtUsers) (user, password string, f *failure) {
 	if header == "" {
 		return "", "", nil
 	}
@@ -308,7 +310,7 @@ func parseBasic(header string) (user, password string, f *failure) {
 	if user == "" && password != "" {
 		return "", "", unauthorized("user name required")
 	}
-	if f := checkCredentials(user, password); f != nil {
+	if f := checkCredentials(user, password, jwt); f != nil {
 		return "", "", f
 	}
 	return user, password, nil

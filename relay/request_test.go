@@ -59,7 +59,7 @@ func TestParseBasic(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			user, password, f := parseBasic(c.header)
+			user, password, f := parseBasic(c.header, nil)
 			switch {
 			case c.status == 0 && f != nil:
 				t.Fatalf("refused: %d %s", f.status, f.msg)
@@ -84,7 +84,7 @@ func TestParseTokenQuery_scopesPassThrough(t *testing.T) {
 		"account":   {"alice"},
 		"client_id": {"docker"},
 	}
-	req, f := parseTokenQuery(q.Encode(), basic("alice", "pw"))
+	req, f := parseTokenQuery(q.Encode(), basic("alice", "pw"), nil)
 	if f != nil {
 		t.Fatal(f.msg)
 	}
@@ -122,7 +122,7 @@ func TestParseTokenQuery_refusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, f := parseTokenQuery(c.query, "")
+			_, f := parseTokenQuery(c.query, "", nil)
 			if f == nil || f.status != c.status {
 				t.Fatalf("got %v, want status %d", f, c.status)
 			}
@@ -132,7 +132,7 @@ func TestParseTokenQuery_refusals(t *testing.T) {
 
 func TestParseTokenQuery_offlineToken(t *testing.T) {
 	for in, want := range map[string]bool{"true": true, "1": true, "TRUE": true, "false": false, "0": false} {
-		req, f := parseTokenQuery("service=r&offline_token="+in, "")
+		req, f := parseTokenQuery("service=r&offline_token="+in, "", nil)
 		if f != nil || req.Offline != want {
 			t.Errorf("offline_token=%s: got %v %v", in, req, f)
 		}
@@ -143,7 +143,7 @@ func TestParseTokenForm(t *testing.T) {
 	req, f := parseTokenForm(url.Values{
 		"grant_type": {"password"}, "username": {"alice"}, "password": {"p:w"}, "service": {"registry"},
 		"client_id": {"containerd-client"}, "scope": {"repository:a:pull  repository:b:push"}, "access_type": {"offline"},
-	})
+	}, nil)
 	if f != nil {
 		t.Fatal(f.msg)
 	}
@@ -158,7 +158,7 @@ func TestParseTokenForm(t *testing.T) {
 
 	req, f = parseTokenForm(url.Values{
 		"grant_type": {"refresh_token"}, "refresh_token": {"rt"}, "service": {"registry"}, "client_id": {"docker"},
-	})
+	}, nil)
 	if f != nil {
 		t.Fatal(f.msg)
 	}
@@ -199,7 +199,7 @@ func TestParseTokenForm_refusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, f := parseTokenForm(c.form)
+			_, f := parseTokenForm(c.form, nil)
 			if f == nil || f.status != c.status || f.oauthCode != c.code {
 				t.Fatalf("got %+v, want %d %s", f, c.status, c.code)
 			}

@@ -247,7 +247,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	defer s.record(r, &x, start)
 
 	oauth := r.Method == http.MethodPost
-	req, f := readTokenRequest(w, r)
+	req, f := readTokenRequest(w, r, s.identities.jwt)
 	if f == nil {
 		req.ClientAddr = pluginClientAddr(clientAddr(r))
 		x.req, x.user = req, req.Username
@@ -271,14 +271,15 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	writeFailure(w, f, oauth)
 }
 
-// readTokenRequest reads GET (query and Basic credentials) or POST (OAuth2 form).
-func readTokenRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *failure) {
+// readTokenRequest reads GET (query and Basic credentials) or POST (OAuth2 form);
+// jwt names the users whose password may be a JWT.
+func readTokenRequest(w http.ResponseWriter, r *http.Request, jwt jwtUsers) (*tokenRequest, *failure) {
 	switch r.Method {
 	case http.MethodGet:
 		if len(r.Header.Values("Authorization")) > 1 {
 			return nil, badRequest("more than one Authorization header")
 		}
-		return parseTokenQuery(r.URL.RawQuery, r.Header.Get("Authorization"))
+		return parseTokenQuery(r.URL.RawQuery, r.Header.Get("Authorization"), jwt)
 	case http.MethodPost:
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			mt, _, err := mime.ParseMediaType(ct)
@@ -299,7 +300,7 @@ func readTokenRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *f
 		if err != nil {
 			return nil, badRequest("malformed form body")
 		}
-		return parseTokenForm(form)
+		return parseTokenForm(form, jwt)
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		return nil, &failure{status: http.StatusMethodNotAllowed, oauthCode: "invalid_request",

@@ -1,0 +1,147 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ciIssuer signs CI-shaped JWTs (GitLab's id_tokens) with an ES256 key.
+type ciIssuer struct {
+	t   testing.TB
+	key *ecdsa.PrivateKey
+}
+
+func newCIIssuer(t testing.TB) *ciIssuer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ciIssuer{t: t, key: key}
+}
+
+// publicPEM is the key Vault's jwt_validation_pubkeys takes.
+func (c *ciIssuer) publicPEM() string {
+	der, err := x509.MarshalPKIXPublicKey(&c.key.PublicKey)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+const ciJWTIssuer = "https://gitlab.example.test"
+
+// job signs a job's JWT for project with audience aud, ending at exp. aud
+// is a single string, as GitLab writes it.
+func (c *ciIssuer) job(project, aud string, exp time.Time) string {
+	c.t.Helper()
+	now := time.Now()
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": ciJWTIssuer, "aud": aud, "sub": "project_path:" + project + ":ref_type:branch:ref:main",
+		"project_path": project, "ref_protected": "true", "iat": now.Add(-time.Minute).Unix(),
+		"nbf": now.Add(-time.Minute).Unix(), "exp": exp.Unix(),
+	})
+	s, err := tok.SignedString(c.key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// TestJWTLogin_ciJobLogsInWithItsJWT: a CI job without a vault binary
+// logs in with crane as user gitlab-ci and its JWT as the password
+// (identity.jwt_logins); the relay logs in at Vault's jwt auth (a role
+// bound to an audience and a project path) and asks token/identity. The
+// job pushes to its project's repositories (access of its entity, whose
+// alias is the project path) on registry 2.8 and v3, and nowhere else; a
+// wrong audience, an expired JWT, another project, another key: each 401
+// with the body of a wrong password. One Vault login serves the job's
+// requests. No JWT and no Vault token in the relay's or Vault's log.
+func TestJWTLogin_ciJobLogsInWithItsJWT(t *testing.T) {
+	st := newIdentityStack(t, "identity:\n  jwt_logins:\n    - {user: gitlab-ci, mount: gitlab, role: acme-push}\n")
+	v := st.Vault
+	ci := newCIIssuer(t)
+	v.CLI(t, "auth", "enable", "-path=gitlab", "jwt")
+	v.root(t, http.MethodPut, "auth/gitlab/config", map[string]any{"jwt_validation_pubkeys": []string{ci.publicPEM()}, "bound_issuer": ciJWTIssuer})
+	v.root(t, http.MethodPut, "auth/gitlab/role/acme-push", map[string]any{
+		"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{"registry.example.test"},
+		"bound_claims":      map[string]any{"project_path": "acme/*", "ref_protected": "true"},
+		"bound_claims_type": "glob",
+		"token_policies":    identityPolicy, "token_type": "batch", "token_ttl": "10m",
+	})
+	// The project's entity, found by its alias (the user_claim), and its
+	// access on the plugin.
+	out := v.root(t, http.MethodPut, "identity/entity", map[string]any{"name": "ci-acme-app"})
+	entityID := jsonField(out, "data", "id")
+	v.root(t, http.MethodPut, "identity/entity-alias", map[string]any{
+		"name": "acme/app", "canonical_id": entityID, "mount_accessor": v.authAccessor(t, "gitlab"),
+	})
+	v.CLI(t, "write", "registry/entities/ci-acme-app", "access=repository:acme/app/**:push,pull")
+	st.svc.WriteUser(t, "dave", "dave-pw", "repository:dave/*:*")
+
+	const aud = "registry.example.test"
+	good := ci.job("acme/app", aud, time.Now().Add(10*time.Minute))
+	if len(good) <= 0 || len(good) > 8<<10 {
+		t.Fatalf("a %d-byte JWT", len(good))
+	}
+	before := identityLogins(t, st.relay)
+	st.pushPullAs(t, "gitlab-ci", good, "acme/app/api:build-1")
+	st.pushFails(t, "gitlab-ci", good, "acme/other:build-1")
+	st.pushFails(t, "gitlab-ci", good, "dave/app:build-1")
+	after := identityLogins(t, st.relay)
+	if n := after["login"] - before["login"]; n != 1 {
+		t.Errorf("%v Vault logins for one job's JWT; want 1 (its Vault token reused)", n)
+	}
+	if n := after["reused"] - before["reused"]; n < 3 {
+		t.Errorf("the job's Vault token reused %v times; want several", n)
+	}
+	claims := scopedToken(t, st.relay, "gitlab-ci", good, "repository:acme/app/api:push,pull", "repository:acme/other:push")
+	if g := grantString(claims); !strings.HasPrefix(g, "repository:acme/app/api:") || !strings.Contains(g, "push") || strings.Contains(g, "acme/other") {
+		t.Errorf("the job's grant %q", g)
+	}
+
+	other := newCIIssuer(t)
+	_, _, wrongPassword := st.relay.Token(t, "registry", "dave", "wrong")
+	bad := map[string]string{
+		"wrong audience":  ci.job("acme/app", "vault", time.Now().Add(10*time.Minute)),
+		"expired":         ci.job("acme/app", aud, time.Now().Add(-time.Minute)),
+		"another project": ci.job("evil/app", aud, time.Now().Add(10*time.Minute)),
+		"another key":     other.job("acme/app", aud, time.Now().Add(10*time.Minute)),
+		"not a JWT":       "not-a-jwt",
+	}
+	for what, jobJWT := range bad {
+		code, _, body := st.relay.Token(t, "registry", "gitlab-ci", jobJWT, "repository:acme/app/api:pull")
+		if code != http.StatusUnauthorized || string(body) != string(wrongPassword) {
+			t.Errorf("%s: %d %s; want 401 %s", what, code, truncate(body, 200), wrongPassword)
+		}
+	}
+	if n := identityLogins(t, st.relay)["refused"] - after["refused"]; n != float64(len(bad)) {
+		t.Errorf("%v refused logins counted, want %d", n, len(bad))
+	}
+	// And a client sees the refusal: crane cannot push with them.
+	c := NewClient(t, Crane)
+	mustOK(t, c.Login(st.regs[0], "gitlab-ci", bad["expired"]))
+	mustFail(t, "push with an expired JWT", c.Push(st.regs[0], "acme/app/api:build-2", NewTestImage(t)))
+
+	secrets := []string{good, "hvb."}
+	for _, b := range bad {
+		secrets = append(secrets, b)
+	}
+	// A JWT's header and payload are the same for every job of a kind; its
+	// signature is what is secret to the job.
+	for _, j := range append([]string{good}, bad["expired"], bad["another key"]) {
+		secrets = append(secrets, j[strings.LastIndex(j, ".")+1:])
+	}
+	assertLogsFree(t, secrets, st.relay.Proc, v.Proc)
+}
