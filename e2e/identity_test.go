@@ -4,12 +4,7 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -254,15 +249,8 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 func TestIdentity_ciJobViaJWT(t *testing.T) {
 	st := newIdentityStack(t, "")
 	v := st.Vault
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	ci := newCIIssuer(t)
+	key, pub := ci.key, ci.publicPEM()
 	const issuer = "https://ci.example.test"
 	v.CLI(t, "auth", "enable", "jwt")
 	v.root(t, http.MethodPut, "auth/jwt/config", map[string]any{"jwt_validation_pubkeys": []string{pub}, "bound_issuer": issuer})

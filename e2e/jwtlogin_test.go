@@ -59,6 +59,36 @@ func (c *ciIssuer) job(project, aud string, exp time.Time) string {
 	return s
 }
 
+// ciAudience is the audience the jwt role is bound to.
+const ciAudience = "registry.example.test"
+
+// newJWTStack is an identity stack whose relay has jwt_logins user
+// gitlab-ci at Vault's jwt mount "gitlab", role acme-push (audience
+// ciAudience, project_path acme/*, protected refs), and the entity of
+// project acme/app (its alias, the user_claim) with push and pull on
+// acme/app/**. Plugin user dave owns dave/*.
+func newJWTStack(t *testing.T) (*identityStack, *ciIssuer) {
+	t.Helper()
+	st := newIdentityStack(t, "identity:\n  jwt_logins:\n    - {user: gitlab-ci, mount: gitlab, role: acme-push}\n")
+	v := st.Vault
+	ci := newCIIssuer(t)
+	v.CLI(t, "auth", "enable", "-path=gitlab", "jwt")
+	v.root(t, http.MethodPut, "auth/gitlab/config", map[string]any{"jwt_validation_pubkeys": []string{ci.publicPEM()}, "bound_issuer": ciJWTIssuer})
+	v.root(t, http.MethodPut, "auth/gitlab/role/acme-push", map[string]any{
+		"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{ciAudience},
+		"bound_claims":      map[string]any{"project_path": "acme/*", "ref_protected": "true"},
+		"bound_claims_type": "glob",
+		"token_policies":    identityPolicy, "token_type": "batch", "token_ttl": "10m",
+	})
+	out := v.root(t, http.MethodPut, "identity/entity", map[string]any{"name": "ci-acme-app"})
+	v.root(t, http.MethodPut, "identity/entity-alias", map[string]any{
+		"name": "acme/app", "canonical_id": jsonField(out, "data", "id"), "mount_accessor": v.authAccessor(t, "gitlab"),
+	})
+	v.CLI(t, "write", "registry/entities/ci-acme-app", "access=repository:acme/app/**:push,pull")
+	st.svc.WriteUser(t, "dave", "dave-pw", "repository:dave/*:*")
+	return st, ci
+}
+
 // TestJWTLogin_ciJobLogsInWithItsJWT: a CI job without a vault binary
 // logs in with crane as user gitlab-ci and its JWT as the password
 // (identity.jwt_logins); the relay logs in at Vault's jwt auth (a role
@@ -69,29 +99,9 @@ func (c *ciIssuer) job(project, aud string, exp time.Time) string {
 // with the body of a wrong password. One Vault login serves the job's
 // requests. No JWT and no Vault token in the relay's or Vault's log.
 func TestJWTLogin_ciJobLogsInWithItsJWT(t *testing.T) {
-	st := newIdentityStack(t, "identity:\n  jwt_logins:\n    - {user: gitlab-ci, mount: gitlab, role: acme-push}\n")
+	st, ci := newJWTStack(t)
 	v := st.Vault
-	ci := newCIIssuer(t)
-	v.CLI(t, "auth", "enable", "-path=gitlab", "jwt")
-	v.root(t, http.MethodPut, "auth/gitlab/config", map[string]any{"jwt_validation_pubkeys": []string{ci.publicPEM()}, "bound_issuer": ciJWTIssuer})
-	v.root(t, http.MethodPut, "auth/gitlab/role/acme-push", map[string]any{
-		"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{"registry.example.test"},
-		"bound_claims":      map[string]any{"project_path": "acme/*", "ref_protected": "true"},
-		"bound_claims_type": "glob",
-		"token_policies":    identityPolicy, "token_type": "batch", "token_ttl": "10m",
-	})
-	// The project's entity, found by its alias (the user_claim), and its
-	// access on the plugin.
-	out := v.root(t, http.MethodPut, "identity/entity", map[string]any{"name": "ci-acme-app"})
-	entityID := jsonField(out, "data", "id")
-	v.root(t, http.MethodPut, "identity/entity-alias", map[string]any{
-		"name": "acme/app", "canonical_id": entityID, "mount_accessor": v.authAccessor(t, "gitlab"),
-	})
-	v.CLI(t, "write", "registry/entities/ci-acme-app", "access=repository:acme/app/**:push,pull")
-	st.svc.WriteUser(t, "dave", "dave-pw", "repository:dave/*:*")
-
-	const aud = "registry.example.test"
-	good := ci.job("acme/app", aud, time.Now().Add(10*time.Minute))
+	good := ci.job("acme/app", ciAudience, time.Now().Add(10*time.Minute))
 	if len(good) <= 0 || len(good) > 8<<10 {
 		t.Fatalf("a %d-byte JWT", len(good))
 	}
@@ -115,9 +125,9 @@ func TestJWTLogin_ciJobLogsInWithItsJWT(t *testing.T) {
 	_, _, wrongPassword := st.relay.Token(t, "registry", "dave", "wrong")
 	bad := map[string]string{
 		"wrong audience":  ci.job("acme/app", "vault", time.Now().Add(10*time.Minute)),
-		"expired":         ci.job("acme/app", aud, time.Now().Add(-time.Minute)),
-		"another project": ci.job("evil/app", aud, time.Now().Add(10*time.Minute)),
-		"another key":     other.job("acme/app", aud, time.Now().Add(10*time.Minute)),
+		"expired":         ci.job("acme/app", ciAudience, time.Now().Add(-time.Minute)),
+		"another project": ci.job("evil/app", ciAudience, time.Now().Add(10*time.Minute)),
+		"another key":     other.job("acme/app", ciAudience, time.Now().Add(10*time.Minute)),
 		"not a JWT":       "not-a-jwt",
 	}
 	for what, jobJWT := range bad {
@@ -144,4 +154,32 @@ func TestJWTLogin_ciJobLogsInWithItsJWT(t *testing.T) {
 		secrets = append(secrets, j[strings.LastIndex(j, ".")+1:])
 	}
 	assertLogsFree(t, secrets, st.relay.Proc, v.Proc)
+}
+
+// TestJWTLogin_dockerLogin: `echo "$CI_JOB_JWT" | docker login -u
+// gitlab-ci --password-stdin` (the daemon asks the relay), then docker
+// pushes and pulls the project's image on registry 2.8 and v3 and is
+// denied another project's; docker login with an expired JWT fails as
+// with a wrong password. No JWT in any log, the daemons' included.
+func TestJWTLogin_dockerLogin(t *testing.T) {
+	st, ci := newJWTStack(t)
+	ctrd := StartContainerd(t)
+	dockerd := StartDockerd(t, ctrd)
+	good := ci.job("acme/app", ciAudience, time.Now().Add(10*time.Minute))
+	expired := ci.job("acme/app", ciAudience, time.Now().Add(-time.Minute))
+	for _, reg := range st.regs {
+		d := NewDocker(t, dockerd)
+		mustFailWith(t, "docker login with an expired JWT", d.Login(reg, "gitlab-ci", expired), "unauthorized")
+		mustOK(t, d.Login(reg, "gitlab-ci", good))
+		ref := reg.Ref("acme/app/api:docker")
+		mustOK(t, d.Run("", buildContext(t, "FROM scratch\nCOPY "+payloadName+" /\n"), classicBuilder, "build", "-t", ref, "."))
+		mustOK(t, d.Run("", "", nil, "push", ref))
+		mustOK(t, d.Run("", "", nil, "image", "rm", ref))
+		mustOK(t, d.Run("", "", nil, "pull", ref))
+		other := reg.Ref("dave/app:docker")
+		mustOK(t, d.Run("", "", nil, "tag", ref, other))
+		mustFailWith(t, "docker push to another project", d.Run("", "", nil, "push", other), "denied")
+	}
+	assertLogsFree(t, []string{good, expired, good[strings.LastIndex(good, ".")+1:], "hvb."},
+		st.relay.Proc, st.Vault.Proc, dockerd.Proc, ctrd.Proc)
 }
