@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests, the demo and the benchmarks need:
 # a Vault server, registry 2.8 (Debian's docker-registry), registry v3
-# (distribution), and the clients crane, oras, regctl, skopeo, plus wrk.
+# (distribution), and the clients crane, oras, regctl, skopeo, plus wrk,
+# crictl and helm.
 #
 # Idempotent: what it builds is cached under $VPR_TOOLS (default
 # ~/.cache/vpr-tools), keyed by version, so a second run takes seconds.
@@ -24,6 +25,10 @@ GO_TOOLS=(
 	"oras oras.land/oras/cmd/oras@v1.3.6"
 	"regctl github.com/regclient/regclient/cmd/regctl@v0.11.7"
 	"registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+	# crictl pulls through containerd's CRI as the kubelet does (the kubelet
+	# credential provider's test); helm lints and renders deploy/helm.
+	"crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
+	"helm helm.sh/helm/v4/cmd/helm@v4.3.2"
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
