@@ -240,7 +240,7 @@ func TestKubelet_credentialProviderPullsThroughCRI(t *testing.T) {
 		}
 		secrets = append(secrets, password)
 		delta := outcomesOf(t, st.Relay, func() {
-			mustFailWith(t, "team-b pulls team-a's image", pull(t, user, password, "team-a/other:v1"), "")
+			mustFailWith(t, "team-b pulls team-a's image", pull(t, user, password, "team-a/other:v1"), insufficientScope)
 		})
 		if !only(delta, Minted) {
 			t.Errorf("relay answers: %v, want only minted (a token without team-a's repositories)", delta)
