@@ -273,3 +273,14 @@ func TestShippedConfig_kubeletAcceptsIt(t *testing.T) {
 		t.Error("the shipped config sets no VAULT_ADDR")
 	}
 }
+
+func TestParseConfig_environmentUnderFlags(t *testing.T) {
+	env := map[string]string{"VAULT_REGISTRY_ROLE": "from-env", "VAULT_REGISTRY_AUTH_MOUNT": "jwt", "VAULT_REGISTRY_MAX_CACHE": "2m"}
+	c, err := ParseConfig([]string{"-auth-mount=k8s"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Role != "from-env" || c.AuthMount != "k8s" || c.MaxCache != 2*time.Minute {
+		t.Errorf("got role %q mount %q max-cache %v; want the environment's role and cap, the flag's mount", c.Role, c.AuthMount, c.MaxCache)
+	}
+}
