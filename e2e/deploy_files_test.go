@@ -61,12 +61,18 @@ var registerLine = regexp.MustCompile(`^vault plugin register -sha256=([0-9a-f]{
 // Vault, which then mints a token with it.
 func TestDeploy_release(t *testing.T) {
 	dist := t.TempDir()
-	r := RunCommand(t, append(baseEnv(t.TempDir()), "GOCACHE="+goEnv(t, "GOCACHE"), "GOMODCACHE="+goEnv(t, "GOMODCACHE"),
-		"GOTOOLCHAIN=local", "PATH="+filepath.Dir(goBinary())+":"+os.Getenv("PATH")),
-		"..", "", "make", "--no-print-directory", "release", "DIST="+dist, "VERSION=v9.9.9")
-	if !r.OK() {
-		t.Fatalf("make release: %v", r)
+	// Six cross-compiled binaries: no wall-clock bound but the test's own
+	// (RunCommand's commandTimeout is too short on a loaded machine).
+	release := exec.Command("make", "--no-print-directory", "release", "DIST="+dist, "VERSION=v9.9.9")
+	release.Dir = ".."
+	release.Env = append(baseEnv(t.TempDir()), "GOCACHE="+goEnv(t, "GOCACHE"), "GOMODCACHE="+goEnv(t, "GOMODCACHE"),
+		"GOTOOLCHAIN=local", "PATH="+filepath.Dir(goBinary())+":"+os.Getenv("PATH"))
+	var stdout, stderr strings.Builder
+	release.Stdout, release.Stderr = &stdout, &stderr
+	if err := release.Run(); err != nil {
+		t.Fatalf("make release: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
+	r := Result{Stdout: stdout.String()}
 	if c := RunCommand(t, baseEnv(dist), dist, "", "sha256sum", "-c", "SHA256SUMS"); !c.OK() || strings.Count(c.Stdout, ": OK") != 6 {
 		t.Fatalf("sha256sum -c SHA256SUMS: %v", c)
 	}
