@@ -187,14 +187,25 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 		t.Errorf("after leaving devs: grant %q", grantString(c))
 	}
 
-	// The root token has no entity: a 400 that says so.
-	code, _, body := st.relay.Token(t, "registry", "vault", rootToken)
-	if code != http.StatusBadRequest || !strings.Contains(string(body), "no identity entity") {
-		t.Errorf("root token: %d %s", code, body)
+	// The root token has no entity, a made-up token is unknown to Vault:
+	// the public relay answers both the same 401 (issue 20, point 7); the
+	// reason is in its log, the token is not.
+	code, _, rootBody := st.relay.Token(t, "registry", "vault", rootToken)
+	if code != http.StatusUnauthorized {
+		t.Errorf("root token: %d %s, want 401", code, rootBody)
 	}
-	// A made-up token: 401, as a wrong password.
-	if code, _, body := st.relay.Token(t, "registry", "vault", "hvs.not-a-token"); code != http.StatusUnauthorized {
-		t.Errorf("made-up token: %d %s", code, body)
+	code, _, madeUpBody := st.relay.Token(t, "registry", "vault", "hvs.not-a-token")
+	if code != http.StatusUnauthorized || string(madeUpBody) != string(rootBody) {
+		t.Errorf("made-up token: %d %s; root token: %s; want the same 401", code, madeUpBody, rootBody)
+	}
+	waitFor(t, "the root token's refusal in the relay log", st.relay.Proc, 10*time.Second, func() error {
+		if countLines(st.relay.Proc.Log(), "status=401", "no identity entity") == 0 {
+			return fmt.Errorf("no line with the reason:\n%s", tail(st.relay.Proc.Log(), 10))
+		}
+		return nil
+	})
+	if strings.Contains(st.relay.Proc.Log(), rootToken) {
+		t.Error("the relay log holds the root token")
 	}
 
 	// AppRole: a machine with access of its own (entities/<name>).
@@ -210,13 +221,15 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 
 	// The relay asks no refresh token for an identity (docker keeps the
 	// Vault token instead, which Vault checks on every login).
-	code, body = postForm(t, st.relay, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {botToken},
+	code, body := postForm(t, st.relay, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {botToken},
 		"service": {"registry"}, "client_id": {"docker"}, "access_type": {"offline"}})
 	if code != http.StatusOK || strings.Contains(string(body), "refresh_token") {
 		t.Fatalf("offline token for the AppRole through the relay: %d %s", code, body)
 	}
-	// A caller of token/identity may ask one: it works at the relay with
-	// any client_id, and dies with its entity.
+	// A caller of token/identity may ask one when the operator allows
+	// them: it works at the relay with any client_id, and dies with its
+	// entity.
+	v.CLI(t, "write", "registry/config", "identity_refresh_tokens=true")
 	code, out := v.callAs(t, botToken, http.MethodPut, "registry/token/identity", map[string]any{"offline_token": true, "client_id": "ci"})
 	rt := jsonField(out, "data", "refresh_token")
 	if code != http.StatusOK || rt == "" {
