@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,9 +33,7 @@ import (
 const chartDir = "../deploy/helm/godoauth-relay"
 
 // chartOptions are the value sets the tests render: the defaults and each
-// option. The relay's own login by Kubernetes auth (mode kubernetes) is
-// rendered and checked, but its configuration is not read by the relay of
-// this branch (issue 25 §2 adds storage.vault.kubernetes).
+// option.
 var chartOptions = map[string][]string{
 	"defaults":                 nil,
 	"kubernetes login":         {"vault.login.mode=kubernetes", "vault.login.kubernetes.role=relay", "vault.login.kubernetes.audience=vault-relay"},
@@ -212,9 +211,9 @@ func checkDeployment(t *testing.T, m *rendered, appVersion string) {
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %+v: want cpu and memory requests and a memory limit", c.Resources)
 	}
-	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/server-ping" ||
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/livez" ||
 		c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/healthz" {
-		t.Errorf("probes %+v / %+v: want liveness on /server-ping and readiness on /healthz", c.LivenessProbe, c.ReadinessProbe)
+		t.Errorf("probes %+v / %+v: want liveness on /livez and readiness on /healthz", c.LivenessProbe, c.ReadinessProbe)
 	}
 	// Selectors: the Deployment's, the Service's and the PDB's pick the pods.
 	labels := d.Spec.Template.Labels
@@ -296,18 +295,9 @@ func checkOption(t *testing.T, name string, m *rendered) {
 			t.Errorf("defaults: http.addr %q, PDB %v, and no Ingress nor monitoring objects", cfg.HTTP.Addr, m.PDB != nil)
 		}
 	case "kubernetes login":
-		text := m.ConfigMap.Data["config.yml"]
-		var cfg struct {
-			Storage struct {
-				Vault map[string]any `json:"vault"`
-			} `json:"storage"`
-		}
-		if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
-			t.Fatal(err)
-		}
-		k, _ := cfg.Storage.Vault["kubernetes"].(map[string]any)
-		if k["role"] != "relay" || k["mount"] != "kubernetes" || k["token_file"] != "/var/run/secrets/vault/token" {
-			t.Errorf("storage.vault.kubernetes %v", k)
+		k := relayConfigOf(t, m).Storage.Vault.Kubernetes
+		if k.Role != "relay" || k.Mount != "kubernetes" || k.TokenFile != "/var/run/secrets/vault/token" {
+			t.Errorf("storage.vault.kubernetes %+v", k)
 		}
 		v := pod.Volumes[slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "vault-sa-token" })]
 		if v.Projected == nil || v.Projected.Sources[0].ServiceAccountToken.Audience != "vault-relay" || mounts["vault-sa-token"] != "/var/run/secrets/vault" || automount {
@@ -384,8 +374,10 @@ func checkMonitoring(t *testing.T, m *rendered) {
 // started by a test dockerd as the kubelet would start it, with the
 // volumes' contents as Kubernetes would project them: its probes answer
 // and it mints a token against the test's Vault. The default login (the
-// Vault Agent injector's token file, here written as the injector would)
-// and AppRole (the secret_id from the Secret the chart mounts).
+// Vault Agent injector's token file, here written as the injector would),
+// AppRole (the secret_id from the Secret the chart mounts) and the relay's
+// own Kubernetes login (a projected token signed here, Vault's jwt auth at
+// "kubernetes").
 func TestHelm_renderedContainerAnswersAuth(t *testing.T) {
 	cli := buildRelayImage(t)
 	st := NewStack(t, "registry")
@@ -396,6 +388,16 @@ func TestHelm_renderedContainerAnswersAuth(t *testing.T) {
 	v.root(t, http.MethodPut, "auth/approle/role/godoauth-relay", map[string]any{"token_policies": "registry-relay-registry", "token_ttl": "1h"})
 	roleID := jsonField(v.root(t, http.MethodGet, "auth/approle/role/godoauth-relay/role-id", nil), "data", "role_id")
 	secretID := jsonField(v.root(t, http.MethodPost, "auth/approle/role/godoauth-relay/secret-id", nil), "data", "secret_id")
+	// The kubernetes mode: Vault's jwt auth at "kubernetes" checks the
+	// projected token, signed here as the API server would sign it.
+	issuer := newSAIssuer(t)
+	relaySA := serviceAccount{namespace: "registry", name: "rel-godoauth-relay"}
+	v.CLI(t, "auth", "enable", "-path=kubernetes", "jwt")
+	v.root(t, http.MethodPut, "auth/kubernetes/config", map[string]any{"jwt_validation_pubkeys": []string{issuer.publicPEM(t)}, "bound_issuer": saIssuer})
+	v.root(t, http.MethodPut, "auth/kubernetes/role/godoauth-relay", map[string]any{
+		"role_type": "jwt", "user_claim": "sub", "bound_subject": relaySA.subject(), "bound_audiences": []string{"vault"},
+		"token_policies": "registry-relay-registry", "token_ttl": "1h",
+	})
 
 	for _, mode := range []struct {
 		name string
@@ -411,6 +413,16 @@ func TestHelm_renderedContainerAnswersAuth(t *testing.T) {
 			func(m *rendered) map[string]string {
 				return map[string]string{secretMount(t, m, "relay-approle") + "/secret-id": secretID + "\n"}
 			}},
+		{"kubernetes", []string{"vault.login.mode=kubernetes"}, func(m *rendered) map[string]string {
+			// The projected volume, with the audience the chart asks for.
+			pod := m.Deployment.Spec.Template.Spec
+			i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "vault-sa-token" })
+			if i < 0 || pod.ServiceAccountName != relaySA.name {
+				t.Fatalf("kubernetes mode: no projected token volume, or service account %q", pod.ServiceAccountName)
+			}
+			src := pod.Volumes[i].Projected.Sources[0].ServiceAccountToken
+			return map[string]string{"/var/run/secrets/vault/" + src.Path: issuer.token(t, relaySA, src.Audience, time.Now().Add(time.Hour))}
+		}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			port := freePort(t)
