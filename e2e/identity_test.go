@@ -448,6 +448,22 @@ directory %[1]s/data
 	return s
 }
 
+// enableAuth enables Vault's ldap auth method against this directory, its
+// groups read from groupOfNames entries, its logins given the identity
+// policy and tokens of tokenType; it returns the mount's accessor.
+func (s *slapd) enableAuth(t testing.TB, v *Vault, tokenType string) string {
+	t.Helper()
+	v.CLI(t, "auth", "enable", "ldap")
+	v.root(t, http.MethodPut, "auth/ldap/config", map[string]any{
+		"url": s.URL, "binddn": s.Admin, "bindpass": s.Pass,
+		"userdn": "ou=people," + ldapBase, "userattr": "uid",
+		"groupdn": "ou=groups," + ldapBase, "groupattr": "cn",
+		"groupfilter":    "(&(objectClass=groupOfNames)(member={{.UserDN}}))",
+		"token_policies": identityPolicy, "token_type": tokenType,
+	})
+	return v.authAccessor(t, "ldap")
+}
+
 // modify applies an LDIF change as the directory's admin.
 func (s *slapd) modify(t testing.TB, ldif string) {
 	t.Helper()
@@ -507,16 +523,8 @@ func TestIdentity_ldapBehindTheRelay(t *testing.T) {
 	// Vault reads the LDAP groups again (with reuse, within token_reuse).
 	st := newIdentityStack(t, "identity:\n  password_mounts: [ldap]\n  token_reuse: 0s\n")
 	v := st.Vault
-	v.CLI(t, "auth", "enable", "ldap")
-	v.root(t, http.MethodPut, "auth/ldap/config", map[string]any{
-		"url": ldap.URL, "binddn": ldap.Admin, "bindpass": ldap.Pass,
-		"userdn": "ou=people," + ldapBase, "userattr": "uid",
-		"groupdn": "ou=groups," + ldapBase, "groupattr": "cn",
-		"groupfilter":    "(&(objectClass=groupOfNames)(member={{.UserDN}}))",
-		"token_policies": identityPolicy, "token_type": "batch",
-	})
+	accessor := ldap.enableAuth(t, v, "batch")
 	// Name tokens after the LDAP user (alias_name), so ${user} is "erin".
-	accessor := v.authAccessor(t, "ldap")
 	st.svc.WriteConfig(t, "identity_subject=alias_name", "identity_alias_mount="+accessor)
 	for _, g := range []string{"developers", "releasers"} {
 		id := jsonField(v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "ldap-" + g, "type": "external"}), "data", "id")

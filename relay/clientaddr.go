@@ -111,3 +111,14 @@ func trusted(proxies []netip.Prefix, a netip.Addr) bool {
 	}
 	return false
 }
+
+// pluginClientAddr is the client's address as the plugin takes it: a bare
+// IP address (an IPv4-mapped one as IPv4), or "" when the connection had
+// none (a Unix socket, a test's made-up RemoteAddr).
+func pluginClientAddr(a string) string {
+	ip, err := netip.ParseAddr(a)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.Unmap().String()
+}

@@ -354,7 +354,9 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
 	r.ClientToken = token
 	body := req.vaultBody(v.ttl)
-	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount} {
+	// token/identity takes no client address: its caller is the user's
+	// own Vault token, so the plugin cannot take it as the relay's word.
+	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount, tokenapi.FieldClientAddr} {
 		delete(body, k)
 	}
 	if err := r.SetJSONBody(body); err != nil {

@@ -68,6 +68,12 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, 400, "the relay asked a refresh token for an identity")
 			return
 		}
+		if _, ok := body["client_addr"]; ok {
+			// The caller is the user's token: an address here would be
+			// the user's word, so the relay never sends one.
+			vaultError(w, 400, "the relay sent a client address to token/identity")
+			return
+		}
 		switch {
 		case tok == "hvs.slow":
 			time.Sleep(iv.slow)

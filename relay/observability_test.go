@@ -247,3 +247,46 @@ func TestMetrics_referenceNamesEveryMetric(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_clientAddressGoesToThePlugin: token, token/refresh and
+// token/batch carry the client's address (behind a trusted proxy, the
+// client's), so that access entries with networks can match it;
+// token/identity, whose caller is the user's own Vault token, does not.
+func TestServer_clientAddressGoesToThePlugin(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	for _, batch := range []bool{false, true} {
+		s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+			c.HTTP.TrustedProxies = []string{"192.0.2.0/24"}
+			c.Storage.Vault.Batch = &batch
+		})
+		for _, c := range []struct {
+			name, remote, xff, auth, query, path, want string
+		}{
+			{"peer", "203.0.113.5:4000", "198.51.100.23", basic("alice", "pw"), "", "registry/token", "203.0.113.5"},
+			{"behind a trusted proxy", "192.0.2.10:4000", "198.51.100.23", basic("alice", "pw"), "", "registry/token", "198.51.100.23"},
+			{"ipv6 peer", "[2001:db8::7]:4000", "", basic("alice", "pw"), "", "registry/token", "2001:db8::7"},
+			{"ipv4-mapped peer", "[::ffff:203.0.113.5]:4000", "", basic("alice", "pw"), "", "registry/token", "203.0.113.5"},
+			{"anonymous", "203.0.113.6:4000", "", "", "", "registry/token", "203.0.113.6"},
+			{"not an address", "pipe", "", basic("alice", "pw"), "", "registry/token", ""},
+		} {
+			r := httptest.NewRequest(http.MethodGet, "/auth?service=registry&scope=repository:a/b:pull"+c.query, nil)
+			r.RemoteAddr = c.remote
+			if c.xff != "" {
+				r.Header.Set("X-Forwarded-For", c.xff)
+			}
+			if c.auth != "" {
+				r.Header.Set("Authorization", c.auth)
+			}
+			w := httptest.NewRecorder()
+			s.Handler().ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				t.Fatalf("batch=%v %s: %d %s", batch, c.name, w.Code, w.Body.String())
+			}
+			_, sent, _ := fv.last()
+			got, _ := sent["client_addr"].(string)
+			if got != c.want {
+				t.Errorf("batch=%v %s: client_addr %q, want %q (body %v)", batch, c.name, got, c.want, sent)
+			}
+		}
+	}
+}

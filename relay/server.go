@@ -249,6 +249,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	oauth := r.Method == http.MethodPost
 	req, f := readTokenRequest(w, r)
 	if f == nil {
+		req.ClientAddr = pluginClientAddr(clientAddr(r))
 		x.req, x.user = req, req.Username
 		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 		defer cancel()

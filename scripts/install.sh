@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests, the demo and the benchmarks need:
 # a Vault server, registry 2.8 (Debian's docker-registry), registry v3
-# (distribution), and the clients crane, oras, regctl, skopeo, plus wrk,
-# crictl and helm.
+# (distribution), and the clients crane, oras, regctl, skopeo, podman,
+# buildah, helm, cosign and crictl, plus wrk.
 #
 # Idempotent: what it builds is cached under $VPR_TOOLS (default
 # ~/.cache/vpr-tools), keyed by version, so a second run takes seconds.
@@ -25,10 +25,11 @@ GO_TOOLS=(
 	"oras oras.land/oras/cmd/oras@v1.3.6"
 	"regctl github.com/regclient/regclient/cmd/regctl@v0.11.7"
 	"registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
-	# crictl pulls through containerd's CRI as the kubelet does (the kubelet
-	# credential provider's test); helm lints and renders deploy/helm.
-	"crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
+	# helm lints and renders deploy/helm; crictl pulls through containerd's
+	# CRI as the kubelet does (the kubelet credential provider's test).
 	"helm helm.sh/helm/v4/cmd/helm@v4.3.2"
+	"cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
+	"crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
@@ -42,9 +43,10 @@ APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
-# podman: e2e TestRobots_clients logs in with a robot's dockerconfigjson as
-# its --authfile.
-APT_PACKAGES+=(podman)
+# podman and buildah: the containers/storage clients (the tests run them
+# as root on vfs storage of their own; no service); e2e TestRobots_clients
+# logs podman in with a robot's dockerconfigjson as its --authfile.
+APT_PACKAGES+=(podman buildah)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH
