@@ -62,6 +62,16 @@ func (c *ciIssuer) job(project, aud string, exp time.Time) string {
 // ciAudience is the audience the jwt role is bound to.
 const ciAudience = "registry.example.test"
 
+// acmePushRole is the jwt role of the CI jobs of projects acme/*, on
+// protected refs, for audience ciAudience; the project path names the
+// entity alias.
+var acmePushRole = map[string]any{
+	"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{ciAudience},
+	"bound_claims":      map[string]any{"project_path": "acme/*", "ref_protected": "true"},
+	"bound_claims_type": "glob",
+	"token_policies":    identityPolicy, "token_type": "batch", "token_ttl": "10m",
+}
+
 // newJWTStack is an identity stack whose relay has jwt_logins user
 // gitlab-ci at Vault's jwt mount "gitlab", role acme-push (audience
 // ciAudience, project_path acme/*, protected refs), and the entity of
@@ -69,17 +79,13 @@ const ciAudience = "registry.example.test"
 // acme/app/**. Plugin user dave owns dave/*.
 func newJWTStack(t *testing.T) (*identityStack, *ciIssuer) {
 	t.Helper()
-	st := newIdentityStack(t, "identity:\n  jwt_logins:\n    - {user: gitlab-ci, mount: gitlab, role: acme-push}\n")
+	st := newIdentityStack(t, "identity:\n  jwt_logins:\n    - {user: gitlab-ci, mount: gitlab, role: acme-push}\n"+
+		"    - {user: oidc-ci, mount: oidc, role: acme-push}\n")
 	v := st.Vault
 	ci := newCIIssuer(t)
 	v.CLI(t, "auth", "enable", "-path=gitlab", "jwt")
 	v.root(t, http.MethodPut, "auth/gitlab/config", map[string]any{"jwt_validation_pubkeys": []string{ci.publicPEM()}, "bound_issuer": ciJWTIssuer})
-	v.root(t, http.MethodPut, "auth/gitlab/role/acme-push", map[string]any{
-		"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{ciAudience},
-		"bound_claims":      map[string]any{"project_path": "acme/*", "ref_protected": "true"},
-		"bound_claims_type": "glob",
-		"token_policies":    identityPolicy, "token_type": "batch", "token_ttl": "10m",
-	})
+	v.root(t, http.MethodPut, "auth/gitlab/role/acme-push", acmePushRole)
 	out := v.root(t, http.MethodPut, "identity/entity", map[string]any{"name": "ci-acme-app"})
 	v.root(t, http.MethodPut, "identity/entity-alias", map[string]any{
 		"name": "acme/app", "canonical_id": jsonField(out, "data", "id"), "mount_accessor": v.authAccessor(t, "gitlab"),
@@ -182,4 +188,66 @@ func TestJWTLogin_dockerLogin(t *testing.T) {
 	}
 	assertLogsFree(t, []string{good, expired, good[strings.LastIndex(good, ".")+1:], "hvb."},
 		st.relay.Proc, st.Vault.Proc, dockerd.Proc, ctrd.Proc)
+}
+
+// TestJWTLogin_oidcProviderByDiscovery: an OIDC provider on loopback,
+// found by its discovery URL: Vault's own identity tokens
+// (identity/oidc, ES256 keys published at its JWKS URL) stand for a CI
+// system's. A second jwt mount, "oidc", has only oidc_discovery_url; a CI
+// runner's entity asks identity/oidc/token/ci for a JWT with a project
+// claim, and crane logs in as jwt_logins user oidc-ci with it: pushes to
+// the project, refused elsewhere; a token of another audience is refused
+// like a wrong password.
+func TestJWTLogin_oidcProviderByDiscovery(t *testing.T) {
+	st, _ := newJWTStack(t)
+	v := st.Vault
+	issuer := v.Addr + "/v1/identity/oidc"
+	v.root(t, http.MethodPut, "identity/oidc/config", map[string]any{"issuer": v.Addr})
+	v.root(t, http.MethodPut, "identity/oidc/key/ci", map[string]any{"algorithm": "ES256", "allowed_client_ids": "*"})
+	for _, r := range []struct{ name, aud string }{{"ci", ciAudience}, {"other", "another.example.test"}} {
+		v.root(t, http.MethodPut, "identity/oidc/role/"+r.name, map[string]any{
+			"key": "ci", "client_id": r.aud, "ttl": "5m",
+			"template": `{"project_path": {{identity.entity.metadata.project}}, "ref_protected": "true"}`,
+		})
+	}
+	// The CI runner: a userpass user whose entity carries its project.
+	v.CLIInput(t, `path "identity/oidc/token/*" { capabilities = ["read"] }`, "policy", "write", "oidc-ci", "-")
+	v.CLI(t, "auth", "enable", "userpass")
+	v.root(t, http.MethodPut, "auth/userpass/users/runner", map[string]any{"password": "runner-pw", "token_policies": "oidc-ci"})
+	runnerToken, runnerID := v.login(t, "auth/userpass/login/runner", map[string]any{"password": "runner-pw"})
+	v.root(t, http.MethodPost, "identity/entity/id/"+runnerID, map[string]any{"metadata": map[string]string{"project": "acme/app"}})
+	idToken := func(role string) string {
+		t.Helper()
+		code, out := v.callAs(t, runnerToken, http.MethodGet, "identity/oidc/token/"+role, nil)
+		tok := jsonField(out, "data", "token")
+		if code != http.StatusOK || tok == "" {
+			t.Fatalf("identity/oidc/token/%s: %d %v", role, code, out)
+		}
+		return tok
+	}
+
+	v.CLI(t, "auth", "enable", "-path=oidc", "jwt")
+	v.root(t, http.MethodPut, "auth/oidc/config", map[string]any{"oidc_discovery_url": issuer, "bound_issuer": issuer})
+	v.root(t, http.MethodPut, "auth/oidc/role/acme-push", acmePushRole)
+	// The project's entity (newJWTStack's) gets this mount's alias too.
+	entity := v.root(t, http.MethodGet, "identity/entity/name/ci-acme-app", nil)
+	v.root(t, http.MethodPut, "identity/entity-alias", map[string]any{
+		"name": "acme/app", "canonical_id": jsonField(entity, "data", "id"), "mount_accessor": v.authAccessor(t, "oidc"),
+	})
+
+	good := idToken("ci")
+	st.pushPullAs(t, "oidc-ci", good, "acme/app/oidc:build-1")
+	st.pushFails(t, "oidc-ci", good, "dave/app:build-1")
+	_, _, wrongPassword := st.relay.Token(t, "registry", "dave", "wrong")
+	otherAud := idToken("other")
+	code, _, body := st.relay.Token(t, "registry", "oidc-ci", otherAud, "repository:acme/app/oidc:pull")
+	if code != http.StatusUnauthorized || string(body) != string(wrongPassword) {
+		t.Errorf("a token of another audience: %d %s; want 401 %s", code, truncate(body, 200), wrongPassword)
+	}
+	// The gitlab mount does not take the provider's tokens: another key.
+	code, _, body = st.relay.Token(t, "registry", "gitlab-ci", good, "repository:acme/app/oidc:pull")
+	if code != http.StatusUnauthorized || string(body) != string(wrongPassword) {
+		t.Errorf("the provider's token at the gitlab mount: %d %s", code, truncate(body, 200))
+	}
+	assertLogsFree(t, []string{good, otherAud, good[strings.LastIndex(good, ".")+1:], runnerToken, "hvb."}, st.relay.Proc, v.Proc)
 }
