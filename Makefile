@@ -93,7 +93,7 @@ demo: demo-intro demo-tools build
 .PHONY: demo-intro
 demo-intro:
 	@echo "make demo: the first run installs Vault, registry 2.8, crane and curl. Building Vault from source"
-	@echo "  takes 10-20 minutes on two cores (skipped when a vault $(DEMO_VAULT_MIN) or newer is on PATH);"
+	@echo "  takes 10-20 minutes on two quiet cores, more on a busy machine (skipped when a vault $(DEMO_VAULT_MIN)+ is on PATH);"
 	@echo "  later runs start in seconds. Progress is printed while it builds."
 DEMO_VAULT_MIN := 1.21
 export DEMO_VAULT_MIN
