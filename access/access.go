@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 )
@@ -50,13 +51,22 @@ func actionBit(a string) actionSet {
 	return 0
 }
 
-// Entry is one `type:pattern:actions` entry of an access string. Only
-// entries made by Parse grant anything: the matcher and the action set
-// are compiled there.
+// Entry is one `[!]type:pattern:actions[@networks]` entry of an access
+// string. Only entries made by Parse grant or deny anything: the matcher
+// and the action set are compiled there.
+//
+// An entry that starts with "!" is a deny: it removes its actions from
+// whatever any allow grants, in any list and in any order. An entry that
+// ends with "@" and a comma-separated list of networks (CIDRs, or single
+// addresses) applies only to a client whose address is in one of them.
+// A request whose client address is unknown matches no network: a
+// conditioned allow then grants nothing, a conditioned deny still denies.
 type Entry struct {
-	Type    string   // "repository", "registry" or "*"
-	Pattern string   // as written (exact name, glob with * ** ?, ${user})
-	Actions []string // subset of pull, push, delete, * (deduplicated, in written order)
+	Deny     bool           // written with a leading "!"
+	Type     string         // "repository", "registry" or "*"
+	Pattern  string         // as written (exact name, glob with * ** ?, ${user})
+	Actions  []string       // subset of pull, push, delete, * (deduplicated, in written order)
+	Networks []netip.Prefix // the entry applies only from these; none: from anywhere
 
 	grants actionSet
 	match  pattern
@@ -91,12 +101,24 @@ func Parse(s string) (List, error) {
 }
 
 func parseAccessEntry(s string) (Entry, error) {
+	deny := strings.HasPrefix(s, "!")
+	s = strings.TrimPrefix(s, "!")
+	// Networks come after the last "@": no name, action or network holds
+	// one (repository names cannot), so the split is unambiguous.
+	var networks []netip.Prefix
+	if at := strings.LastIndexByte(s, '@'); at >= 0 {
+		var err error
+		if networks, err = parseNetworks(s[at+1:]); err != nil {
+			return Entry{}, err
+		}
+		s = s[:at]
+	}
 	// The pattern may hold ":" (host:port/name), the type and the actions
 	// cannot: split off the first and the last field.
 	typ, rest, ok := strings.Cut(s, ":")
 	i := strings.LastIndexByte(rest, ':')
 	if !ok || i < 0 {
-		return Entry{}, errors.New("want type:pattern:actions")
+		return Entry{}, errors.New("want [!]type:pattern:actions[@networks]")
 	}
 	pat, acts := rest[:i], rest[i+1:]
 	switch typ {
@@ -108,7 +130,7 @@ func parseAccessEntry(s string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{Type: typ, Pattern: pat, match: m}
+	e := Entry{Deny: deny, Type: typ, Pattern: pat, Networks: networks, match: m}
 	var seen actionSet
 	for a := range strings.SplitSeq(acts, ",") {
 		bit := actionBit(a)
@@ -141,9 +163,16 @@ func (a List) String() string {
 	return strings.Join(entries, ";")
 }
 
-// String prints the entry as type:pattern:actions.
+// String prints the entry as [!]type:pattern:actions[@networks].
 func (e Entry) String() string {
-	return e.Type + ":" + e.Pattern + ":" + strings.Join(e.Actions, ",")
+	s := e.Type + ":" + e.Pattern + ":" + strings.Join(e.Actions, ",")
+	if e.Deny {
+		s = "!" + s
+	}
+	if len(e.Networks) > 0 {
+		s += "@" + formatNetworks(e.Networks)
+	}
+	return s
 }
 
 // Grant is one element of the token's `access` claim.
@@ -162,9 +191,12 @@ type Grant struct {
 // push, delete, in that order), as godoauth granted `repository:R:*` to an
 // entry `repository:R:pull`. The result is never nil, so the claim encodes
 // as [] rather than null. user is the authenticated user name, "" for
-// anonymous: then ${user} matches nothing. The user's and the anonymous
-// access are passed together.
-func GrantScopes(user string, requested []Scope, lists ...List) []Grant {
+// anonymous: then ${user} matches nothing. from is the client's address,
+// the zero Addr when unknown. The user's and the anonymous access are
+// passed together: a deny in any list removes actions that any list
+// allows.
+func GrantScopes(user string, from netip.Addr, requested []Scope, lists ...List) []Grant {
+	from = from.Unmap()
 	grants := make([]Grant, 0, len(requested))
 	for i, sc := range requested {
 		if mergedEarlier(requested[:i], sc) {
@@ -181,7 +213,7 @@ func GrantScopes(user string, requested []Scope, lists ...List) []Grant {
 		if want == 0 {
 			continue
 		}
-		have := allowed(user, sc.Type, sc.Name, want, lists)
+		have := allowed(user, from, sc.Type, sc.Name, want, lists)
 		if have == 0 {
 			continue
 		}
@@ -235,17 +267,22 @@ func mergedEarlier(earlier []Scope, sc Scope) bool {
 	return false
 }
 
-// allowed is the part of want that the entries of lists grant on typ:name.
-func allowed(user, typ, name string, want actionSet, lists []List) actionSet {
+// allowed is the part of want that the entries of lists grant on typ:name
+// to user from the address from, less what their denies remove.
+func allowed(user string, from netip.Addr, typ, name string, want actionSet, lists []List) actionSet {
+	want &^= denied(user, from, typ, name, want, lists)
+	if want == 0 {
+		return 0
+	}
 	var have actionSet
 	for _, l := range lists {
 		for i := range l {
 			e := &l[i]
 			// Entries that could add nothing are skipped before the match.
-			if e.grants&want&^have == 0 || (e.Type != typ && e.Type != "*") {
+			if e.Deny || e.grants&want&^have == 0 || (e.Type != typ && e.Type != "*") {
 				continue
 			}
-			if e.match.matches(name, user) {
+			if e.appliesFrom(from) && e.match.matches(name, user) {
 				have |= e.grants & want
 				if have == want {
 					return have
@@ -254,6 +291,28 @@ func allowed(user, typ, name string, want actionSet, lists []List) actionSet {
 		}
 	}
 	return have
+}
+
+// denied is the part of want that the deny entries of lists remove on
+// typ:name. Removing any of pull, push or delete removes "*" as well: a
+// granted "*" would stand for the removed action.
+func denied(user string, from netip.Addr, typ, name string, want actionSet, lists []List) actionSet {
+	var out actionSet
+	for _, l := range lists {
+		for i := range l {
+			e := &l[i]
+			if !e.Deny || e.grants&want&^out == 0 || (e.Type != typ && e.Type != "*") {
+				continue
+			}
+			if e.appliesFrom(from) && e.match.matches(name, user) {
+				out |= e.grants
+			}
+		}
+	}
+	if out&(actPull|actPush|actDelete) != 0 {
+		out |= actStar
+	}
+	return out
 }
 
 // pattern is a compiled access pattern. A pattern without wildcards is an
@@ -325,6 +384,8 @@ func compilePattern(p string) (pattern, error) {
 			flush(i)
 			toks = append(toks, token{kind: tokUser})
 			i += len(userVar)
+		case c == '@':
+			return pattern{}, fmt.Errorf("pattern %s: \"@\" is not allowed: repository names cannot hold it, and it starts an entry's networks (type:pattern:actions@10.0.0.0/8)", quote(p))
 		case c <= ' ' || c >= 0x7f || c == ';':
 			r, _ := utf8.DecodeRuneInString(p[i:])
 			return pattern{}, fmt.Errorf("pattern %s: character %q not allowed (printable ASCII without blanks or \";\")", quote(p), r)

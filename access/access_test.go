@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"net"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
@@ -49,7 +51,7 @@ func checkGrants(t *testing.T, access []string, cases []grantCase) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := json.Marshal(GrantScopes(c.user, mustParseScopes(t, c.scopes...), lists...))
+			got, err := json.Marshal(GrantScopes(c.user, netip.Addr{}, mustParseScopes(t, c.scopes...), lists...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,8 +103,8 @@ func TestParseAccess_errorNamesEntryAndProblem(t *testing.T) {
 		{"repository:a:pull;;repository:foo:pul", `access entry 2 "repository:foo:pul": unknown action "pul"`},
 		{"repo:foo:pull", `access entry 1 "repo:foo:pull": unknown type "repo" (want repository, registry or *)`},
 		{"Repository:foo:pull", `unknown type "Repository"`},
-		{"repository:foo", `access entry 1 "repository:foo": want type:pattern:actions`},
-		{"foo", `access entry 1 "foo": want type:pattern:actions`},
+		{"repository:foo", `access entry 1 "repository:foo": want [!]type:pattern:actions[@networks]`},
+		{"foo", `access entry 1 "foo": want [!]type:pattern:actions[@networks]`},
 		{"repository::pull", `access entry 1 "repository::pull": empty pattern`},
 		{"repository:foo:", `empty action in ""`},
 		{"repository:foo:pull,,push", `empty action in "pull,,push"`},
@@ -316,9 +318,9 @@ func TestGrant_anonymousAndUserAccessAreUnited(t *testing.T) {
 
 func TestGrant_emptyResultEncodesAsEmptyArray(t *testing.T) {
 	for _, g := range [][]Grant{
-		GrantScopes("", nil),
-		GrantScopes("u", mustParseScopes(t, "repository:a:pull")),
-		GrantScopes("u", mustParseScopes(t, "repository:a:pull"), nil, List{}),
+		GrantScopes("", netip.Addr{}, nil),
+		GrantScopes("u", netip.Addr{}, mustParseScopes(t, "repository:a:pull")),
+		GrantScopes("u", netip.Addr{}, mustParseScopes(t, "repository:a:pull"), nil, List{}),
 	} {
 		if got, _ := json.Marshal(g); string(got) != "[]" {
 			t.Errorf("claim encodes as %s, want []", got)
@@ -328,7 +330,7 @@ func TestGrant_emptyResultEncodesAsEmptyArray(t *testing.T) {
 
 func TestGrant_entryNotMadeByParseAccessGrantsNothing(t *testing.T) {
 	hand := List{{Type: "repository", Pattern: "a", Actions: []string{"pull"}}}
-	if g := GrantScopes("u", mustParseScopes(t, "repository:a:pull"), hand); len(g) != 0 {
+	if g := GrantScopes("u", netip.Addr{}, mustParseScopes(t, "repository:a:pull"), hand); len(g) != 0 {
 		t.Errorf("hand-made entry granted %v", g)
 	}
 }
@@ -340,12 +342,12 @@ func TestGrant_pathologicalGlobsStayLinear(t *testing.T) {
 	access := mustParseAccess(t, "repository:**a**a**a**a**a**a**a**a**b:pull;repository:*a*a*a*a*a*a*a*a*b:pull;repository:"+strings.Repeat("?*", 300)+"b:pull")
 	scopes := []Scope{{Type: "repository", Name: name, Actions: []string{"pull"}}}
 	for range 100 {
-		if g := GrantScopes("u", scopes, access); len(g) != 0 {
+		if g := GrantScopes("u", netip.Addr{}, scopes, access); len(g) != 0 {
 			t.Fatalf("granted %v", g)
 		}
 	}
 	access = mustParseAccess(t, "repository:**a**a**a**a**a**a**a**a**a:pull")
-	if g := GrantScopes("u", scopes, access); len(g) != 1 {
+	if g := GrantScopes("u", netip.Addr{}, scopes, access); len(g) != 1 {
 		t.Fatalf("granted %v", g)
 	}
 }
@@ -395,8 +397,32 @@ func referenceRegexp(pattern, user string) *regexp.Regexp {
 	return regexp.MustCompile(b.String())
 }
 
-// referenceGrant is GrantScopes written the plain way, with regexps.
-func referenceGrant(user string, requested []Scope, lists ...List) []Grant {
+// referenceGrant is GrantScopes written the plain way, with regexps,
+// straight from the rules of README's access strings: an allow applies
+// when its networks hold the client's address (or it has none), a deny
+// when they hold it, it has none, or the address is unknown; an action is
+// granted when an allow that applies grants it and no deny that applies
+// removes it; "*" is granted as such only when no deny removes any action.
+func referenceGrant(user string, from netip.Addr, requested []Scope, lists ...List) []Grant {
+	// applies reads the networks back from the entry's text with package
+	// net, apart from the code under test.
+	applies := func(e Entry) bool {
+		text := e.String()
+		at := strings.LastIndex(text, "@")
+		if at < 0 {
+			return true
+		}
+		if !from.IsValid() {
+			return strings.HasPrefix(text, "!")
+		}
+		ip := net.ParseIP(from.String())
+		for _, cidr := range strings.Split(text[at+1:], ",") {
+			if _, n, err := net.ParseCIDR(cidr); err == nil && n.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
 	grants := []Grant{}
 	done := map[[2]string]bool{}
 	for _, sc := range requested {
@@ -410,17 +436,29 @@ func referenceGrant(user string, requested []Scope, lists ...List) []Grant {
 			if r.Type != sc.Type || r.Name != sc.Name {
 				continue
 			}
-			grants := func(action string) bool {
+			// has: some entry of the given kind that applies names the
+			// action (or "*").
+			has := func(deny bool, action string) bool {
 				for _, l := range lists {
 					for _, e := range l {
-						if (e.Type == "*" || e.Type == sc.Type) &&
+						if e.Deny == deny && (e.Type == "*" || e.Type == sc.Type) &&
 							(slices.Contains(e.Actions, "*") || slices.Contains(e.Actions, action)) &&
-							referenceRegexp(e.Pattern, user).MatchString(sc.Name) {
+							applies(e) && referenceRegexp(e.Pattern, user).MatchString(sc.Name) {
 							return true
 						}
 					}
 				}
 				return false
+			}
+			grants := func(action string) bool {
+				if action == "*" {
+					for _, a := range []string{"pull", "push", "delete", "*"} {
+						if has(true, a) {
+							return false
+						}
+					}
+				}
+				return has(false, action) && !has(true, action)
 			}
 			for _, want := range r.Actions {
 				if slices.Contains(actions, want) || actionBit(want) == 0 {
@@ -480,6 +518,10 @@ func TestPattern_agreesWithRegexpOnRandomPatterns(t *testing.T) {
 var validUserName = regexp.MustCompile(`^[A-Za-z0-9_.@-]*$`)
 
 func FuzzParseAccess(f *testing.F) {
+	for _, seed := range []string{"repository:team/**:*;!repository:team/release/**:push,delete",
+		"repository:mirror/**:pull@10.0.0.0/8,fd00::/8", "!*:a:*@::1", "repository:a:pull@", "repository:a@b:pull"} {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := Parse(s)
 		if err != nil {
@@ -503,6 +545,8 @@ func FuzzParseAccess(f *testing.F) {
 }
 
 func FuzzGrant(f *testing.F) {
+	f.Add("repository:a/**:*;!repository:a/b:push@10.0.0.0/8", "u", "repository:a/b:*")
+	f.Add("repository:${user}/*:pull@fd00::/8;!repository:*/x:pull", "u", "repository:u/x:pull")
 	f.Fuzz(func(t *testing.T, access, user, scopes string) {
 		a, err := Parse(access)
 		if err != nil || len(a) > 20 || !validUserName.MatchString(user) {
@@ -512,12 +556,14 @@ func FuzzGrant(f *testing.F) {
 		if err != nil || len(requested) > 20 {
 			return
 		}
-		got := GrantScopes(user, requested, a)
-		if got == nil {
-			t.Fatal("GrantScopes returned nil")
-		}
-		if want := referenceGrant(user, requested, a); !reflect.DeepEqual(got, want) {
-			t.Fatalf("access %q, user %q, scopes %q:\n got %v\nwant %v", access, user, scopes, got, want)
+		for _, from := range fuzzAddrs {
+			got := GrantScopes(user, from, requested, a)
+			if got == nil {
+				t.Fatal("GrantScopes returned nil")
+			}
+			if want := referenceGrant(user, from, requested, a); !reflect.DeepEqual(got, want) {
+				t.Fatalf("access %q, user %q, from %v, scopes %q:\n got %v\nwant %v", access, user, from, scopes, got, want)
+			}
 		}
 	})
 }
@@ -544,12 +590,12 @@ func BenchmarkGrant_1000Entries(b *testing.B) {
 	access := mustParseAccess(b, benchAccess(1000))
 	anon := mustParseAccess(b, "repository:public/**:pull")
 	scopes := mustParseScopes(b, "repository:linux/app:pull,push", "repository:alice/tools/build:pull", "repository:nobody/here:pull")
-	if got := GrantScopes("alice", scopes, access, anon); len(got) != 2 {
+	if got := GrantScopes("alice", netip.Addr{}, scopes, access, anon); len(got) != 2 {
 		b.Fatalf("granted %v", got)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		GrantScopes("alice", scopes, access, anon)
+		GrantScopes("alice", netip.Addr{}, scopes, access, anon)
 	}
 }
 

@@ -26,6 +26,8 @@ const (
 	KindInvalidGrant
 	// KindInvalidScope is a malformed requested scope: a 400 that names it.
 	KindInvalidScope
+	// KindNotFound is a named thing that does not exist: a 404 naming it.
+	KindNotFound
 )
 
 // Error is a domain error that is safe to show to the caller: its message

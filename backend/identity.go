@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -165,6 +166,9 @@ type Identity struct {
 	PatternUser string
 	Groups      []string
 	Lists       []access.List
+	// Sources names each of Lists: "group <name>", "entity <name>",
+	// "anonymous_access" (for access/explain).
+	Sources []string
 }
 
 // ResolveIdentity reads an entity and its groups from Vault's identity
@@ -213,6 +217,7 @@ func (b *Backend) ResolveIdentity(ctx context.Context, s logical.Storage, cfg *C
 		id.Groups = append(id.Groups, g.Name)
 		if len(a) > 0 {
 			id.Lists = append(id.Lists, a)
+			id.Sources = append(id.Sources, "group "+g.Name)
 		}
 	}
 	a, err := b.identityAccess(ctx, s, IdentityEntity, entity.Name)
@@ -221,8 +226,10 @@ func (b *Backend) ResolveIdentity(ctx context.Context, s logical.Storage, cfg *C
 	}
 	if len(a) > 0 {
 		id.Lists = append(id.Lists, a)
+		id.Sources = append(id.Sources, "entity "+entity.Name)
 	}
 	id.Lists = append(id.Lists, cfg.Anonymous())
+	id.Sources = append(id.Sources, anonymousSource)
 	return id, nil
 }
 
@@ -251,6 +258,8 @@ type IdentityTokenRequest struct {
 	Scopes   []string
 	Offline  bool
 	TTL      time.Duration
+	// ClientAddr is as TokenRequest's.
+	ClientAddr netip.Addr
 }
 
 // MintForIdentity grants the requested scopes that the entity's groups, the
@@ -265,7 +274,7 @@ func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req Id
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, req.ClientAddr, scopes, id.Lists...), req.TTL)
 	if err != nil {
 		return nil, err
 	}

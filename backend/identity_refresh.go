@@ -97,7 +97,7 @@ func (b *Backend) MintFromIdentityRefresh(ctx context.Context, s logical.Storage
 		}
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, scopes, id.Lists...), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, req.ClientAddr, scopes, id.Lists...), req.TTL)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/netip"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -24,6 +25,10 @@ type TokenRequest struct {
 	Scopes   []string // items of the request; each may hold several scopes
 	Offline  bool     // ask for a refresh token too
 	TTL      time.Duration
+	// ClientAddr is the registry client's address as the relay saw it;
+	// the zero Addr when unknown (a direct Vault call). Entries with
+	// networks use it (access.Entry).
+	ClientAddr netip.Addr
 }
 
 // RefreshRequest mints a token from a refresh token.
@@ -33,6 +38,7 @@ type RefreshRequest struct {
 	ClientID     string
 	Scopes       []string
 	TTL          time.Duration
+	ClientAddr   netip.Addr // as TokenRequest's
 }
 
 // Token is a minted registry token.
@@ -60,7 +66,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		if len(cfg.Anonymous()) == 0 {
 			return nil, errorf(KindUnauthorized, "credentials required: this registry allows no anonymous access")
 		}
-		return b.sign(ctx, s, cfg, req.Service, "", access.GrantScopes("", scopes, cfg.Anonymous()), req.TTL)
+		return b.sign(ctx, s, cfg, req.Service, "", access.GrantScopes("", req.ClientAddr, scopes, cfg.Anonymous()), req.TTL)
 	}
 	if req.Account != "" && req.Account != req.Username {
 		return nil, errorf(KindBadRequest, "account %s does not match the authenticated user", quote(req.Account))
@@ -69,7 +75,7 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, access.GrantScopes(req.Username, scopes, lg.access, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, req.Username, access.GrantScopes(req.Username, req.ClientAddr, scopes, lg.access, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +135,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
 	userAccess := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, scopes, userAccess, cfg.Anonymous()), req.TTL)
+	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, req.ClientAddr, scopes, userAccess, cfg.Anonymous()), req.TTL)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +158,16 @@ func (b *Backend) openTokenRequest(ctx context.Context, s logical.Storage, rawSc
 		return nil, nil, err
 	}
 	return scopes, cfg, nil
+}
+
+// ParseClientAddr reads the client_addr field of a token request: the
+// registry client's IP address as the relay saw it, or "" when unknown.
+func ParseClientAddr(s string) (netip.Addr, error) {
+	a, err := access.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errorf(KindBadRequest, "%s", err)
+	}
+	return a, nil
 }
 
 func checkClientID(id string) error {

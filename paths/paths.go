@@ -23,6 +23,7 @@ func All(b *backend.Backend) []*framework.Path {
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
 	ps = append(ps, identityPaths(b)...)
+	ps = append(ps, explainPaths(b)...)
 	return ps
 }
 
@@ -53,6 +54,9 @@ func respond(err error) (*logical.Response, error) {
 	e, ok := backend.AsError(err)
 	if !ok {
 		return nil, err
+	}
+	if e.Kind == backend.KindNotFound {
+		return nil, logical.CodedError(http.StatusNotFound, e.Msg)
 	}
 	code, ok := codes[e.Kind]
 	if !ok {

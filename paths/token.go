@@ -17,12 +17,14 @@ var (
 	scopeField    = &framework.FieldSchema{Type: framework.TypeStringSlice, Description: `Requested scopes, "type[(class)]:name:actions"; each item may hold several separated by spaces.`}
 	clientIDField = &framework.FieldSchema{Type: framework.TypeString, Description: "The client's id (docker, containerd…); recorded with refresh tokens for auditing."}
 	ttlField      = &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Token lifetime; default the config's ttl, clamped to max_ttl."}
+	addrField     = &framework.FieldSchema{Type: framework.TypeString, Description: "The registry client's IP address as the relay saw it; access entries with networks (…@10.0.0.0/8) match it. Absent: unknown, so conditioned allows do not apply and conditioned denies do."}
 
 	refreshFields = map[string]*framework.FieldSchema{
 		tokenapi.FieldRefreshToken: {Type: framework.TypeString, Description: "A refresh token from an earlier token request with offline_token.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		tokenapi.FieldScope:        scopeField,
 		tokenapi.FieldClientID:     clientIDField,
 		tokenapi.FieldTTL:          ttlField,
+		tokenapi.FieldClientAddr:   addrField,
 	}
 	tokenFields = map[string]*framework.FieldSchema{
 		tokenapi.FieldUsername:     {Type: framework.TypeString, Description: "User name; empty asks for anonymous access."},
@@ -32,6 +34,7 @@ var (
 		tokenapi.FieldClientID:     clientIDField,
 		tokenapi.FieldOfflineToken: {Type: framework.TypeBool, Description: "Also return a refresh token (docker login's identity token)."},
 		tokenapi.FieldTTL:          ttlField,
+		tokenapi.FieldClientAddr:   addrField,
 	}
 )
 
@@ -91,22 +94,32 @@ func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *fra
 // mint authenticates the user of a token request (d has tokenFields) and
 // mints the token.
 func (h *tokenHandler) mint(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
+	addr, err := backend.ParseClientAddr(d.Get(tokenapi.FieldClientAddr).(string))
+	if err != nil {
+		return nil, err
+	}
 	return h.b.Mint(ctx, req.Storage, backend.TokenRequest{
-		Service:  service(req),
-		Username: d.Get(tokenapi.FieldUsername).(string),
-		Password: d.Get(tokenapi.FieldPassword).(string),
-		Account:  d.Get(tokenapi.FieldAccount).(string),
-		ClientID: d.Get(tokenapi.FieldClientID).(string),
-		Scopes:   d.Get(tokenapi.FieldScope).([]string),
-		Offline:  d.Get(tokenapi.FieldOfflineToken).(bool),
-		TTL:      time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
+		ClientAddr: addr,
+		Service:    service(req),
+		Username:   d.Get(tokenapi.FieldUsername).(string),
+		Password:   d.Get(tokenapi.FieldPassword).(string),
+		Account:    d.Get(tokenapi.FieldAccount).(string),
+		ClientID:   d.Get(tokenapi.FieldClientID).(string),
+		Scopes:     d.Get(tokenapi.FieldScope).([]string),
+		Offline:    d.Get(tokenapi.FieldOfflineToken).(bool),
+		TTL:        time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	})
 }
 
 // mintFromRefresh mints from a refresh token (d has refreshFields): a
 // user's, or a Vault identity's (identity_token.go).
 func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
+	addr, err := backend.ParseClientAddr(d.Get(tokenapi.FieldClientAddr).(string))
+	if err != nil {
+		return nil, err
+	}
 	rr := backend.RefreshRequest{
+		ClientAddr:   addr,
 		Service:      service(req),
 		RefreshToken: d.Get(tokenapi.FieldRefreshToken).(string),
 		ClientID:     d.Get(tokenapi.FieldClientID).(string),

@@ -38,6 +38,10 @@ const (
 	FieldOfflineToken = "offline_token"
 	FieldTTL          = "ttl" // seconds
 	FieldRefreshToken = "refresh_token"
+	// FieldClientAddr is the registry client's IP address as the relay
+	// saw it (the peer, or X-Forwarded-For from a trusted proxy); access
+	// entries with networks match it. Absent: the address is unknown.
+	FieldClientAddr = "client_addr"
 )
 
 // Fields of PathTokenBatch.
