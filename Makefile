@@ -22,15 +22,17 @@ RELAY   := $(BIN)/godoauth-relay
 MODULE  := github.com/vault-registry/vault-plugin-registry
 LDFLAGS := -X $(MODULE)/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X $(MODULE)/relay.Version=$(VERSION)
+CREDHELPER := $(BIN)/docker-credential-vault-registry
+CREDHELPER_LDFLAGS := -X $(MODULE)/credhelper.Version=$(VERSION)
 # Every command of a release: the version package's Release (any command),
-# and the plugin's and the relay's own (a -X of a package a command does not
+# and each command's own Version (a -X of a package a command does not
 # link is ignored).
-RELEASE_LDFLAGS := -X $(MODULE)/version.Release=$(VERSION) $(LDFLAGS) $(RELAY_LDFLAGS)
+RELEASE_LDFLAGS := -X $(MODULE)/version.Release=$(VERSION) $(LDFLAGS) $(RELAY_LDFLAGS) $(CREDHELPER_LDFLAGS)
 
-.PHONY: help build plugin relay tools demo-tools test unit e2e demo demo-ha bench fuzz lint clean release image
+.PHONY: help build plugin relay credhelper tools demo-tools test unit e2e demo demo-ha bench fuzz lint clean release image
 
 help:
-	@echo "make build   build $(PLUGIN) and $(RELAY) (static, as released)"
+	@echo "make build   build $(PLUGIN), $(RELAY) and $(CREDHELPER) (static, as released)"
 	@echo "make plugin  build the plugin and print the command to register it"
 	@echo "make relay   build the relay"
 	@echo "make tools   install Vault, registries and clients for the tests (scripts/install.sh)"
@@ -46,7 +48,7 @@ help:
 	@echo "make release every command under cmd/ for linux/amd64 and linux/arm64, SHA256SUMS and REGISTER in $(DIST)/"
 	@echo "make image   the relay's container image from $(DIST)/ (deploy/docker/Dockerfile; after make release)"
 
-build: plugin relay
+build: plugin relay credhelper
 
 # Static (CGO_ENABLED=0) and -trimpath, as `make release` builds them, so
 # the plugin copied into Vault's plugin directory also runs on musl hosts
@@ -60,6 +62,10 @@ plugin:
 
 relay:
 	$(STATIC) $(GO) build -trimpath -ldflags "$(RELAY_LDFLAGS)" -o $(RELAY) ./cmd/godoauth-relay
+
+# The docker credential helper (docs/VAULT-LOGIN.md): users put it on PATH.
+credhelper:
+	$(STATIC) $(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" -o $(CREDHELPER) ./cmd/docker-credential-vault-registry
 
 tools:
 	scripts/install.sh

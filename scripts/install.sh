@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests, the demo and the benchmarks need:
 # a Vault server, registry 2.8 (Debian's docker-registry), registry v3
-# (distribution), and the clients crane, oras, regctl, skopeo, plus wrk.
+# (distribution), and the clients crane, oras, regctl, skopeo, podman,
+# buildah, helm and cosign, plus wrk.
 #
 #   scripts/install.sh          everything (make tools, make test)
 #   scripts/install.sh --demo   only what make demo runs: Vault, registry
@@ -30,6 +31,8 @@ GO_TOOLS=(
 	"oras oras.land/oras/cmd/oras@v1.3.6"
 	"regctl github.com/regclient/regclient/cmd/regctl@v0.11.7"
 	"registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+	"helm helm.sh/helm/v4/cmd/helm@v4.3.2"
+	"cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
@@ -43,6 +46,10 @@ APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
+# podman and buildah: the containers/storage clients (the tests run them
+# as root on vfs storage of their own; no service); e2e TestRobots_clients
+# logs podman in with a robot's dockerconfigjson as its --authfile.
+APT_PACKAGES+=(podman buildah)
 
 # --demo: what scripts/demo.sh runs, no more.
 MODE=all
