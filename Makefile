@@ -19,6 +19,7 @@ export PATH := $(VPR_TOOLS)/bin:$(PATH)
 BIN     := bin
 PLUGIN  := $(BIN)/vault-plugin-registry
 RELAY   := $(BIN)/godoauth-relay
+CREDPROVIDER := $(BIN)/vault-registry-credential-provider
 MODULE  := github.com/vault-registry/vault-plugin-registry
 LDFLAGS := -X $(MODULE)/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X $(MODULE)/relay.Version=$(VERSION)
@@ -29,10 +30,10 @@ CREDHELPER_LDFLAGS := -X $(MODULE)/credhelper.Version=$(VERSION)
 # link is ignored).
 RELEASE_LDFLAGS := -X $(MODULE)/version.Release=$(VERSION) $(LDFLAGS) $(RELAY_LDFLAGS) $(CREDHELPER_LDFLAGS)
 
-.PHONY: help build plugin relay credhelper tools demo-tools test unit e2e demo demo-ha bench fuzz lint clean release image
+.PHONY: help build plugin relay credhelper credential-provider tools demo-tools test unit e2e demo demo-ha bench fuzz lint clean release image
 
 help:
-	@echo "make build   build $(PLUGIN), $(RELAY) and $(CREDHELPER) (static, as released)"
+	@echo "make build   build $(PLUGIN), $(RELAY), $(CREDHELPER) and $(CREDPROVIDER) (static, as released)"
 	@echo "make plugin  build the plugin and print the command to register it"
 	@echo "make relay   build the relay"
 	@echo "make tools   install Vault, registries and clients for the tests (scripts/install.sh)"
@@ -48,7 +49,7 @@ help:
 	@echo "make release every command under cmd/ for linux/amd64 and linux/arm64, SHA256SUMS and REGISTER in $(DIST)/"
 	@echo "make image   the relay's container image from $(DIST)/ (deploy/docker/Dockerfile; after make release)"
 
-build: plugin relay credhelper
+build: plugin relay credhelper credential-provider
 
 # Static (CGO_ENABLED=0) and -trimpath, as `make release` builds them, so
 # the plugin copied into Vault's plugin directory also runs on musl hosts
@@ -66,6 +67,10 @@ relay:
 # The docker credential helper (docs/VAULT-LOGIN.md): users put it on PATH.
 credhelper:
 	$(STATIC) $(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" -o $(CREDHELPER) ./cmd/docker-credential-vault-registry
+
+# The kubelet's image credential provider (docs/KUBERNETES.md).
+credential-provider:
+	$(STATIC) $(GO) build -trimpath -ldflags "-X $(MODULE)/version.Release=$(VERSION)" -o $(CREDPROVIDER) ./cmd/vault-registry-credential-provider
 
 tools:
 	scripts/install.sh

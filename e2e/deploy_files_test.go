@@ -267,7 +267,7 @@ func TestDeploy_containerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := docker("run", "-d", "--name", "relay", "--read-only", "--network", "host", "--health-interval=1s",
-		"-v", confDir+":/etc/godoauth-relay:ro", "godoauth-relay:e2e")
+		"-v", confDir+":/etc/godoauth-relay:ro", relayImageTag)
 	if !r.OK() {
 		t.Fatalf("docker run: %v", r)
 	}
@@ -297,4 +297,37 @@ func TestDeploy_containerImage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// relayImageTag is what buildRelayImage tags the relay's image.
+const relayImageTag = "godoauth-relay:e2e"
+
+// buildRelayImage builds deploy/docker/Dockerfile with a dockerd this test
+// starts (its own data root and socket, vfs storage, no network: FROM
+// scratch pulls nothing), from a relay built as `make release` builds it,
+// and returns the docker CLI of that daemon.
+func buildRelayImage(t *testing.T) *Docker {
+	t.Helper()
+	// The context: the relay binary as `make release` names it.
+	ctxDir := t.TempDir()
+	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
+	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v0.1.0",
+		"-o", binary, "./cmd/godoauth-relay")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the relay: %v\n%s", err, out)
+	}
+	cli := NewDocker(t, StartDockerd(t, StartContainerd(t)))
+	if r := cli.classic("build", "-q", "-f", "deploy/docker/Dockerfile", "--build-arg", "VERSION=v0.1.0",
+		"--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", relayImageTag, ctxDir); !r.OK() {
+		t.Fatalf("docker build: %v", r)
+	}
+	return cli
+}
+
+// classic runs the docker CLI in the module root without BuildKit.
+func (c *Docker) classic(args ...string) Result {
+	c.t.Helper()
+	return c.Run("", "..", []string{"DOCKER_BUILDKIT=0"}, args...)
 }
