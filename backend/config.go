@@ -32,7 +32,7 @@ const (
 	KeyTypeEd25519 = "ed25519"
 )
 
-// Config is the mount's settings (README, "The plugin").
+// Config is the mount's settings (docs/OPERATING.md, "The plugin").
 type Config struct {
 	Issuer             string        `json:"issuer"`
 	TTL                time.Duration `json:"ttl"`

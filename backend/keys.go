@@ -22,7 +22,7 @@ const KeyPrefix = "keys/"
 
 const ringKey = KeyPrefix + "ring"
 
-// Key states (README, "Keys").
+// Key states (docs/OPERATING.md, "Keys").
 const (
 	StateNext    = "next"    // published, not yet signing
 	StateCurrent = "current" // signs new tokens

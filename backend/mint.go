@@ -14,7 +14,7 @@ import (
 	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
-// TokenRequest is a client's request for a registry token (README, "The token
+// TokenRequest is a client's request for a registry token (docs/INTEGRATING.md, "The token
 // contract"). Username "" asks for anonymous access.
 type TokenRequest struct {
 	Service  string // the registry service: the token's aud
@@ -199,7 +199,7 @@ func checkClientID(id string) error {
 	return nil
 }
 
-// claims are the registry token's claims (README, "The token contract"). aud is a plain
+// claims are the registry token's claims (docs/INTEGRATING.md, "The token contract"). aud is a plain
 // string: registry 2.8 rejects an array.
 type claims struct {
 	Issuer    string         `json:"iss"`

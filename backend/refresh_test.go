@@ -114,7 +114,7 @@ func TestRefresh_refused(t *testing.T) {
 	}
 }
 
-// A refresh token works from any client_id (README, "Refresh tokens"): docker login's
+// A refresh token works from any client_id (docs/INTEGRATING.md, "Refresh tokens"): docker login's
 // identity token is read by BuildKit, containerd, crane... each sending its
 // own. The issuing and the last client are recorded for the operator.
 func TestRefresh_anyClientIDAndLastClientRecorded(t *testing.T) {

@@ -1,5 +1,6 @@
-// Package docs holds the operator documents; its test checks that the
-// threat model's claims name tests that exist.
+// Package docs holds the documents by audience; its tests check that the
+// threat model's claims name tests that exist, that the README stays short
+// and links every document, and that relative links resolve.
 package docs
 
 import (
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 var (
@@ -99,4 +101,109 @@ func exists(have map[string]bool, name string) bool {
 		return false
 	}
 	return have[name]
+}
+
+// maxReadmeLines keeps the README a five-minute read (issue 21); the rest
+// lives in docs/ by audience.
+const maxReadmeLines = 300
+
+// linkRE is a Markdown link or image: [text](target).
+var linkRE = regexp.MustCompile(`!?\[[^\]]*\]\(([^)\s]+)\)`)
+
+// TestReadme_shortAndLinksEveryDocument: the README is under 300 lines and
+// links every document in docs/ (so a section moved there is reachable).
+func TestReadme_shortAndLinksEveryDocument(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(readme), "\n"); n >= maxReadmeLines {
+		t.Errorf("README.md has %d lines, want fewer than %d: move detail to docs/", n, maxReadmeLines)
+	}
+	linked := map[string]bool{}
+	for _, m := range linkRE.FindAllStringSubmatch(string(readme), -1) {
+		target, _, _ := strings.Cut(m[1], "#")
+		linked[filepath.Clean(target)] = true
+	}
+	docs, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if !linked[filepath.Join("docs", d)] {
+			t.Errorf("README.md does not link docs/%s", d)
+		}
+	}
+}
+
+// TestDocs_relativeLinksResolve: every relative link of the README, of
+// docs/*.md and of CHANGELOG.md names a file that exists and, with a
+// #fragment into a Markdown file, a heading of that file.
+func TestDocs_relativeLinksResolve(t *testing.T) {
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../README.md", "../CHANGELOG.md")
+	checked := 0
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range linkRE.FindAllStringSubmatch(string(text), -1) {
+			link := m[1]
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			target, fragment, _ := strings.Cut(link, "#")
+			path := f
+			if target != "" {
+				path = filepath.Join(filepath.Dir(f), target)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s: link %s: %v", f, link, err)
+				continue
+			}
+			checked++
+			if fragment != "" && strings.HasSuffix(path, ".md") && !anchors(t, path)[fragment] {
+				t.Errorf("%s: link %s: %s has no heading #%s", f, link, path, fragment)
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("checked only %d links", checked)
+	}
+}
+
+// anchors are the fragments GitHub makes of a Markdown file's headings:
+// lower case, punctuation dropped, spaces as hyphens.
+func anchors(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	inCode := false
+	for _, line := range strings.Split(string(text), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inCode = !inCode
+		}
+		if inCode || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		heading := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		var b strings.Builder
+		for _, r := range strings.ToLower(heading) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		out[b.String()] = true
+	}
+	return out
 }

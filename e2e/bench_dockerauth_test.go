@@ -25,7 +25,7 @@ import (
 // docker_auth (cesanta/docker_auth's auth_server) side by side, when
 // DOCKER_AUTH_BIN names the binary: the bench's user with the same bcrypt
 // hash, an ES256 key, an ACL granting benchScope, the same GET /auth.
-// Its module is not on the Go proxy; the README says how to build it.
+// Its module is not on the Go proxy; docs/DEVELOPING.md says how to build it.
 
 type dockerAuth struct {
 	URL     string // http://127.0.0.1:PORT

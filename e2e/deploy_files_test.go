@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -42,6 +44,10 @@ func TestDeploy_systemdUnitsVerify(t *testing.T) {
 			t.Errorf("systemd-analyze verify %s: %v", unit, r)
 		}
 	}
+	// The register unit calls vault where HashiCorp's packages install it.
+	if reg := string(readBytes(t, "../deploy/systemd/vault-plugin-registry-register.service")); !strings.Contains(reg, "exec /usr/bin/vault plugin register") {
+		t.Errorf("vault-plugin-registry-register.service does not run /usr/bin/vault (HashiCorp's packages' path)")
+	}
 	// The relay's unit keeps it unprivileged, with its token as a credential.
 	relayUnit := string(readBytes(t, "../deploy/systemd/godoauth-relay.service"))
 	for _, want := range []string{"DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict",
@@ -54,28 +60,85 @@ func TestDeploy_systemdUnitsVerify(t *testing.T) {
 
 var registerLine = regexp.MustCompile(`^vault plugin register -sha256=([0-9a-f]{64}) -version=(\S+) -command=(\S+) secret vault-plugin-registry$`)
 
+// releaseVersion is the VERSION the tests give `make release`.
+const releaseVersion = "v9.9.9"
+
+// release is `make release` of this tree, made once per test process for
+// every test that needs it (TestDeploy_release, TestDeploy_containerImage),
+// with no deadline of its own: cross-compiling every command for two
+// architectures with a cold build cache took over three minutes on two busy
+// cores (issue 21); only go test's -timeout bounds it.
+var release struct {
+	once sync.Once
+	root string // a directory laid out as the repository: dist/, .dockerignore
+	out  Result
+	err  error
+}
+
+// releaseDist runs `make release` (once) and returns the directory that
+// holds its dist/, and what make printed.
+func releaseDist(t *testing.T) (string, Result) {
+	t.Helper()
+	release.once.Do(func() {
+		root, err := os.MkdirTemp("", "vpr-e2e-release-")
+		if err != nil {
+			release.err = err
+			return
+		}
+		processCleanups = append(processCleanups, func() { os.RemoveAll(root) })
+		release.root = root
+		release.err = errors.New("make release could not run") // until it ran
+		release.out = RunBuild(t, append(baseEnv(filepath.Join(root, "home")), "GOCACHE="+goEnv(t, "GOCACHE"),
+			"GOMODCACHE="+goEnv(t, "GOMODCACHE"), "GOTOOLCHAIN=local", "PATH="+filepath.Dir(goBinary())+":"+os.Getenv("PATH")),
+			"..", "make", "--no-print-directory", "release", "DIST="+filepath.Join(root, "dist"), "VERSION="+releaseVersion)
+		release.err = nil
+		if !release.out.OK() {
+			release.err = fmt.Errorf("make release: %v", release.out)
+		}
+	})
+	if release.err != nil {
+		t.Fatal(release.err)
+	}
+	return release.root, release.out
+}
+
+// releasedCommands are the commands under cmd/, each of which `make release`
+// builds for every architecture.
+func releasedCommands(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("../cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) < 2 {
+		t.Fatalf("cmd/ holds %v; want the plugin and the relay at least", names)
+	}
+	return names
+}
+
 // TestDeploy_release: `make release` builds static, -trimpath binaries of
-// the plugin, the relay, the credential helper and the kubelet credential
-// provider for linux/amd64 and linux/arm64, a SHA256SUMS
+// every command under cmd/ for linux/amd64 and linux/arm64, a SHA256SUMS
 // that sha256sum -c accepts, and a register line per architecture; the
 // line for this machine's architecture registers the plugin in a real
 // Vault, which then mints a token with it.
 func TestDeploy_release(t *testing.T) {
-	dist := t.TempDir()
-	r := RunCommandWithin(t, 30*time.Minute, append(baseEnv(t.TempDir()), "GOCACHE="+goEnv(t, "GOCACHE"), "GOMODCACHE="+goEnv(t, "GOMODCACHE"),
-		"GOTOOLCHAIN=local", "PATH="+filepath.Dir(goBinary())+":"+os.Getenv("PATH")),
-		"..", "", "make", "--no-print-directory", "release", "DIST="+dist, "VERSION=v9.9.9")
-	if !r.OK() {
-		t.Fatalf("make release: %v", r)
-	}
-	if c := RunCommand(t, baseEnv(dist), dist, "", "sha256sum", "-c", "SHA256SUMS"); !c.OK() || strings.Count(c.Stdout, ": OK") != 8 {
-		t.Fatalf("sha256sum -c SHA256SUMS: %v", c)
+	root, r := releaseDist(t)
+	dist := filepath.Join(root, "dist")
+	commands := releasedCommands(t)
+	if c := RunCommand(t, baseEnv(dist), dist, "", "sha256sum", "-c", "SHA256SUMS"); !c.OK() || strings.Count(c.Stdout, ": OK") != 2*len(commands) {
+		t.Fatalf("sha256sum -c SHA256SUMS: want %d sums: %v", 2*len(commands), c)
 	}
 	wd, _ := filepath.Abs("..")
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 	for arch, machine := range machines {
-		for _, name := range []string{"vault-plugin-registry", "godoauth-relay", "docker-credential-vault-registry", "vault-registry-credential-provider"} {
-			p := filepath.Join(dist, fmt.Sprintf("%s_v9.9.9_linux_%s", name, arch))
+		for _, name := range commands {
+			p := filepath.Join(dist, fmt.Sprintf("%s_%s_linux_%s", name, releaseVersion, arch))
 			f, err := elf.Open(p)
 			if err != nil {
 				t.Fatalf("%s: %v", p, err)
@@ -94,6 +157,11 @@ func TestDeploy_release(t *testing.T) {
 			}
 		}
 	}
+	// The relay says the version it was released as.
+	relay := filepath.Join(dist, fmt.Sprintf("godoauth-relay_%s_linux_%s", releaseVersion, runtime.GOARCH))
+	if v := RunCommand(t, baseEnv(dist), dist, "", relay, "version"); strings.TrimSpace(v.Stdout) != "godoauth-relay "+releaseVersion {
+		t.Errorf("the released relay's version: %v", v)
+	}
 	// The register lines: one per architecture, naming that binary and its sum.
 	lines := map[string][]string{}
 	sc := bufio.NewScanner(strings.NewReader(string(readBytes(t, filepath.Join(dist, "REGISTER")))))
@@ -105,12 +173,12 @@ func TestDeploy_release(t *testing.T) {
 	if !strings.Contains(r.Stdout, "vault plugin register -sha256=") || len(lines) != 2 {
 		t.Fatalf("want 2 register lines, printed and in REGISTER; got %d:\n%s", len(lines), r.Stdout)
 	}
-	command := "vault-plugin-registry_v9.9.9_linux_" + runtime.GOARCH
+	command := "vault-plugin-registry_" + releaseVersion + "_linux_" + runtime.GOARCH
 	m, ok := lines[command]
 	if !ok {
 		t.Fatalf("no register line for %s", command)
 	}
-	if m[1] != sha256Hex(readBytes(t, filepath.Join(dist, command))) || m[2] != "v9.9.9" {
+	if m[1] != sha256Hex(readBytes(t, filepath.Join(dist, command))) || m[2] != releaseVersion {
 		t.Errorf("the register line's sum or version is wrong: %s", m[0])
 	}
 
@@ -119,14 +187,14 @@ func TestDeploy_release(t *testing.T) {
 	copyFile(t, filepath.Join(dist, command), filepath.Join(v.pluginDir, command))
 	args := strings.Fields(m[0])[1:]
 	v.CLI(t, args...)
-	v.CLI(t, "secrets", "enable", "-path=released", "-plugin-version=v9.9.9", pluginName)
+	v.CLI(t, "secrets", "enable", "-path=released", "-plugin-version="+releaseVersion, pluginName)
 	v.CLI(t, "write", "released/users/alice", "password=alice-pw-3f9", "access=repository:a/b:pull")
 	out := v.CLI(t, "write", "-field=token", "released/token", "username=alice", "password=alice-pw-3f9",
 		"scope=repository:a/b:pull")
 	if strings.Count(strings.TrimSpace(out), ".") != 2 {
 		t.Errorf("the released plugin minted no JWT: %q", truncate([]byte(out), 200))
 	}
-	if info := v.CLI(t, "plugin", "info", "-version=v9.9.9", "secret", pluginName); !strings.Contains(info, m[1]) {
+	if info := v.CLI(t, "plugin", "info", "-version="+releaseVersion, "secret", pluginName); !strings.Contains(info, m[1]) {
 		t.Errorf("vault plugin info does not show the sha256 of the line:\n%s", info)
 	}
 }
@@ -142,19 +210,49 @@ func goEnv(t *testing.T, name string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// TestDeploy_containerImage builds deploy/docker/Dockerfile with a dockerd
-// this test starts (its own data root and socket, vfs storage, no
-// network: FROM scratch pulls nothing), from a relay built as `make
-// release` builds it, and runs it as an operator would: read-only root
-// file system, the configuration mounted read-only. Docker's own
-// HEALTHCHECK (the relay's healthcheck subcommand) turns healthy, the
-// relay mints a token, and it runs as the image's non-root user.
-// Not tested here: the arm64 image (BuildKit's --platform), publishing
-// ports through a bridge (no network on the test machine: host network).
+// TestDeploy_containerImage builds deploy/docker/Dockerfile as its
+// comment says, from the repository root after `make release` (the
+// release's dist/ and the repository's .dockerignore), with a dockerd this
+// test starts (its own data root and socket, vfs storage, no network: FROM
+// scratch pulls nothing), and runs it as an operator would: read-only root
+// file system, the configuration mounted read-only. The image carries its
+// OCI labels; Docker's own HEALTHCHECK (the relay's healthcheck subcommand)
+// turns healthy, the relay mints a token, and it runs as the image's
+// non-root user.
+// Not tested here: the arm64 image (BuildKit's --platform), the multi-stage
+// Dockerfile.source (it needs a golang image, which cannot be pulled here),
+// publishing ports through a bridge (no network on the test machine: host
+// network).
 func TestDeploy_containerImage(t *testing.T) {
-	cli := buildRelayImage(t)
+	root, _ := releaseDist(t)
+	if err := os.MkdirAll(filepath.Join(root, "deploy", "docker"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, "../.dockerignore", filepath.Join(root, ".dockerignore"))
+	copyFile(t, "../deploy/docker/Dockerfile", filepath.Join(root, "deploy", "docker", "Dockerfile"))
+	cli := NewDocker(t, StartDockerd(t, StartContainerd(t)))
 	d := cli.daemon.Proc
-	docker := cli.classic
+	docker := func(args ...string) Result {
+		t.Helper()
+		return cli.Run("", "..", []string{"DOCKER_BUILDKIT=0"}, args...)
+	}
+	// The command of the Dockerfile's comment, run where `make release` left dist/.
+	build := cli.Run("", root, []string{"DOCKER_BUILDKIT=0"}, "build", "-q", "-f", "deploy/docker/Dockerfile",
+		"--build-arg", "VERSION="+releaseVersion, "--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", "godoauth-relay:e2e", ".")
+	if !build.OK() {
+		t.Fatalf("docker build: %v", build)
+	}
+	if r := docker("image", "inspect", "-f", "{{.Config.User}}", "godoauth-relay:e2e"); strings.TrimSpace(r.Stdout) != "65532:65532" {
+		t.Errorf("image user %q, want 65532:65532 (non-root)", r.Stdout)
+	}
+	labels := docker("image", "inspect", "-f", "{{json .Config.Labels}}", "godoauth-relay:e2e").Stdout
+	for _, want := range []string{`"org.opencontainers.image.version":"` + releaseVersion + `"`,
+		`"org.opencontainers.image.licenses":"MPL-2.0"`, `"org.opencontainers.image.source":"https://github.com/vault-registry/vault-plugin-registry"`,
+		`"org.opencontainers.image.title":"godoauth-relay"`} {
+		if !strings.Contains(labels, want) {
+			t.Errorf("image labels lack %s: %s", want, labels)
+		}
+	}
 
 	// The relay's configuration, as the operator mounts it.
 	st := NewStack(t, "registry")

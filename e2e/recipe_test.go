@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-// recipeStep is one shell block of the README's "Coming from godoauth".
+// recipeStep is one shell block of docs/MIGRATING.md, "Coming from godoauth".
 type recipeStep struct {
 	number   string // the "**N." before the block
 	commands []string
@@ -21,24 +21,24 @@ type recipeStep struct {
 
 var stepHeading = regexp.MustCompile(`(?m)^\*\*(\d+)\.`)
 
-// readRecipe returns the numbered steps of the README's "Coming from
-// godoauth" section, each with its shell commands (comments dropped,
+// readRecipe returns the numbered steps of docs/MIGRATING.md ("Coming
+// from godoauth"), each with its shell commands (comments dropped,
 // continued lines joined).
 func readRecipe(t *testing.T) []recipeStep {
 	t.Helper()
-	readme := string(readBytes(t, "../README.md"))
-	start := strings.Index(readme, "## Coming from godoauth")
-	end := strings.Index(readme, "**Roll back.**")
+	doc := string(readBytes(t, "../docs/MIGRATING.md"))
+	start := strings.Index(doc, "# Coming from godoauth")
+	end := strings.Index(doc, "**Roll back.**")
 	if start < 0 || end < start {
-		t.Fatal("README.md: no \"Coming from godoauth\" section with a roll back")
+		t.Fatal("docs/MIGRATING.md: no \"Coming from godoauth\" with a roll back")
 	}
-	section := readme[start:end]
+	section := doc[start:end]
 	var steps []recipeStep
 	for _, block := range strings.Split(section, "```sh\n")[1:] {
 		before := section[:strings.Index(section, block)]
 		headings := stepHeading.FindAllStringSubmatch(before, -1)
 		if len(headings) == 0 {
-			t.Fatalf("README.md: a shell block before any numbered step:\n%s", block)
+			t.Fatalf("docs/MIGRATING.md: a shell block before any numbered step:\n%s", block)
 		}
 		step := recipeStep{number: headings[len(headings)-1][1]}
 		body, _, _ := strings.Cut(block, "```")
@@ -55,8 +55,8 @@ func readRecipe(t *testing.T) []recipeStep {
 	return steps
 }
 
-// TestRecipe_comingFromGodoauth runs the README's "Coming from godoauth"
-// steps in order, as written, on a setup made as godoauth's README makes
+// TestRecipe_comingFromGodoauth runs docs/MIGRATING.md's "Coming from
+// godoauth" steps in order, as written, on a setup made as godoauth's README makes
 // it: every command but those of step 4 (the relay's policy and token,
 // an administrator's) with a token of deploy/policies/operator.hcl. The
 // relay, started in step 5, must answer its very first request with a
@@ -64,7 +64,7 @@ func readRecipe(t *testing.T) []recipeStep {
 func TestRecipe_comingFromGodoauth(t *testing.T) {
 	steps := readRecipe(t)
 	if len(steps) < 5 {
-		t.Fatalf("README.md: %d shell blocks in the recipe, want at least 5", len(steps))
+		t.Fatalf("docs/MIGRATING.md: %d shell blocks in the recipe, want at least 5", len(steps))
 	}
 	v := StartVault(t)
 	dir := t.TempDir() // godoauth's directory: config.yml, certs/

@@ -49,7 +49,7 @@ func TestRefresh_identityToken(t *testing.T) {
 }
 
 // TestRefresh_identityTokenServesEveryClient: a refresh token works from any
-// client_id (README, "Refresh tokens"). docker login's identity token (issued to
+// client_id (docs/INTEGRATING.md, "Refresh tokens"). docker login's identity token (issued to
 // client_id=docker) serves crane, which sends its own client_id, for a push
 // and a pull; the operator's list shows the issuing and the last client.
 func TestRefresh_identityTokenServesEveryClient(t *testing.T) {

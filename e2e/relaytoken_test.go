@@ -69,7 +69,7 @@ func startRelayWith(t *testing.T, v *Vault, level, vaultLines string) *Relay {
 }
 
 // writeRelayPolicy writes deploy/policies/relay.hcl as the policy
-// godoauth-relay, as the README says.
+// godoauth-relay, as docs/OPERATING.md says.
 func writeRelayPolicy(t *testing.T, v *Vault) {
 	t.Helper()
 	v.CLI(t, "policy", "write", "godoauth-relay", relayPolicyFile)
@@ -118,7 +118,7 @@ func tokenSetup(t *testing.T) (*Vault, *Service) {
 }
 
 // TestRelayToken_periodicTokenRenewedByTheRelay runs the relay on a token
-// with a 30 s period, made as the README says, for more than three
+// with a 30 s period, made as docs/OPERATING.md says, for more than three
 // periods under light load: without renewal it would expire after 30 s
 // and every request after that would be a 503.
 func TestRelayToken_periodicTokenRenewedByTheRelay(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vault-registry/vault-plugin-registry/backend"
 	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
+	"github.com/vault-registry/vault-plugin-registry/version"
 )
 
 // grpcMount serves the plugin over the real gRPC plugin transport, as
@@ -162,8 +163,8 @@ func TestBackend_specialPaths(t *testing.T) {
 	if len(sp.SealWrapStorage) != 2 || sp.SealWrapStorage[0] != "keys/" || sp.SealWrapStorage[1] != "robot-key" {
 		t.Errorf("seal-wrapped = %v", sp.SealWrapStorage)
 	}
-	if b.RunningVersion != Version {
-		t.Errorf("running version %q, want %q", b.RunningVersion, Version)
+	if want := version.Resolve(Version); b.RunningVersion != want {
+		t.Errorf("running version %q, want %q", b.RunningVersion, want)
 	}
 }
 

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,14 +18,20 @@ import (
 // http.tls) from the configuration and asks the relay on loopback.
 func Healthcheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("godoauth-relay healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "config.yaml", "the relay's configuration `file`, for http.addr")
 	url := fs.String("url", "", "the relay's /healthz `URL` (default: from the configuration's http.addr, on loopback)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	if code, ok := parseFlags(fs, args, stderr, func() {
+		fmt.Fprintln(stdout, "usage: godoauth-relay healthcheck [-config FILE | -url URL] [-timeout D]\n\n"+
+			"Asks a running relay's /healthz; exits 0 on 200, 1 otherwise.\n\nFlags:")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+	}); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "godoauth-relay healthcheck: unexpected argument %s\n", quote(fs.Arg(0)))
 		return 2
 	}
 	if *url == "" {

@@ -26,42 +26,148 @@ var Version = ""
 // its name and returns the exit status.
 type Command func(args []string, stdout, stderr io.Writer) int
 
+// Subcommand is a command that the binary adds to serve, help and version
+// (migrate, healthcheck): its one-line summary for the usage, and itself.
+type Subcommand struct {
+	Summary string
+	Run     Command
+}
+
 // Main runs godoauth-relay with args (without the program name) and returns
 // the exit status: 0 done, 1 failed while running, 2 bad command line or
-// configuration. A first argument that is not a flag names a subcommand:
-// "serve" (the default) or one of commands (for example "migrate").
-func Main(args []string, stdout, stderr io.Writer, commands map[string]Command) int {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name := args[0]
-		if name == "serve" {
-			return serve(args[1:], stdout, stderr)
+// configuration. A first argument that is not a flag names a command:
+// "serve" (the default), "help", "version" or one of commands (for
+// example "migrate").
+func Main(args []string, stdout, stderr io.Writer, commands map[string]Subcommand) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return serve(args, stdout, stderr, commands)
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "serve":
+		return serve(rest, stdout, stderr, commands)
+	case "version":
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "godoauth-relay version: unexpected argument %s\n", quote(rest[0]))
+			return 2
 		}
-		if cmd, ok := commands[name]; ok {
-			return cmd(args[1:], stdout, stderr)
-		}
-		names := []string{"serve"}
-		for n := range commands {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		fmt.Fprintf(stderr, "godoauth-relay: unknown command %s (commands: %s)\n", quote(name), strings.Join(names, ", "))
+		fmt.Fprintln(stdout, "godoauth-relay", version.Resolve(Version))
+		return 0
+	case "help":
+		return help(rest, stdout, stderr, commands)
+	}
+	if cmd, ok := commands[name]; ok {
+		return cmd.Run(rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "godoauth-relay: unknown command %s (commands: %s; run 'godoauth-relay help')\n",
+		quote(name), strings.Join(commandNames(commands), ", "))
+	return 2
+}
+
+// builtin are the commands Main itself serves, with their summaries.
+var builtin = map[string]string{
+	"serve":   "serve /auth from godoauth's YAML file (the default command)",
+	"help":    "show this help, or a command's: godoauth-relay help migrate",
+	"version": "print the version",
+}
+
+func commandNames(commands map[string]Subcommand) []string {
+	var names []string
+	for n := range builtin {
+		names = append(names, n)
+	}
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// help is `godoauth-relay help [command]`: the usage, or a command's own
+// (its -h).
+func help(args []string, stdout, stderr io.Writer, commands map[string]Subcommand) int {
+	switch {
+	case len(args) == 0:
+		usage(stdout, commands)
+		return 0
+	case len(args) > 1:
+		fmt.Fprintf(stderr, "godoauth-relay help: unexpected argument %s\n", quote(args[1]))
 		return 2
 	}
-	return serve(args, stdout, stderr)
+	switch name := args[0]; {
+	case name == "serve" || name == "help":
+		usage(stdout, commands)
+		return 0
+	case name == "version":
+		fmt.Fprintln(stdout, "usage: godoauth-relay version (or godoauth-relay -version): prints the version")
+		return 0
+	case commands[name].Run != nil:
+		return commands[name].Run([]string{"-h"}, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "godoauth-relay help: unknown command %s (commands: %s)\n",
+			quote(name), strings.Join(commandNames(commands), ", "))
+		return 2
+	}
+}
+
+// usage is the top-level help: the commands, then serve's flags.
+func usage(w io.Writer, commands map[string]Subcommand) {
+	fmt.Fprint(w, `usage: godoauth-relay [command] [flags]
+
+godoauth's token endpoint: reads godoauth's YAML file unchanged and mints
+registry tokens in Vault with the vault-plugin-registry mounts.
+
+Commands:
+`)
+	for _, n := range commandNames(commands) {
+		summary := builtin[n]
+		if c, ok := commands[n]; ok {
+			summary = c.Summary
+		}
+		fmt.Fprintf(w, "  %-12s %s\n", n, summary)
+	}
+	fmt.Fprint(w, `
+'godoauth-relay <command> -h' shows a command's flags. Flags of serve,
+also when no command is given:
+`)
+	fs, _, _ := serveFlags()
+	pprofFlag(fs, io.Discard)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// serveFlags are serve's flags: the configuration file and -version
+// (-pprof: pprof.go).
+func serveFlags() (fs *flag.FlagSet, configPath *string, showVersion *bool) {
+	fs = flag.NewFlagSet("godoauth-relay", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	configPath = fs.String("config", "config.yaml", "godoauth's YAML configuration `file`")
+	showVersion = fs.Bool("version", false, "print the version and exit")
+	return fs, configPath, showVersion
+}
+
+// parseFlags parses a command's flags: -h prints help (exit 0), a bad flag
+// is one line naming it (exit 2), as the configuration's errors are.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, help func()) (code int, ok bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		help()
+		return 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %s (run '%s -h' for help)\n", fs.Name(), oneLine(err.Error()), fs.Name())
+		return 2, false
+	}
+	return 0, true
 }
 
 // serve is the relay itself: godoauth-relay [serve] [-config FILE] [-version].
-func serve(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("godoauth-relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "config.yaml", "godoauth's YAML configuration `file`")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+func serve(args []string, stdout, stderr io.Writer, commands map[string]Subcommand) int {
+	fs, configPath, showVersion := serveFlags()
 	pprofFlag(fs, stderr) // -pprof ADDR: profiling for `make bench`, off by default (pprof.go)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr, func() { usage(stdout, commands) }); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "godoauth-relay: unexpected argument %s\n", quote(fs.Arg(0)))

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/version"
 )
 
 // TestMain lets the test binary stand in for godoauth-relay, so the whole
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func runMain(args []string, commands map[string]Command) (int, string, string) {
+func runMain(args []string, commands map[string]Subcommand) (int, string, string) {
 	var stdout, stderr bytes.Buffer
 	code := Main(args, &stdout, &stderr, commands)
 	return code, stdout.String(), stderr.String()
@@ -51,7 +53,7 @@ func writeFile(t *testing.T, name, content string) string {
 func TestMain_version(t *testing.T) {
 	for _, args := range [][]string{{"-version"}, {"serve", "-version"}} {
 		code, out, _ := runMain(args, nil)
-		if code != 0 || out != "godoauth-relay "+Version+"\n" {
+		if code != 0 || out != "godoauth-relay "+version.Resolve(Version)+"\n" {
 			t.Errorf("%v: %d %q", args, code, out)
 		}
 	}
@@ -70,7 +72,7 @@ func TestMain_badConfigurationExits2WithOneLine(t *testing.T) {
 		if code != 2 {
 			t.Errorf("%s: exit %d (%s)", name, code, errOut)
 		}
-		if name != "bad flag" && strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		if strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 			t.Errorf("%s: more than one line: %q", name, errOut)
 		}
 	}
@@ -91,18 +93,73 @@ func TestMain_missingTLSFilesExit1(t *testing.T) {
 
 func TestMain_subcommands(t *testing.T) {
 	var got []string
-	commands := map[string]Command{"migrate": func(args []string, stdout, _ io.Writer) int {
+	commands := map[string]Subcommand{"migrate": {Summary: "move users", Run: func(args []string, stdout, _ io.Writer) int {
 		got = args
 		fmt.Fprint(stdout, "migrated")
 		return 3
-	}}
+	}}}
 	code, out, _ := runMain([]string{"migrate", "-config", "x.yaml"}, commands)
 	if code != 3 || out != "migrated" || strings.Join(got, " ") != "-config x.yaml" {
 		t.Errorf("migrate: %d %q %v", code, out, got)
 	}
 	code, _, errOut := runMain([]string{"frobnicate"}, commands)
-	if code != 2 || !strings.Contains(errOut, "migrate, serve") {
+	if code != 2 || !strings.Contains(errOut, "help, migrate, serve, version") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("unknown command: %d %q", code, errOut)
+	}
+}
+
+// testCommands are the binary's commands as cmd/godoauth-relay names them.
+var testCommands = map[string]Subcommand{
+	"migrate":     {Summary: "move godoauth's users", Run: func([]string, io.Writer, io.Writer) int { return 0 }},
+	"healthcheck": {Summary: "ask /healthz", Run: Healthcheck},
+}
+
+// TestMain_usageListsCommands: -h, help and serve -h list every command
+// with its summary, and serve's flags; exit 0, on standard output.
+func TestMain_usageListsCommands(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"serve", "-h"}, {"help", "serve"}} {
+		code, out, errOut := runMain(args, testCommands)
+		if code != 0 || errOut != "" {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
+		}
+		for _, want := range []string{"usage: godoauth-relay [command]", "  serve ", "  migrate ", "move godoauth's users",
+			"  healthcheck ", "  help ", "  version ", "-config file", "-pprof address"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: the usage lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+}
+
+// TestMain_versionAndHelpAreCommands: `version` prints what -version
+// prints; `help <command>` shows that command's help; misuse is one line,
+// exit 2.
+func TestMain_versionAndHelpAreCommands(t *testing.T) {
+	_, flagOut, _ := runMain([]string{"-version"}, testCommands)
+	code, out, _ := runMain([]string{"version"}, testCommands)
+	if code != 0 || out != flagOut || !strings.HasPrefix(out, "godoauth-relay v") {
+		t.Errorf("version: %d %q, -version said %q", code, out, flagOut)
+	}
+	code, out, _ = runMain([]string{"help", "healthcheck"}, testCommands)
+	if code != 0 || !strings.Contains(out, "usage: godoauth-relay healthcheck") || !strings.Contains(out, "-url URL") {
+		t.Errorf("help healthcheck: %d %q", code, out)
+	}
+	for _, args := range [][]string{{"version", "x"}, {"help", "frobnicate"}, {"help", "migrate", "x"}} {
+		code, out, errOut := runMain(args, testCommands)
+		if code != 2 || out != "" || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want exit 2 and one line", args, code, out, errOut)
+		}
+	}
+}
+
+// TestMain_badFlagsAreOneLine: a bad flag of serve or healthcheck is one
+// line naming it, exit 2, like a bad configuration.
+func TestMain_badFlagsAreOneLine(t *testing.T) {
+	for _, args := range [][]string{{"-conf", "x"}, {"serve", "-nope"}, {"healthcheck", "-nope"}, {"healthcheck", "-timeout", "soon"}, {"healthcheck", "x"}} {
+		code, out, errOut := runMain(args, testCommands)
+		if code != 2 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "godoauth-relay") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want exit 2 and one line", args, code, out, errOut)
+		}
 	}
 }
 

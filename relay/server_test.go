@@ -150,7 +150,7 @@ func TestAuth_anonymousForwardsEmptyUserAnd401AsksForPassword(t *testing.T) {
 	}
 }
 
-// TestAuth_answerTable walks the README's answer table: what Vault or the
+// TestAuth_answerTable walks docs/OPERATING.md's answer table: what Vault or the
 // plugin answers and what the client gets, for GET and POST. The plugin's
 // refusals carry a code (code set here); Vault's own carry only a status.
 func TestAuth_answerTable(t *testing.T) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks and writes bench-results.md (BENCH_OUT) with the
-# machine they ran on, and a picture beside it (bench-results.png):
+# Runs the benchmarks and writes docs/bench-results.md (BENCH_OUT) with the
+# machine they ran on, and a picture beside it (docs/bench-results.png):
 #   1. Go benchmarks of the plugin's domain (backend/) and of the relay,
 #      BENCH_COUNT runs each (default 6, the fewest for which benchstat
 #      gives a confidence interval), summarised by benchstat (medians) when
@@ -9,7 +9,7 @@
 #      dev server and plugin on loopback at 1, 8 and 64 connections: the
 #      floor (GET ca/pem), warm tokens, warm tokens with a batch token for
 #      the relay, tokens with the credential cache off, and docker_auth
-#      when DOCKER_AUTH_BIN names its auth_server (README: how to build it);
+#      when DOCKER_AUTH_BIN names its auth_server (docs/DEVELOPING.md: how to build it);
 #      CPU profiles of the three processes under load (kept in
 #      BENCH_PROFILE_DIR, default bin/bench-profiles); 10 vs 10,000 users.
 #      Robot accounts (e2e/bench_robots_test.go): creds/ issue rate at 8
@@ -25,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VPR_TOOLS=${VPR_TOOLS:-$HOME/.cache/vpr-tools}
 export VPR_TOOLS
 PATH=$VPR_TOOLS/bin:$PATH
-OUT=${BENCH_OUT:-$ROOT/bench-results.md}
+OUT=${BENCH_OUT:-$ROOT/docs/bench-results.md}
 PNG=${OUT%.md}.png
 COUNT=${BENCH_COUNT:-6}
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da
@@ -39,7 +39,7 @@ if [ -n "${DOCKER_AUTH_BIN:-}" ]; then
 	DOCKER_AUTH_BIN=$(cd "$(dirname "$DOCKER_AUTH_BIN")" && pwd)/$(basename "$DOCKER_AUTH_BIN")
 	export DOCKER_AUTH_BIN
 else
-	echo "bench: docker_auth skipped (set DOCKER_AUTH_BIN to its auth_server to compare; README, Performance)"
+	echo "bench: docker_auth skipped (set DOCKER_AUTH_BIN to its auth_server to compare; docs/DEVELOPING.md, Performance)"
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vpr-bench.XXXXXX")

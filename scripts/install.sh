@@ -4,6 +4,12 @@
 # (distribution), and the clients crane, oras, regctl, skopeo, podman,
 # buildah, helm, cosign and crictl, plus wrk.
 #
+#   scripts/install.sh          everything (make tools, make test)
+#   scripts/install.sh --demo   only what make demo runs: Vault, registry
+#                               2.8, crane and curl; a vault already on PATH
+#                               is used when its version is DEMO_VAULT_MIN
+#                               (1.21) or newer, so nothing is built
+#
 # Idempotent: what it builds is cached under $VPR_TOOLS (default
 # ~/.cache/vpr-tools), keyed by version, so a second run takes seconds.
 # Go-built tools land in $VPR_TOOLS/bin; apt packages in /usr/bin.
@@ -47,6 +53,19 @@ APT_PACKAGES+=(jq)
 # as root on vfs storage of their own; no service); e2e TestRobots_clients
 # logs podman in with a robot's dockerconfigjson as its --authfile.
 APT_PACKAGES+=(podman buildah)
+
+# --demo: what scripts/demo.sh runs, no more.
+MODE=all
+case "${1:-}" in
+--demo) MODE=demo ;;
+"") ;;
+*) echo "usage: scripts/install.sh [--demo]" >&2; exit 2 ;;
+esac
+DEMO_VAULT_MIN=${DEMO_VAULT_MIN:-1.21}
+if [ "$MODE" = demo ]; then
+	APT_PACKAGES=(docker-registry curl ca-certificates)
+	GO_TOOLS=("${GO_TOOLS[0]}") # crane
+fi
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH
@@ -123,12 +142,60 @@ install_vault() {
 	local target=$VPR_TOOLS/vault-$version
 	if [ -x "$target" ] && "$target" version >/dev/null 2>&1; then
 		log "vault $version: cached"
+	elif [ "$MODE" = demo ] && path_vault_fits; then
+		return
 	else
-		log "vault $version: building (takes several minutes the first time)"
-		(cd "$VAULTBUILD" && go build -mod=readonly -buildvcs=false -trimpath -ldflags "-s -w" -o "$target.tmp" .)
+		log "vault $version: building from source; 10-20 minutes on two cores the first time, cached afterwards"
+		build_with_progress "vault $version" "$target.tmp" \
+			bash -c 'cd "$1" && exec go build -v -mod=readonly -buildvcs=false -trimpath -ldflags "-s -w" -o "$2" .' _ "$VAULTBUILD" "$target.tmp"
 		mv -f "$target.tmp" "$target"
 	fi
 	ln -sfn "$target" "$BIN/vault"
+}
+
+# path_vault_fits: a vault on PATH (not this cache's) whose version is
+# DEMO_VAULT_MIN or newer; says which one it uses.
+path_vault_fits() {
+	local v found
+	while read -r found; do
+		[ "$found" = "$BIN/vault" ] && continue
+		v=$("$found" version 2>/dev/null | sed -n 's/^Vault v\([0-9]*\.[0-9]*\)[.0-9]*.*/\1/p')
+		[ -n "$v" ] || continue
+		if printf '%s\n%s\n' "$DEMO_VAULT_MIN" "$v" | sort -V -C; then
+			log "vault: using $found (version $v, at least $DEMO_VAULT_MIN); nothing to build"
+			return 0
+		fi
+		log "vault: $found is version $v, older than $DEMO_VAULT_MIN; building the pinned one"
+	done < <(type -ap vault)
+	return 1
+}
+
+# build_with_progress NAME OUT CMD...: runs a `go build -v` and, every 20
+# seconds, says how long it has run and how many packages it compiled.
+build_with_progress() {
+	local name=$1 out=$2 start=$SECONDS pid n
+	shift 2
+	local buildlog
+	buildlog=$(mktemp "${TMPDIR:-/tmp}/vpr-build.XXXXXX")
+	"$@" >"$buildlog" 2>&1 &
+	pid=$!
+	local next=20
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 1
+		if ((SECONDS - start >= next)); then
+			n=$(grep -c '^[a-z]' "$buildlog" || true)
+			log "$name: building, $((SECONDS - start))s so far, $n packages compiled"
+			next=$((next + 20))
+		fi
+	done
+	if ! wait "$pid"; then
+		grep -v '^[a-z][^ :]*$' "$buildlog" | tail -n 30 >&2
+		rm -f "$buildlog" "$out"
+		echo "install.sh: $name: build failed" >&2
+		exit 1
+	fi
+	log "$name: built in $((SECONDS - start))s ($(grep -c '^[a-z]' "$buildlog" || true) packages compiled)"
+	rm -f "$buildlog"
 }
 
 install_go_tools() {
@@ -159,6 +226,10 @@ main() {
 	timed apt install_apt
 	timed vault install_vault
 	install_go_tools
+	if [ "$MODE" = demo ]; then
+		log "the demo's tools ready in $((SECONDS - start))s"
+		return
+	fi
 	log "all tools ready in $((SECONDS - start))s; add $BIN to PATH"
 }
 

@@ -8,11 +8,19 @@ import "runtime/debug"
 // Fallback is the version of a build from a work tree with no flag set.
 const Fallback = "v0.0.0-dev"
 
-// Resolve returns set when a build flag set it, else the main module's
-// version from the build information, else Fallback.
+// Release is set by `make release` for every command under cmd/
+// (-ldflags "-X github.com/vault-registry/vault-plugin-registry/version.Release=v1.2.3"),
+// so a command added later is stamped without a flag of its own.
+var Release = ""
+
+// Resolve returns set when a build flag set it, else Release, else the main
+// module's version from the build information, else Fallback.
 func Resolve(set string) string {
 	if set != "" {
 		return set
+	}
+	if Release != "" {
+		return Release
 	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {

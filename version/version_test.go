@@ -27,3 +27,14 @@ func TestResolve_testBinaryIsAWorkTreeBuild(t *testing.T) {
 		t.Fatalf("Resolve(\"\") in a test = %q, want %q", got, Fallback)
 	}
 }
+
+func TestResolve_releaseStampsEveryCommand(t *testing.T) {
+	defer func(old string) { Release = old }(Release)
+	Release = "v1.4.0"
+	if got := Resolve(""); got != "v1.4.0" {
+		t.Fatalf("Resolve(\"\") with Release set = %q", got)
+	}
+	if got := Resolve("v1.2.3"); got != "v1.2.3" {
+		t.Fatalf("a command's own flag loses to Release: %q", got)
+	}
+}
