@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,8 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 			// nodes times each attempt; the request's deadline bounds the retries.
 			vc.Timeout, vc.HttpClient.Timeout = 0, 0
 			vc.HttpClient.Transport = nodes
+		} else {
+			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log}
 		}
 		httpClient = vc.HttpClient
 		return nil
@@ -344,4 +347,99 @@ func (v *vault) health(ctx context.Context) (string, bool) {
 	default:
 		return "unsealed", true
 	}
+}
+
+// pluginRelaunch is the transport to a single Vault address. When the
+// plugin's process dies (killed, crashed, out of memory), Vault starts a
+// new one on the next call. A call that reaches Vault in the moment after
+// the process died and before Vault noticed fails at once: Vault answers
+// 500, with the gRPC error of the dead connection ("rpc error: code =
+// Unavailable") when the plugin's handler was called, or with its own
+// redacted "internal error" when its existence check was (Vault's
+// request_handling.go turns every failed existence check into that). The
+// next call finds the new process. So such an answer is retried once,
+// after a short pause, for a call that is safe to retry (retrySafe, as
+// nodes retries a cluster's calls; a token request consumes nothing): the
+// client sees a delay, not an error. A call that is not safe to retry (a
+// password the relay has not seen succeed: the dead process may have
+// counted its failure) gets its 503, as any other 500 does.
+type pluginRelaunch struct {
+	next http.RoundTripper
+	log  hclog.Logger
+	loud throttle
+}
+
+// pluginRelaunchPause gives Vault time to see that the process is gone.
+const pluginRelaunchPause = 100 * time.Millisecond
+
+// maxErrorBody bounds what is read of a 500 to tell a dead plugin's answer.
+const maxErrorBody = 4 << 10
+
+// RoundTrip implements http.RoundTripper.
+func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !isRetrySafe(req) {
+		return p.next.RoundTrip(req)
+	}
+	body, err := readRequestBody(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.next.RoundTrip(withBody(req, body))
+	if err != nil || resp.StatusCode != http.StatusInternalServerError || !deadPluginAnswer(resp) {
+		return resp, err
+	}
+	drain(resp)
+	if ok, held := p.loud.allow(time.Now()); ok {
+		p.log.Warn("the plugin's process was gone (vault relaunches it): the call is tried once more",
+			"path", req.URL.Path, "similar_not_logged", held)
+	}
+	select {
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	case <-time.After(pluginRelaunchPause):
+	}
+	return p.next.RoundTrip(withBody(req, body))
+}
+
+// CloseIdleConnections closes the idle connections of the transport under it.
+func (p *pluginRelaunch) CloseIdleConnections() {
+	if c, ok := p.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// deadPluginAnswer reports whether a 500 is Vault's answer for a plugin
+// whose process is gone: an error that is the gRPC status Unavailable of
+// the dead connection, or Vault's redacted "internal error" alone. It
+// reads the start of the body and puts it back.
+func deadPluginAnswer(resp *http.Response) bool {
+	var answer struct {
+		Errors []string `json:"errors"`
+	}
+	if json.Unmarshal(peekBody(resp, maxErrorBody), &answer) != nil {
+		return false
+	}
+	if len(answer.Errors) == 1 && answer.Errors[0] == "internal error" {
+		return true
+	}
+	for _, e := range answer.Errors {
+		if strings.Contains(e, "rpc error: code = Unavailable") {
+			return true
+		}
+	}
+	return false
+}
+
+// peekBody reads up to n bytes of an answer and puts them back in front
+// of the rest; nil when reading fails.
+func peekBody(resp *http.Response, n int64) []byte {
+	head, err := io.ReadAll(io.LimitReader(resp.Body, n))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if err != nil {
+		return nil
+	}
+	return head
 }

@@ -1,0 +1,86 @@
+package relay
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// A plugin process that died answers the calls that reach it before Vault
+// notices with a 500: the gRPC error of the dead connection from its
+// handler, or Vault's redacted "internal error" from its existence check.
+// The relay tries such a call once more when it is safe to; everything
+// else of the kind stays a 503.
+func TestAuth_deadPluginProcessIsRetriedOnce(t *testing.T) {
+	const unavailable = `rpc error: code = Unavailable desc = error reading from server: EOF`
+	cases := []struct {
+		name     string
+		errors   []string // Vault's error list for the first failures
+		failures int32    // how many calls fail before the plugin answers
+		proven   bool     // the password got a token before
+		query    string
+		form     url.Values // a refresh grant instead of GET
+		want     int
+		calls    int32 // calls of the failing request
+	}{
+		{name: "handler of the dead process", errors: []string{unavailable}, failures: 1, proven: true, want: 200, calls: 2},
+		{name: "existence check of the dead process", errors: []string{"internal error"}, failures: 1, proven: true, want: 200, calls: 2},
+		{name: "anonymous", errors: []string{unavailable}, failures: 1, query: "service=registry", want: 200, calls: 2},
+		{name: "refresh token", errors: []string{unavailable}, failures: 1,
+			form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"}, "service": {"registry"}, "client_id": {"c"}},
+			want: 200, calls: 2},
+		{name: "once only", errors: []string{unavailable}, failures: 2, proven: true, want: 503, calls: 2},
+		// A password the relay has not seen succeed: the dead process may
+		// have counted a failure for it.
+		{name: "unproven password", errors: []string{unavailable}, failures: 1, want: 503, calls: 1},
+		{name: "another 500", errors: []string{"failed to persist lockout: storage is full"}, failures: 1, proven: true, want: 503, calls: 1},
+		{name: "internal error among others", errors: []string{"internal error", "audit failed"}, failures: 1, proven: true, want: 503, calls: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fv := newFakeVault(t, "registry")
+			s, logs := newTestRelay(t, fv.srv.URL)
+			auth := basic("alice", "s3cret")
+			query := c.query
+			if query == "" {
+				query = "service=registry&scope=repository:alice/app:pull"
+			}
+			if c.proven {
+				if w := get(s, query, auth); w.Code != 200 {
+					t.Fatalf("first token: %d %s", w.Code, w.Body)
+				}
+			}
+			var failed atomic.Int32
+			fv.mu.Lock()
+			fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+				if failed.Add(1) <= c.failures {
+					writeJSON(w, 500, map[string]any{"errors": c.errors})
+					return
+				}
+				fv.mint(w, body)
+			}
+			fv.mu.Unlock()
+			before := fv.tokens.Load()
+			code := 0
+			if c.form != nil {
+				code = post(s, c.form).Code
+			} else {
+				if c.query != "" {
+					auth = ""
+				}
+				code = get(s, query, auth).Code
+			}
+			if code != c.want {
+				t.Errorf("status %d, want %d\n%s", code, c.want, logs)
+			}
+			if n := fv.tokens.Load() - before; n != c.calls {
+				t.Errorf("vault saw %d calls, want %d", n, c.calls)
+			}
+			if c.want == 200 && !strings.Contains(logs.String(), "the plugin's process was gone") {
+				t.Errorf("the retry is not in the log:\n%s", logs)
+			}
+		})
+	}
+}
