@@ -81,7 +81,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 			vc.Timeout, vc.HttpClient.Timeout = 0, 0
 			vc.HttpClient.Transport = nodes
 		} else {
-			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log}
+			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log, loud: throttle{interval: 10 * time.Second}}
 		}
 		httpClient = vc.HttpClient
 		return nil
@@ -351,29 +351,31 @@ func (v *vault) health(ctx context.Context) (string, bool) {
 
 // pluginRelaunch is the transport to a single Vault address. When the
 // plugin's process dies (killed, crashed, out of memory), Vault starts a
-// new one on the next call. A call that reaches Vault in the moment after
-// the process died and before Vault noticed fails at once: Vault answers
-// 500, with the gRPC error of the dead connection ("rpc error: code =
-// Unavailable") when the plugin's handler was called, or with its own
-// redacted "internal error" when its existence check was (Vault's
-// request_handling.go turns every failed existence check into that). The
-// next call finds the new process. So such an answer is retried once,
-// after a short pause, for a call that is safe to retry (retrySafe, as
-// nodes retries a cluster's calls; a token request consumes nothing): the
-// client sees a delay, not an error. A call that is not safe to retry (a
-// password the relay has not seen succeed: the dead process may have
-// counted its failure) gets its 503, as any other 500 does.
+// new one, but only once it has noticed: until then, measured from under
+// a second to 4.5 s on a busy machine, every call fails at once with a 500
+// — the gRPC error of the dead connection ("rpc error: code =
+// Unavailable") when the plugin's handler was called, or Vault's redacted
+// "internal error" when its existence check was (Vault's
+// request_handling.go turns every failed existence check into that). Such
+// an answer is tried again, pausing 50 ms doubling to 1 s, for at most
+// pluginRelaunchBudget (and the request's own deadline), for a call that
+// is safe to retry (retrySafe, as nodes retries a cluster's calls; a
+// token request consumes nothing): the client sees a delay, not an error.
+// A call that is not safe to retry (a password the relay has not seen
+// succeed: the dead process may have counted its failure) gets its 503, as
+// any other 500 does.
 type pluginRelaunch struct {
 	next http.RoundTripper
 	log  hclog.Logger
 	loud throttle
 }
 
-// pluginRelaunchPause gives Vault time to see that the process is gone.
-const pluginRelaunchPause = 100 * time.Millisecond
-
 // maxErrorBody bounds what is read of a 500 to tell a dead plugin's answer.
 const maxErrorBody = 4 << 10
+
+// pluginRelaunchBudget bounds the retries of one call; a 500 that is not a
+// dead plugin's (a full disk answers "internal error" too) waits no longer.
+var pluginRelaunchBudget = 5 * time.Second
 
 // RoundTrip implements http.RoundTripper.
 func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -384,21 +386,24 @@ func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := p.next.RoundTrip(withBody(req, body))
-	if err != nil || resp.StatusCode != http.StatusInternalServerError || !deadPluginAnswer(resp) {
-		return resp, err
+	start := time.Now()
+	for pause := failoverPause; ; pause = min(2*pause, failoverMaxPause) {
+		resp, err := p.next.RoundTrip(withBody(req, body))
+		if err != nil || resp.StatusCode != http.StatusInternalServerError || !deadPluginAnswer(resp) ||
+			time.Since(start)+pause > pluginRelaunchBudget {
+			return resp, err
+		}
+		drain(resp)
+		if ok, held := p.loud.allow(time.Now()); ok {
+			p.log.Warn("the plugin's process is gone (vault relaunches it): the call is tried again",
+				"path", req.URL.Path, "similar_not_logged", held)
+		}
+		select {
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		case <-time.After(pause):
+		}
 	}
-	drain(resp)
-	if ok, held := p.loud.allow(time.Now()); ok {
-		p.log.Warn("the plugin's process was gone (vault relaunches it): the call is tried once more",
-			"path", req.URL.Path, "similar_not_logged", held)
-	}
-	select {
-	case <-req.Context().Done():
-		return nil, req.Context().Err()
-	case <-time.After(pluginRelaunchPause):
-	}
-	return p.next.RoundTrip(withBody(req, body))
 }
 
 // CloseIdleConnections closes the idle connections of the transport under it.

@@ -6,14 +6,18 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A plugin process that died answers the calls that reach it before Vault
 // notices with a 500: the gRPC error of the dead connection from its
 // handler, or Vault's redacted "internal error" from its existence check.
-// The relay tries such a call once more when it is safe to; everything
-// else of the kind stays a 503.
-func TestAuth_deadPluginProcessIsRetriedOnce(t *testing.T) {
+// The relay tries such a call again, within pluginRelaunchBudget, when it
+// is safe to; everything else of the kind stays a 503.
+func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
+	budget := pluginRelaunchBudget
+	pluginRelaunchBudget = 500 * time.Millisecond // pauses 50, 100, 200: four calls
+	t.Cleanup(func() { pluginRelaunchBudget = budget })
 	const unavailable = `rpc error: code = Unavailable desc = error reading from server: EOF`
 	cases := []struct {
 		name     string
@@ -31,7 +35,8 @@ func TestAuth_deadPluginProcessIsRetriedOnce(t *testing.T) {
 		{name: "refresh token", errors: []string{unavailable}, failures: 1,
 			form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"}, "service": {"registry"}, "client_id": {"c"}},
 			want: 200, calls: 2},
-		{name: "once only", errors: []string{unavailable}, failures: 2, proven: true, want: 503, calls: 2},
+		{name: "until the plugin is back", errors: []string{unavailable}, failures: 3, proven: true, want: 200, calls: 4},
+		{name: "within the budget", errors: []string{"internal error"}, failures: 100, proven: true, want: 503, calls: 4},
 		// A password the relay has not seen succeed: the dead process may
 		// have counted a failure for it.
 		{name: "unproven password", errors: []string{unavailable}, failures: 1, want: 503, calls: 1},
@@ -78,7 +83,7 @@ func TestAuth_deadPluginProcessIsRetriedOnce(t *testing.T) {
 			if n := fv.tokens.Load() - before; n != c.calls {
 				t.Errorf("vault saw %d calls, want %d", n, c.calls)
 			}
-			if c.want == 200 && !strings.Contains(logs.String(), "the plugin's process was gone") {
+			if c.want == 200 && !strings.Contains(logs.String(), "the plugin's process is gone") {
 				t.Errorf("the retry is not in the log:\n%s", logs)
 			}
 		})
