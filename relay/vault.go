@@ -364,6 +364,13 @@ func (v *vault) health(ctx context.Context) (string, bool) {
 // A call that is not safe to retry (a password the relay has not seen
 // succeed: the dead process may have counted its failure) gets its 503, as
 // any other 500 does.
+//
+// The new process knows no password yet: at a hundred requests a second
+// its first bcrypt checks queue, and past 2 s it refuses the rest as busy
+// (429, tokenapi.CodeBusy) before checking or counting anything. That
+// refusal is tried again too, for any call, within the same budget, as
+// nodes does for a cluster, while the request's deadline leaves time for
+// an answer (busyRetryNeeds).
 type pluginRelaunch struct {
 	next http.RoundTripper
 	log  hclog.Logger
@@ -377,11 +384,23 @@ const maxErrorBody = 4 << 10
 // dead plugin's (a full disk answers "internal error" too) waits no longer.
 var pluginRelaunchBudget = 5 * time.Second
 
+// busyRetryNeeds is the time a retry of a busy refusal needs to end in
+// an answer: the plugin's own wait for a password check (2 s) and a
+// margin. With less left, the refusal goes to the client (429,
+// Retry-After), never a 503 at the deadline.
+const busyRetryNeeds = 3 * time.Second
+
+// timeLeft is the time until ctx's deadline; an hour when it has none.
+func timeLeft(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return time.Hour
+}
+
 // RoundTrip implements http.RoundTripper.
 func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !isRetrySafe(req) {
-		return p.next.RoundTrip(req)
-	}
+	safe := isRetrySafe(req)
 	body, err := readRequestBody(req)
 	if err != nil {
 		return nil, err
@@ -389,14 +408,21 @@ func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	for pause := failoverPause; ; pause = min(2*pause, failoverMaxPause) {
 		resp, err := p.next.RoundTrip(withBody(req, body))
-		if err != nil || resp.StatusCode != http.StatusInternalServerError || !deadPluginAnswer(resp) ||
-			time.Since(start)+pause > pluginRelaunchBudget {
+		if err != nil || time.Since(start)+pause > pluginRelaunchBudget {
 			return resp, err
+		}
+		var why string
+		switch {
+		case resp.StatusCode == http.StatusInternalServerError && safe && deadPluginAnswer(resp):
+			why = "the plugin's process is gone (vault relaunches it)"
+		case resp.StatusCode == http.StatusTooManyRequests && timeLeft(req.Context()) > busyRetryNeeds && pluginBusyAnswer(resp):
+			why = "the plugin is busy with password checks (a new process checks every password once)"
+		default:
+			return resp, nil
 		}
 		drain(resp)
 		if ok, held := p.loud.allow(time.Now()); ok {
-			p.log.Warn("the plugin's process is gone (vault relaunches it): the call is tried again",
-				"path", req.URL.Path, "similar_not_logged", held)
+			p.log.Warn(why+": the call is tried again", "path", req.URL.Path, "similar_not_logged", held)
 		}
 		select {
 		case <-req.Context().Done():

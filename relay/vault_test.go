@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // A plugin process that died answers the calls that reach it before Vault
@@ -14,7 +16,7 @@ import (
 // handler, or Vault's redacted "internal error" from its existence check.
 // The relay tries such a call again, within pluginRelaunchBudget, when it
 // is safe to; everything else of the kind stays a 503.
-func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
+func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 	budget := pluginRelaunchBudget
 	pluginRelaunchBudget = 500 * time.Millisecond // pauses 50, 100, 200: four calls
 	t.Cleanup(func() { pluginRelaunchBudget = budget })
@@ -22,6 +24,7 @@ func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
 	cases := []struct {
 		name     string
 		errors   []string // Vault's error list for the first failures
+		status   int      // 429: the plugin's busy refusal instead of a 500
 		failures int32    // how many calls fail before the plugin answers
 		proven   bool     // the password got a token before
 		query    string
@@ -40,13 +43,16 @@ func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
 		// A password the relay has not seen succeed: the dead process may
 		// have counted a failure for it.
 		{name: "unproven password", errors: []string{unavailable}, failures: 1, want: 503, calls: 1},
+		{name: "busy new process", status: 429, failures: 1, want: 200, calls: 2},
+		{name: "busy new process, proven", status: 429, failures: 2, proven: true, want: 200, calls: 3},
 		{name: "another 500", errors: []string{"failed to persist lockout: storage is full"}, failures: 1, proven: true, want: 503, calls: 1},
 		{name: "internal error among others", errors: []string{"internal error", "audit failed"}, failures: 1, proven: true, want: 503, calls: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			fv := newFakeVault(t, "registry")
-			s, logs := newTestRelay(t, fv.srv.URL)
+			// A request deadline that leaves time to retry a busy refusal.
+			s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(10 * time.Second) })
 			auth := basic("alice", "s3cret")
 			query := c.query
 			if query == "" {
@@ -61,6 +67,10 @@ func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
 			fv.mu.Lock()
 			fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 				if failed.Add(1) <= c.failures {
+					if c.status == http.StatusTooManyRequests {
+						pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeBusy, Message: "too many password checks in progress"})
+						return
+					}
 					writeJSON(w, 500, map[string]any{"errors": c.errors})
 					return
 				}
@@ -83,7 +93,7 @@ func TestAuth_deadPluginProcessIsRetried(t *testing.T) {
 			if n := fv.tokens.Load() - before; n != c.calls {
 				t.Errorf("vault saw %d calls, want %d", n, c.calls)
 			}
-			if c.want == 200 && !strings.Contains(logs.String(), "the plugin's process is gone") {
+			if c.want == 200 && !strings.Contains(logs.String(), "the call is tried again") {
 				t.Errorf("the retry is not in the log:\n%s", logs)
 			}
 		})
