@@ -30,36 +30,24 @@ func (b *Backend) GenerateCA(ctx context.Context, s logical.Storage, keyType str
 		}
 		cfg = &c
 	}
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	if sr != nil {
+	return b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
 		takeStaged(sr) // a new CA replaces a staged one
-	}
-	if stage {
-		if sr == nil {
-			return nil, errorf(KindBadRequest, "nothing to stage against: no trust anchor yet; use ca/generate without stage")
+		if stage {
+			if len(sr.CAs) == 0 {
+				return false, errorf(KindBadRequest, "nothing to stage against: no trust anchor yet; use ca/generate without stage")
+			}
+			ca, err := newCA(cfg.KeyType, b.now().UTC())
+			if err != nil {
+				return false, err
+			}
+			ca.Staged = true
+			sr.CAs = append(sr.CAs, ca)
+			return true, nil
 		}
-		ca, err := newCA(cfg.KeyType, b.now().UTC())
-		if err != nil {
-			return nil, err
-		}
-		ca.Staged = true
-		sr.CAs = append(sr.CAs, ca)
-		return b.saveRing(ctx, s, sr)
-	}
-	if sr == nil {
-		sr = &storedRing{}
-	}
-	dropUnused(sr)
-	b.retireAll(sr, cfg)
-	if err := b.newAnchor(sr, cfg); err != nil {
-		return nil, err
-	}
-	return b.saveRing(ctx, s, sr)
+		dropUnused(sr)
+		b.retireAll(sr, cfg)
+		return true, b.newAnchor(sr, cfg)
+	})
 }
 
 // ImportCA makes an existing certificate and private key (godoauth's
@@ -94,30 +82,23 @@ func (b *Backend) ImportCA(ctx context.Context, s logical.Storage, certPEM, keyP
 	}
 	certPEMNorm := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	if sr == nil {
-		sr = &storedRing{}
-	}
-	// A migration into a new mount: the CA made when it was enabled signed
-	// nothing, so it leaves the bundle at once.
-	dropUnused(sr)
-	takeStaged(sr) // the imported anchor replaces a staged one
-	b.retireAll(sr, cfg)
-	sr.CAs = append([]storedCA{{Certificate: certPEMNorm, Imported: true}}, sr.CAs...)
-	sr.Keys = append([]storedKey{{
-		ID:         KeyID(key.Public()),
-		State:      StateCurrent,
-		Created:    now.UTC(),
-		Activated:  now.UTC(),
-		PrivateKey: keyPKCS8,
-		Chain:      []string{certPEMNorm},
-	}}, sr.Keys...)
-	return b.saveRing(ctx, s, sr)
+	return b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		// A migration into a new mount: the CA made when it was enabled
+		// signed nothing, so it leaves the bundle at once.
+		dropUnused(sr)
+		takeStaged(sr) // the imported anchor replaces a staged one
+		b.retireAll(sr, cfg)
+		sr.CAs = append([]storedCA{{Certificate: certPEMNorm, Imported: true}}, sr.CAs...)
+		sr.Keys = append([]storedKey{{
+			ID:         KeyID(key.Public()),
+			State:      StateCurrent,
+			Created:    now.UTC(),
+			Activated:  now.UTC(),
+			PrivateKey: keyPKCS8,
+			Chain:      []string{certPEMNorm},
+		}}, sr.Keys...)
+		return true, nil
+	})
 }
 
 // newAnchor puts a new CA first in sr with a current and a next key.

@@ -34,6 +34,7 @@ type cachedUser struct {
 type login struct {
 	access     access.List
 	generation uint64
+	robot      bool // a robot account's login (robots.go)
 }
 
 // authenticate checks a user's password and returns the user's access.
@@ -56,6 +57,14 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 	u, err := b.ReadUser(ctx, s, name)
 	if err != nil {
 		return nil, err
+	}
+	if u == nil {
+		// A robot's secret is random: checked by a keyed hash, with no
+		// lockout. A robot that has ended, or a wrong secret, goes on as
+		// an unknown name, with the same answer and the same work.
+		if lg, ok, err := b.authenticateRobot(ctx, s, name, password); err != nil || ok {
+			return lg, err
+		}
 	}
 	if u != nil && !b.lockout(cfg, u.Lockout).locked {
 		if cu, ok := b.cachedCredential(cfg, u, password); ok {

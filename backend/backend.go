@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // Backend holds what one mount keeps in memory: the cached config, the
@@ -31,6 +32,11 @@ type Backend struct {
 	users     sync.Map               // name → *cachedUser
 	records   *userRecords           // user records as stored (records.go)
 
+	roles       *recordCache[Role]     // robot roles as stored, access parsed (robots.go)
+	robots      *recordCache[Robot]    // robot records as stored
+	robotMACKey atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
+	robotKeyMu  sync.Mutex             // serialises loading or making it
+
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
 	passwordChecks chan struct{} // bounds concurrent bcrypt work
@@ -42,6 +48,8 @@ type Backend struct {
 	pruneCursor string // where the next refresh-token prune pass goes on
 
 	identities IdentitySource // Vault's identity store, set once by the plugin (identity.go)
+
+	system func() logical.SystemView // Vault's view of the mount (lease TTLs), set once by the plugin
 }
 
 // Options tune a Backend; the zero value is production's.
@@ -77,6 +85,8 @@ func New(opts Options) *Backend {
 		passwordChecks: make(chan struct{}, opts.PasswordChecks),
 		checks:         newCheckState(unknownNamesTracked),
 		records:        newUserRecords(userRecordsKept),
+		roles:          newRecordCache[Role](rolesKept),
+		robots:         newRecordCache[Robot](robotRecordsKept),
 	}
 }
 
@@ -92,6 +102,12 @@ func (b *Backend) Invalidate(_ context.Context, key string) {
 		name := strings.TrimPrefix(key, userPrefix)
 		b.records.drop(name)
 		b.users.Delete(name)
+	case strings.HasPrefix(key, rolePrefix):
+		b.roles.drop(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, robotPrefix):
+		b.robots.drop(strings.TrimPrefix(key, robotPrefix))
+	case key == RobotKeyPath:
+		b.robotMACKey.Store(nil)
 	}
 }
 
@@ -105,7 +121,17 @@ func (b *Backend) Reset() {
 func (b *Backend) dropCredentials() {
 	b.users.Clear()
 	b.records.clear()
+	b.roles.clear()
+	b.robots.clear()
+	b.robotMACKey.Store(nil)
 }
+
+// SetSystemView gives the backend Vault's view of the mount; the plugin
+// calls it once, before serving.
+func (b *Backend) SetSystemView(f func() logical.SystemView) { b.system = f }
+
+// SystemView is Vault's view of the mount: its lease TTLs.
+func (b *Backend) SystemView() logical.SystemView { return b.system() }
 
 // Now is the backend's clock.
 func (b *Backend) Now() time.Time { return b.now() }

@@ -21,6 +21,10 @@ const maxBcryptCost = 16
 // user's oldest refresh token.
 const maxRefreshTokensPerUser = 10000
 
+// maxIdentityRefreshTokenTTL is Vault's default max lease TTL: the lease
+// of an identity's refresh token would end there anyway.
+const maxIdentityRefreshTokenTTL = 768 * time.Hour
+
 // Key types a trust anchor and its signing keys can have.
 const (
 	KeyTypeEC      = "ec"
@@ -52,6 +56,11 @@ type Config struct {
 	// identity's token (identity.go).
 	IdentitySubject    string `json:"identity_subject,omitempty"`
 	IdentityAliasMount string `json:"identity_alias_mount,omitempty"`
+	// IdentityRefreshTokens lets token/identity issue refresh tokens
+	// (identity_refresh.go), each ending IdentityRefreshTokenTTL after its
+	// issue at the latest.
+	IdentityRefreshTokens   bool          `json:"identity_refresh_tokens,omitempty"`
+	IdentityRefreshTokenTTL time.Duration `json:"identity_refresh_token_ttl,omitempty"`
 
 	anonymous access.List // parsed AnonymousAccess
 }
@@ -69,6 +78,8 @@ func DefaultConfig() *Config {
 		LockoutDuration:      15 * time.Minute,
 		RefreshTokenTTL:      720 * time.Hour,
 		RefreshTokensPerUser: 100,
+
+		IdentityRefreshTokenTTL: 24 * time.Hour,
 	}
 }
 
@@ -102,6 +113,8 @@ func (c *Config) Validate() error {
 		return errorf(KindBadRequest, "refresh_token_ttl must not be negative")
 	case c.RefreshTokensPerUser < 1 || c.RefreshTokensPerUser > maxRefreshTokensPerUser:
 		return errorf(KindBadRequest, "refresh_tokens_per_user %d: must be 1 to %d", c.RefreshTokensPerUser, maxRefreshTokensPerUser)
+	case c.IdentityRefreshTokenTTL < time.Minute || c.IdentityRefreshTokenTTL > maxIdentityRefreshTokenTTL:
+		return errorf(KindBadRequest, "identity_refresh_token_ttl (%s): must be 1m to %s", c.IdentityRefreshTokenTTL, maxIdentityRefreshTokenTTL)
 	case c.RotationPeriod < 0:
 		return errorf(KindBadRequest, "rotation_period must not be negative")
 	case c.RotationPeriod > 0 && c.RotationPeriod < time.Minute:

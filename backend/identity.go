@@ -254,6 +254,7 @@ var errNoEntity = &Error{Kind: KindBadRequest, Msg: "this Vault token has no ide
 type IdentityTokenRequest struct {
 	Service  string
 	EntityID string // the request's entity, from Vault
+	Accessor string // the accessor of the request's Vault token, from Vault
 	ClientID string
 	Scopes   []string
 	Offline  bool
@@ -278,12 +279,12 @@ func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req Id
 	if err != nil {
 		return nil, err
 	}
-	if req.Offline && cfg.RefreshTokenTTL > 0 {
-		rt, err := b.issueIdentityRefreshToken(ctx, s, cfg, id.EntityID, req.ClientID)
+	if req.Offline && cfg.IdentityRefreshTokens {
+		rt, err := b.issueEntityRefreshToken(ctx, s, cfg, id.EntityID, req.Accessor, req.ClientID)
 		if err != nil {
 			return nil, err
 		}
-		tok.RefreshToken = rt
+		tok.RefreshToken, tok.IssuedRefresh = rt.Token, rt
 	}
 	return tok, nil
 }

@@ -2,94 +2,49 @@ package backend
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
+	"slices"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-registry/vault-plugin-registry/access"
 )
 
-// Refresh tokens of Vault identities are bound to the entity, not to a
-// Vault token: they live on after the Vault token that asked for them, and
-// die with the entity. Each refresh looks the entity up again, so a deleted
-// or disabled entity's tokens are refused, and the grant follows the
-// entity's groups as they are at that moment. Stored like users' refresh
-// tokens: only the SHA-256, under identity-refresh/<hash>, indexed under
-// identity-refresh-index/<entity id>/<hash>.
-const (
-	identityRefreshPrefix      = "identity-refresh/"
-	identityRefreshIndexPrefix = "identity-refresh-index/"
-	identityRefreshTokenPrefix = "vpri."
-)
+// Refresh tokens of Vault identities (entities) are off unless the config
+// turns them on (identity_refresh_tokens). They live in the one
+// refresh-token store (refresh.go) as the entity's, under the same
+// per-subject cap, listing, revocation and prune as users' tokens. Each
+// is issued with a Vault lease of the Vault token that asked for it
+// (paths: the token/identity answer carries the lease), so Vault revokes
+// the refresh token when that Vault token is revoked or expires; it also
+// ends identity_refresh_token_ttl after its issue, when the operator
+// revokes it, and when the entity is deleted or disabled (each refresh
+// looks the entity up again, and grants its groups' access as it is then).
 
-type storedIdentityRefreshToken struct {
-	EntityID string    `json:"entity_id"`
-	ClientID string    `json:"client_id"` // recorded for auditing; not a binding
-	Created  time.Time `json:"created"`
-	Expires  time.Time `json:"expires"`
+// issueEntityRefreshToken issues a refresh token for the entity, asked by
+// the Vault token of that accessor, under the entity's lock.
+func (b *Backend) issueEntityRefreshToken(ctx context.Context, s logical.Storage, cfg *Config, entityID, accessor, clientID string) (*IssuedRefreshToken, error) {
+	sub := EntitySubject(entityID)
+	if err := sub.check(); err != nil {
+		return nil, err
+	}
+	lock := b.subjectLock(sub)
+	lock.Lock()
+	defer lock.Unlock()
+	return b.issueRefreshToken(ctx, s, cfg, refreshGrant{Subject: sub, Accessor: accessor, ClientID: clientID, TTL: cfg.IdentityRefreshTokenTTL})
 }
 
-// IsIdentityRefreshToken tells an identity's refresh token from a user's
-// by its form; neither is looked up.
-func IsIdentityRefreshToken(token string) bool {
-	return strings.HasPrefix(token, identityRefreshTokenPrefix)
-}
-
-func (b *Backend) issueIdentityRefreshToken(ctx context.Context, s logical.Storage, cfg *Config, entityID, clientID string) (string, error) {
-	raw := make([]byte, refreshTokenBytes)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
+// mintFromEntityRefresh mints a token from an entity's live refresh token,
+// with the entity's access as it is now.
+func (b *Backend) mintFromEntityRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+	if !cfg.IdentityRefreshTokens {
+		return nil, errInvalidRefreshToken
 	}
-	token := identityRefreshTokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
-	hash := refreshTokenHash(token)
-	now := b.now().UTC()
-	rec := storedIdentityRefreshToken{EntityID: entityID, ClientID: clientID, Created: now, Expires: now.Add(cfg.RefreshTokenTTL)}
-	entry, err := logical.StorageEntryJSON(identityRefreshPrefix+hash, rec)
-	if err != nil {
-		return "", err
-	}
-	// The index first, so that every stored token is listed.
-	if err := s.Put(ctx, &logical.StorageEntry{Key: identityRefreshIndexPrefix + entityID + "/" + hash}); err != nil {
-		return "", fmt.Errorf("store refresh token: %w", err)
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return "", fmt.Errorf("store refresh token: %w", err)
-	}
-	return token, nil
-}
-
-// MintFromIdentityRefresh mints a token from an identity's refresh token,
-// with the entity's access as it is now. client_id is not checked: public
-// clients choose it freely.
-func (b *Backend) MintFromIdentityRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
-	ids, scopes, cfg, err := b.identityRequest(ctx, s, req.Scopes, req.ClientID)
+	ids, err := b.identitySource()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RefreshTokenTTL == 0 || len(req.RefreshToken) != len(identityRefreshTokenPrefix)+base64.RawURLEncoding.EncodedLen(refreshTokenBytes) {
-		return nil, errInvalidRefreshToken
-	}
-	hash := refreshTokenHash(req.RefreshToken)
-	entry, err := s.Get(ctx, identityRefreshPrefix+hash)
-	if err != nil {
-		return nil, fmt.Errorf("read refresh token: %w", err)
-	}
-	if entry == nil {
-		return nil, errInvalidRefreshToken
-	}
-	var rec storedIdentityRefreshToken
-	if err := json.Unmarshal(entry.Value, &rec); err != nil {
-		return nil, fmt.Errorf("decode refresh token: %w", err)
-	}
-	if !b.now().Before(rec.Expires) {
-		return nil, errInvalidRefreshToken
-	}
-	id, err := b.ResolveIdentity(ctx, s, cfg, ids, rec.EntityID)
+	id, err := b.ResolveIdentity(ctx, s, cfg, ids, rec.ID)
 	if err != nil {
 		if e, ok := AsError(err); ok && e.Kind == KindUnauthorized {
 			// The entity was deleted or disabled: its tokens die with it.
@@ -97,47 +52,47 @@ func (b *Backend) MintFromIdentityRefresh(ctx context.Context, s logical.Storage
 		}
 		return nil, err
 	}
-	tok, err := b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, req.ClientAddr, scopes, id.Lists...), req.TTL)
+	b.recordUse(ctx, s, hash, rec, req.ClientID)
+	return b.sign(ctx, s, cfg, req.Service, id.Subject, access.GrantScopes(id.PatternUser, req.ClientAddr, scopes, id.Lists...), req.TTL)
+}
+
+// EntitySubjects are the subjects of the entities, among those holding
+// refresh tokens here, that Vault names so now (one at most: Vault's
+// entity names are unique). An entity Vault no longer has is found by its
+// id only.
+func (b *Backend) EntitySubjects(ctx context.Context, s logical.Storage, name string) ([]Subject, error) {
+	if !access.ValidUserName(name) {
+		return nil, errorf(KindBadRequest, "entity name %s: use 1 to 256 letters, digits, _ - . @", quote(name))
+	}
+	ids, err := b.identitySource()
 	if err != nil {
 		return nil, err
 	}
-	tok.RefreshToken = req.RefreshToken
-	return tok, nil
-}
-
-// PruneIdentityRefreshTokens deletes expired identity refresh tokens; the
-// periodic task's, on the node that may write.
-func (b *Backend) PruneIdentityRefreshTokens(ctx context.Context, s logical.Storage) (int, error) {
-	entities, err := s.List(ctx, identityRefreshIndexPrefix)
+	dirs, err := s.List(ctx, refreshIndexPrefix)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	now := b.now()
-	pruned := 0
-	for _, e := range entities {
-		hashes, err := s.List(ctx, identityRefreshIndexPrefix+e)
+	legacy, err := s.List(ctx, legacyIdentityIndexPrefix)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range legacy {
+		dirs = append(dirs, EntitySubject(strings.TrimSuffix(d, "/")).indexDir()+"/")
+	}
+	slices.Sort(dirs)
+	var out []Subject
+	for _, d := range slices.Compact(dirs) {
+		sub := subjectOfIndexDir(strings.TrimSuffix(d, "/"))
+		if sub.Kind != SubjectEntity {
+			continue
+		}
+		e, err := ids.EntityInfo(sub.ID)
 		if err != nil {
-			return pruned, err
+			return nil, err
 		}
-		for _, h := range hashes {
-			entry, err := s.Get(ctx, identityRefreshPrefix+h)
-			if err != nil {
-				return pruned, err
-			}
-			if entry != nil {
-				var rec storedIdentityRefreshToken
-				if json.Unmarshal(entry.Value, &rec) == nil && now.Before(rec.Expires) {
-					continue
-				}
-				if err := s.Delete(ctx, identityRefreshPrefix+h); err != nil {
-					return pruned, err
-				}
-			}
-			if err := s.Delete(ctx, identityRefreshIndexPrefix+e+h); err != nil {
-				return pruned, err
-			}
-			pruned++
+		if e != nil && e.Name == name {
+			out = append(out, sub)
 		}
 	}
-	return pruned, nil
+	return out, nil
 }

@@ -20,6 +20,9 @@ func (s *stubIdentities) GroupsForEntity(id string) ([]*logical.Group, error) {
 
 func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
 	f := newFixture(t)
+	cfg := f.config()
+	cfg.IdentityRefreshTokens = true
+	f.saveConfig(cfg)
 	f.b.SetIdentitySource(&stubIdentities{
 		entities: map[string]*logical.Entity{"e1": {ID: "e1", Name: "bot"}},
 		groups:   map[string][]*logical.Group{"e1": {{Name: "ci"}}},
@@ -31,20 +34,19 @@ func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
 	if err != nil || tok.RefreshToken == "" || tok.Subject != "bot" || len(tok.Access) != 1 {
 		t.Fatalf("mint: %v %+v", err, tok)
 	}
-	if n, err := f.b.PruneIdentityRefreshTokens(f.ctx, f.s); err != nil || n != 0 {
+	if n, err := f.b.PruneRefreshTokens(f.ctx, f.s); err != nil || n != 0 {
 		t.Fatalf("pruned a live token: %d %v", n, err)
 	}
-	f.clock.Advance(f.config().RefreshTokenTTL + time.Second)
-	if _, err := f.b.MintFromIdentityRefresh(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: tok.RefreshToken}); err != errInvalidRefreshToken {
+	f.clock.Advance(cfg.IdentityRefreshTokenTTL + time.Second)
+	if _, err := f.b.MintFromRefresh(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: tok.RefreshToken}); err != errInvalidRefreshToken {
 		t.Errorf("expired refresh token: %v", err)
 	}
-	if n, err := f.b.PruneIdentityRefreshTokens(f.ctx, f.s); err != nil || n != 1 {
+	if n, err := f.b.PruneRefreshTokens(f.ctx, f.s); err != nil || n != 1 {
 		t.Fatalf("pruned %d, %v; want 1", n, err)
 	}
-	if keys, _ := f.s.List(f.ctx, identityRefreshPrefix); len(keys) != 0 {
-		t.Errorf("left %v", keys)
-	}
-	if keys, _ := f.s.List(f.ctx, identityRefreshIndexPrefix); len(keys) != 0 {
-		t.Errorf("left index %v", keys)
+	for _, prefix := range []string{refreshPrefix, refreshIndexPrefix} {
+		if keys, _ := logical.CollectKeysWithPrefix(f.ctx, f.s, prefix); len(keys) != 0 {
+			t.Errorf("left %v", keys)
+		}
 	}
 }

@@ -177,20 +177,18 @@ func (b *Backend) keysOrNew(ctx context.Context, s logical.Storage) (*KeyRing, e
 	if err != nil {
 		return nil, err
 	}
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	switch {
-	case err != nil:
-		return nil, err
-	case sr != nil: // made meanwhile
-		return b.publish(sr)
-	}
-	if sr, err = b.unusedRing(cfg); err != nil {
-		return nil, err
-	}
-	b.logger.Info("generated a trust anchor and signing keys", "key_type", cfg.KeyType)
-	return b.saveRing(ctx, s, sr)
+	return b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		if len(sr.CAs) > 0 {
+			return false, nil // made meanwhile
+		}
+		fresh, err := b.unusedRing(cfg)
+		if err != nil {
+			return false, err
+		}
+		*sr = *fresh
+		b.logger.Info("generated a trust anchor and signing keys", "key_type", cfg.KeyType)
+		return true, nil
+	})
 }
 
 // unusedRing is a new trust anchor with its current and next keys, marked
@@ -211,17 +209,17 @@ func (b *Backend) signingKeys(ctx context.Context, s logical.Storage) (*KeyRing,
 	if err != nil || !r.stored.CAs[0].Unused {
 		return r, err
 	}
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	if err != nil || sr == nil {
+	used, err := b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		if len(sr.CAs) == 0 || !sr.CAs[0].Unused {
+			return false, nil
+		}
+		sr.CAs[0].Unused = false
+		return true, nil
+	})
+	if err != nil || used == nil {
 		return r, err
 	}
-	if !sr.CAs[0].Unused {
-		return b.publish(sr)
-	}
-	sr.CAs[0].Unused = false
-	return b.saveRing(ctx, s, sr)
+	return used, nil
 }
 
 // FollowKeyType remakes a trust anchor that has signed nothing yet in the
@@ -230,23 +228,51 @@ func (b *Backend) signingKeys(ctx context.Context, s logical.Storage) (*KeyRing,
 // need. An anchor that signed a token stays: key_type then applies to the
 // keys made from then on.
 func (b *Backend) FollowKeyType(ctx context.Context, s logical.Storage, cfg *Config) error {
+	_, err := b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		if len(sr.CAs) != 1 || !sr.CAs[0].Unused {
+			return false, nil
+		}
+		cert, err := parseCertificatePEM(sr.CAs[0].Certificate)
+		if err != nil || keyTypeOf(cert.PublicKey) == cfg.KeyType {
+			return false, err
+		}
+		fresh, err := b.unusedRing(cfg)
+		if err != nil {
+			return false, err
+		}
+		*sr = *fresh
+		b.logger.Info("remade the unused trust anchor in the configured key_type", "key_type", cfg.KeyType)
+		return true, nil
+	})
+	return err
+}
+
+// changeRing is how every change of the key ring begins and ends: under
+// ringMu, the stored ring is loaded (an empty one when the mount has
+// none), change edits it in place and says whether to store it; a stored
+// ring is published to this node at once. When change stores nothing, the
+// ring as loaded is published (another node may have changed it), if
+// there is one.
+func (b *Backend) changeRing(ctx context.Context, s logical.Storage, change func(sr *storedRing) (store bool, err error)) (*KeyRing, error) {
 	b.ringMu.Lock()
 	defer b.ringMu.Unlock()
 	sr, err := loadRing(ctx, s)
-	if err != nil || sr == nil || !sr.CAs[0].Unused || len(sr.CAs) > 1 {
-		return err
-	}
-	cert, err := parseCertificatePEM(sr.CAs[0].Certificate)
-	if err != nil || keyTypeOf(cert.PublicKey) == cfg.KeyType {
-		return err
-	}
-	fresh, err := b.unusedRing(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b.logger.Info("remade the unused trust anchor in the configured key_type", "key_type", cfg.KeyType)
-	_, err = b.saveRing(ctx, s, fresh)
-	return err
+	if sr == nil {
+		sr = &storedRing{}
+	}
+	store, err := change(sr)
+	switch {
+	case err != nil:
+		return nil, err
+	case store:
+		return b.saveRing(ctx, s, sr)
+	case len(sr.CAs) == 0:
+		return nil, nil
+	}
+	return b.publish(sr)
 }
 
 // publish makes sr this node's parsed ring without storing it.

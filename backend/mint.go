@@ -47,9 +47,12 @@ type Token struct {
 	ExpiresIn    time.Duration
 	IssuedAt     time.Time
 	RefreshToken string // set when one was asked for and issued
-	Issuer       string
-	Subject      string
-	Access       []access.Grant
+	// IssuedRefresh is an entity's new refresh token, whose Vault lease
+	// the answer carries; nil otherwise.
+	IssuedRefresh *IssuedRefreshToken
+	Issuer        string
+	Subject       string
+	Access        []access.Grant
 }
 
 // maxClientIDLen bounds client_id, which is stored with refresh tokens.
@@ -80,7 +83,11 @@ func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest)
 		return nil, err
 	}
 	if req.Offline && cfg.RefreshTokenTTL > 0 {
-		rt, err := b.issueUserRefreshToken(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
+		issue := b.issueUserRefreshToken
+		if lg.robot {
+			issue = b.issueRobotRefreshToken
+		}
+		rt, err := issue(ctx, s, cfg, req.Username, lg.generation, req.ClientID)
 		if err != nil {
 			return nil, err
 		}
@@ -104,29 +111,49 @@ func (b *Backend) issueUserRefreshToken(ctx context.Context, s logical.Storage, 
 	if u == nil || u.Generation != generation {
 		return "", errInvalidCredentials
 	}
-	return b.issueRefreshToken(ctx, s, cfg, Subject{Kind: SubjectUser, ID: name}, generation, clientID)
+	rt, err := b.issueRefreshToken(ctx, s, cfg, refreshGrant{Subject: UserSubject(name), Generation: generation, ClientID: clientID, TTL: cfg.RefreshTokenTTL})
+	if err != nil {
+		return "", err
+	}
+	return rt.Token, nil
 }
 
-// MintFromRefresh mints a token from a refresh token with the user's access
-// as it is now. The token must have been issued under the user's current
-// credential generation.
+// MintFromRefresh mints a token from a refresh token of any subject with
+// the subject's access as it is now. A user's token must have been issued
+// under the user's current credential generation; an entity's is checked
+// by mintFromEntityRefresh.
 func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
 	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RefreshTokenTTL == 0 {
-		return nil, errInvalidRefreshToken
-	}
-	hash, rec, err := b.liveRefreshToken(ctx, s, req.RefreshToken)
+	hash, rec, err := b.liveRefreshToken(ctx, s, cfg, req.RefreshToken)
 	if err != nil {
 		return nil, err
 	}
-	sub := rec.subject()
-	if sub.Kind != SubjectUser {
+	var tok *Token
+	switch sub := rec.subject(); sub.Kind {
+	case SubjectUser:
+		tok, err = b.mintFromUserRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	case SubjectEntity:
+		tok, err = b.mintFromEntityRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	case SubjectRobot:
+		tok, err = b.mintFromRobotRefresh(ctx, s, cfg, scopes, req, hash, rec)
+	default:
+		err = errInvalidRefreshToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok.RefreshToken = req.RefreshToken
+	return tok, nil
+}
+
+func (b *Backend) mintFromUserRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}
-	u, err := b.ReadUser(ctx, s, sub.ID)
+	u, err := b.ReadUser(ctx, s, rec.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -135,12 +162,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	}
 	b.recordUse(ctx, s, hash, rec, req.ClientID)
 	userAccess := b.cachedUser(u).access
-	tok, err := b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, req.ClientAddr, scopes, userAccess, cfg.Anonymous()), req.TTL)
-	if err != nil {
-		return nil, err
-	}
-	tok.RefreshToken = req.RefreshToken
-	return tok, nil
+	return b.sign(ctx, s, cfg, req.Service, u.Name, access.GrantScopes(u.Name, req.ClientAddr, scopes, userAccess, cfg.Anonymous()), req.TTL)
 }
 
 // openTokenRequest is what every token request starts with: its scopes

@@ -13,10 +13,8 @@ import (
 func (b *Backend) Periodic(ctx context.Context, s logical.Storage) error {
 	keysErr := b.MaintainKeys(ctx, s)
 	pruned, tokensErr := b.PruneRefreshTokens(ctx, s)
-	prunedIdentity, identityErr := b.PruneIdentityRefreshTokens(ctx, s)
-	pruned += prunedIdentity
 	if pruned > 0 {
 		b.logger.Debug("pruned expired refresh tokens", "count", pruned)
 	}
-	return errors.Join(keysErr, tokensErr, identityErr)
+	return errors.Join(keysErr, tokensErr)
 }

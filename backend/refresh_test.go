@@ -28,7 +28,7 @@ func TestRefresh_issueAndUse(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("bob", "pw", "repository:bob/*:*")
 	rt := f.offlineLogin("bob", "pw", "docker")
-	if !strings.HasPrefix(rt, refreshTokenPrefix) || len(rt) < 43 {
+	if !strings.HasPrefix(rt, tokenPrefixes[SubjectUser]) || len(rt) < 43 {
 		t.Errorf("refresh token %d chars: want at least 256 bits", len(rt))
 	}
 	tok, err := f.refresh(rt, "docker", "repository:bob/app:pull")
@@ -91,7 +91,7 @@ func TestRefresh_refused(t *testing.T) {
 		}},
 		{"user deleted", func(f *fixture, rt string) (string, string) { f.b.DeleteUser(f.ctx, f.s, "bob"); return rt, "docker" }},
 		{"revoked by operator", func(f *fixture, rt string) (string, string) {
-			if n, err := f.b.RevokeRefreshTokens(f.ctx, f.s, "bob"); n != 1 || err != nil {
+			if n, err := f.b.RevokeRefreshTokens(f.ctx, f.s, UserSubject("bob")); n != 1 || err != nil {
 				f.t.Fatalf("revoked %d, %v", n, err)
 			}
 			return rt, "docker"
@@ -121,7 +121,7 @@ func TestRefresh_anyClientIDAndLastClientRecorded(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("bob", "pw", "repository:bob/*:*")
 	rt := f.offlineLogin("bob", "pw", "docker")
-	list, err := f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+	list, err := f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob"))
 	if err != nil || len(list) != 1 || list[0].ClientID != "docker" || list[0].LastClientID != "" || !list[0].LastUsed.IsZero() {
 		t.Fatalf("before any use: %+v, %v", list, err)
 	}
@@ -133,7 +133,7 @@ func TestRefresh_anyClientIDAndLastClientRecorded(t *testing.T) {
 		if len(tok.Access) != 1 {
 			t.Fatalf("refresh from client_id %q granted %+v", client, tok.Access)
 		}
-		list, err = f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+		list, err = f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob"))
 		if err != nil || len(list) != 1 || list[0].ClientID != "docker" || list[0].LastClientID != client ||
 			!list[0].LastUsed.Equal(f.clock.Now()) {
 			t.Fatalf("after a refresh from %q: %+v, %v", client, list, err)
@@ -145,14 +145,14 @@ func TestRefresh_anyClientIDAndLastClientRecorded(t *testing.T) {
 	if _, err := f.refresh(rt, ""); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, "bob"); !list[0].LastUsed.Equal(before) {
+	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob")); !list[0].LastUsed.Equal(before) {
 		t.Errorf("last_used rewritten within the hour: %v, was %v", list[0].LastUsed, before)
 	}
 	f.clock.Advance(lastUsedResolution)
 	if _, err := f.refresh(rt, ""); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, "bob"); !list[0].LastUsed.Equal(f.clock.Now()) {
+	if list, _ = f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob")); !list[0].LastUsed.Equal(f.clock.Now()) {
 		t.Errorf("last_used not updated after an hour: %v", list[0].LastUsed)
 	}
 }
@@ -190,7 +190,7 @@ func TestRefresh_listAndPrune(t *testing.T) {
 	f.offlineLogin("bob", "pw", "docker")
 	f.clock.Advance(24 * time.Hour)
 	f.offlineLogin("bob", "pw", "containerd")
-	list, err := f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+	list, err := f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob"))
 	if err != nil || len(list) != 2 {
 		t.Fatalf("list: %v, %v", list, err)
 	}
@@ -199,7 +199,7 @@ func TestRefresh_listAndPrune(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("pruned %d, %v; want 1", n, err)
 	}
-	list, _ = f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+	list, _ = f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob"))
 	if len(list) != 1 || list[0].ClientID != "containerd" {
 		t.Fatalf("after prune: %+v", list)
 	}

@@ -20,32 +20,25 @@ func (b *Backend) RotateKeys(ctx context.Context, s logical.Storage) (*KeyRing, 
 	if err != nil {
 		return nil, err
 	}
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	if sr == nil {
-		return nil, ErrNoTrustAnchor
-	}
-	if staged := takeStaged(sr); staged != nil {
-		// The operator has put the staged CA into every registry's bundle:
-		// sign under it from now on.
-		b.retireAll(sr, cfg)
-		if err := b.anchorWith(sr, cfg, *staged); err != nil {
-			return nil, err
+	return b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		if len(sr.CAs) == 0 {
+			return false, ErrNoTrustAnchor
 		}
-		b.logger.Info("activated the staged trust anchor")
-		return b.saveRing(ctx, s, sr)
-	}
-	if sr.CAs[0].Imported {
-		return nil, errorf(KindBadRequest, "the trust anchor was imported and signs tokens itself, so it cannot be rotated; stage a CA kept in Vault with ca/generate stage=true, put ca/pem into the registries, then rotate")
-	}
-	if err := b.rotate(sr, cfg); err != nil {
-		return nil, err
-	}
-	return b.saveRing(ctx, s, sr)
+		if staged := takeStaged(sr); staged != nil {
+			// The operator has put the staged CA into every registry's
+			// bundle: sign under it from now on.
+			b.retireAll(sr, cfg)
+			if err := b.anchorWith(sr, cfg, *staged); err != nil {
+				return false, err
+			}
+			b.logger.Info("activated the staged trust anchor")
+			return true, nil
+		}
+		if sr.CAs[0].Imported {
+			return false, errorf(KindBadRequest, "the trust anchor was imported and signs tokens itself, so it cannot be rotated; stage a CA kept in Vault with ca/generate stage=true, put ca/pem into the registries, then rotate")
+		}
+		return true, b.rotate(sr, cfg)
+	})
 }
 
 // takeStaged removes the staged CA from sr and returns it, if there is one.
@@ -68,25 +61,21 @@ func (b *Backend) MaintainKeys(ctx context.Context, s logical.Storage) error {
 	if err != nil {
 		return err
 	}
-	b.ringMu.Lock()
-	defer b.ringMu.Unlock()
-	sr, err := loadRing(ctx, s)
-	if err != nil || sr == nil {
-		return err
-	}
-	now := b.now()
-	changed := prune(sr, now)
-	if !sr.CAs[0].Imported && b.rotationDue(sr, cfg, now) {
-		if err := b.rotate(sr, cfg); err != nil {
-			return err
+	_, err = b.changeRing(ctx, s, func(sr *storedRing) (bool, error) {
+		if len(sr.CAs) == 0 {
+			return false, nil
 		}
-		b.logger.Info("rotated the signing key", "reason", "rotation_period or certificate end")
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	_, err = b.saveRing(ctx, s, sr)
+		now := b.now()
+		changed := prune(sr, now)
+		if !sr.CAs[0].Imported && b.rotationDue(sr, cfg, now) {
+			if err := b.rotate(sr, cfg); err != nil {
+				return false, err
+			}
+			b.logger.Info("rotated the signing key", "reason", "rotation_period or certificate end")
+			changed = true
+		}
+		return changed, nil
+	})
 	return err
 }
 

@@ -260,7 +260,7 @@ func TestRefresh_deletedAndRecreatedUserRefusesOldToken(t *testing.T) {
 	if tok, err := f.refresh(rt, "docker", "repository:bob/app:pull"); errKind(err) != KindInvalidGrant {
 		t.Fatalf("old refresh token after delete and re-create: %v (token %v), want invalid_grant", err, tok != nil)
 	}
-	if list, _ := f.b.ListRefreshTokens(f.ctx, f.s, "bob"); len(list) != 0 {
+	if list, _ := f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob")); len(list) != 0 {
 		t.Errorf("the old token is listed as the new user's: %+v", list)
 	}
 	if n, err := f.b.PruneRefreshTokens(f.ctx, f.s); n != 1 || err != nil {
@@ -326,7 +326,7 @@ func TestRefresh_perUserCapRevokesTheOldest(t *testing.T) {
 		rts = append(rts, f.offlineLogin("bob", "pw", fmt.Sprintf("client%d", i)))
 		f.clock.Advance(time.Minute)
 	}
-	list, err := f.b.ListRefreshTokens(f.ctx, f.s, "bob")
+	list, err := f.b.ListRefreshTokens(f.ctx, f.s, UserSubject("bob"))
 	if err != nil || len(list) != 3 {
 		t.Fatalf("listed %d tokens, %v; want 3", len(list), err)
 	}
@@ -354,7 +354,7 @@ func TestRefresh_pruneDoesBoundedWorkPerPass(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range perUser {
-			if _, err := f.b.issueRefreshToken(f.ctx, f.s, cfg, Subject{Kind: SubjectUser, ID: name}, stored.Generation, "docker"); err != nil {
+			if _, err := f.b.issueRefreshToken(f.ctx, f.s, cfg, refreshGrant{Subject: UserSubject(name), Generation: stored.Generation, ClientID: "docker", TTL: cfg.RefreshTokenTTL}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -94,22 +93,7 @@ func (b *Backend) ReadUser(ctx context.Context, s logical.Storage, name string) 
 	if !access.ValidUserName(name) {
 		return nil, nil
 	}
-	u, kept, epoch := b.records.get(name)
-	if kept {
-		return u, nil
-	}
-	entry, err := s.Get(ctx, userPrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("read user: %w", err)
-	}
-	if entry != nil {
-		u = new(User)
-		if err := json.Unmarshal(entry.Value, u); err != nil {
-			return nil, fmt.Errorf("decode user %s: %w", quote(name), err)
-		}
-	}
-	b.records.fill(name, u, epoch)
-	return u, nil
+	return readRecord(ctx, s, b.records, userPrefix+name, "user", name, nil)
 }
 
 // ListUsers returns the user names.
@@ -210,7 +194,7 @@ func (b *Backend) WriteUser(ctx context.Context, s logical.Storage, name string,
 	if change.PasswordChanged {
 		// The new generation already refuses them; this frees the storage
 		// (and clears what an earlier user of the name left).
-		if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
+		if _, err := b.revokeRefreshTokens(ctx, s, UserSubject(name)); err != nil {
 			return change, fmt.Errorf("password changed, but deleting the old refresh tokens failed: %w", err)
 		}
 	}
@@ -234,7 +218,7 @@ func (b *Backend) DeleteUser(ctx context.Context, s logical.Storage, name string
 		return fmt.Errorf("delete user: %w", err)
 	}
 	b.users.Delete(name)
-	if _, err := b.revokeRefreshTokens(ctx, s, Subject{Kind: SubjectUser, ID: name}); err != nil {
+	if _, err := b.revokeRefreshTokens(ctx, s, UserSubject(name)); err != nil {
 		return fmt.Errorf("user deleted, but revoking refresh tokens failed: %w", err)
 	}
 	return nil

@@ -602,19 +602,6 @@ func machineBusy() time.Duration {
 	return time.Duration(busy) * clockTick
 }
 
-// statFields returns the fields of /proc/<pid>/stat after the command name
-// (which may hold blanks): state, ppid, …
-func statFields(pid int) []string {
-	if pid <= 0 {
-		return nil
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	return strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-}
-
 // pluginPID finds the plugin process: the child of Vault whose executable
 // is the plugin binary.
 func pluginPID(t testing.TB, vaultPID int) int {
@@ -624,27 +611,4 @@ func pluginPID(t testing.TB, vaultPID int) int {
 		t.Fatalf("no %s child process of Vault (pid %d)", pluginName, vaultPID)
 	}
 	return pid
-}
-
-// findPluginPID is pluginPID, or 0 when there is no such process.
-func findPluginPID(vaultPID int) int {
-	dirs, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		fields := statFields(pid)
-		if len(fields) < 2 || fields[1] != strconv.Itoa(vaultPID) {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe"))
-		if err == nil && filepath.Base(exe) == pluginName {
-			return pid
-		}
-	}
-	return 0
 }

@@ -215,8 +215,10 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 	if code != http.StatusOK || strings.Contains(string(body), "refresh_token") {
 		t.Fatalf("offline token for the AppRole through the relay: %d %s", code, body)
 	}
-	// A caller of token/identity may ask one: it works at the relay with
-	// any client_id, and dies with its entity.
+	// A caller of token/identity may ask one when the operator allows
+	// them: it works at the relay with any client_id, and dies with its
+	// entity.
+	v.CLI(t, "write", "registry/config", "identity_refresh_tokens=true")
 	code, out := v.callAs(t, botToken, http.MethodPut, "registry/token/identity", map[string]any{"offline_token": true, "client_id": "ci"})
 	rt := jsonField(out, "data", "refresh_token")
 	if code != http.StatusOK || rt == "" {

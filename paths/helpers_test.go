@@ -27,9 +27,19 @@ type mount struct {
 
 func newMount(t *testing.T, path string) *mount {
 	t.Helper()
-	b := plugin.New(backend.Options{Logger: hclog.NewNullLogger()})
+	m := startMount(t, path, backend.Options{}, &logical.InmemStorage{})
+	m.ok(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4})
+	return m
+}
+
+// startMount starts the plugin on storage (a new mount's, or one a mount
+// used before, as after a plugin restart), with opts.
+func startMount(t *testing.T, path string, opts backend.Options, storage logical.Storage) *mount {
+	t.Helper()
+	opts.Logger = hclog.NewNullLogger()
+	b := plugin.New(opts)
 	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
+	conf.StorageView = storage
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +47,7 @@ func newMount(t *testing.T, path string) *mount {
 	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: conf.StorageView}); err != nil {
 		t.Fatal(err)
 	}
-	m := &mount{t: t, b: b, storage: conf.StorageView, path: path}
-	m.ok(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4})
-	return m
+	return &mount{t: t, b: b, storage: conf.StorageView, path: path}
 }
 
 // call runs one request the way Vault does and returns Vault's HTTP

@@ -57,7 +57,8 @@ func newIdentityMount(t *testing.T) (*mount, *identityStore) {
 // the given entity would.
 func (m *mount) identityCall(path, entityID string, data map[string]any) (int, *logical.Response, string) {
 	m.t.Helper()
-	req := &logical.Request{Operation: update, Path: path, Data: data, Storage: m.storage, MountPoint: m.path + "/", EntityID: entityID}
+	req := &logical.Request{Operation: update, Path: path, Data: data, Storage: m.storage, MountPoint: m.path + "/", EntityID: entityID,
+		ClientTokenAccessor: "accessor-of-" + entityID}
 	return m.do(req)
 }
 
@@ -189,6 +190,7 @@ func TestIdentityToken_aliasNameSubject(t *testing.T) {
 
 func TestIdentityRefresh_boundToTheEntity(t *testing.T) {
 	m, ids := newIdentityMount(t)
+	m.ok(update, "config", map[string]any{"identity_refresh_tokens": true})
 	m.ok(update, "groups/devs", map[string]any{"access": "repository:app/*:pull,push"})
 	_, resp, msg := m.identityCall("token/identity", "e-alice", map[string]any{"offline_token": true, "client_id": "docker"})
 	rt, _ := resp.Data["refresh_token"].(string)

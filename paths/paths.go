@@ -19,11 +19,13 @@ func All(b *backend.Backend) []*framework.Path {
 	var ps []*framework.Path
 	ps = append(ps, configPaths(b)...)
 	ps = append(ps, userPaths(b)...)
+	ps = append(ps, refreshTokenPaths(b)...)
 	ps = append(ps, tokenPaths(b)...)
 	ps = append(ps, caPaths(b)...)
 	ps = append(ps, keyPaths(b)...)
 	ps = append(ps, identityPaths(b)...)
 	ps = append(ps, explainPaths(b)...)
+	ps = append(ps, robotPaths(b)...)
 	return ps
 }
 
@@ -31,7 +33,7 @@ func All(b *backend.Backend) []*framework.Path {
 var Unauthenticated = []string{"ca/pem", "jwks"}
 
 // SealWrapped lists the storage prefixes that hold private keys.
-var SealWrapped = []string{backend.KeyPrefix}
+var SealWrapped = []string{backend.KeyPrefix, backend.RobotKeyPath}
 
 // codes gives each kind of domain error its code in the token contract;
 // the code gives the status.

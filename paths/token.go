@@ -112,7 +112,7 @@ func (h *tokenHandler) mint(ctx context.Context, req *logical.Request, d *framew
 }
 
 // mintFromRefresh mints from a refresh token (d has refreshFields): a
-// user's, or a Vault identity's (identity_token.go).
+// user's, or a Vault identity's.
 func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
 	addr, err := backend.ParseClientAddr(d.Get(tokenapi.FieldClientAddr).(string))
 	if err != nil {
@@ -125,9 +125,6 @@ func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request
 		ClientID:     d.Get(tokenapi.FieldClientID).(string),
 		Scopes:       d.Get(tokenapi.FieldScope).([]string),
 		TTL:          time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
-	}
-	if backend.IsIdentityRefreshToken(rr.RefreshToken) {
-		return h.b.MintFromIdentityRefresh(ctx, req.Storage, rr)
 	}
 	return h.b.MintFromRefresh(ctx, req.Storage, rr)
 }
@@ -174,9 +171,12 @@ A request with credentials and no scope is a login: its token grants nothing.
 const refreshHelpSynopsis = "Mint a registry token from a refresh token."
 
 const refreshHelpDescription = `
-The refresh token must be live and issued by this mount, to a user whose
-password has not changed since; any client_id may present it (the issuing and
-the last client are recorded, see users/<name>/refresh-tokens). The token carries the user's access as it is now. The same refresh
-token is returned. A bad, expired or revoked refresh token is a 400 "invalid
-refresh token".
+The refresh token must be live and issued by this mount: to a user whose
+password has not changed since, or by token/identity to a Vault identity
+entity that Vault still has, enabled, while identity_refresh_tokens is on
+and the Vault token that asked for it lives. Any client_id may present it
+(the issuing and the last client are recorded, see users/<name>/refresh-tokens
+and entities/<name>/refresh-tokens). The token carries the subject's access
+as it is now. The same refresh token is returned. A bad, expired or revoked
+refresh token is a 400 "invalid refresh token".
 `

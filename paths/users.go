@@ -23,16 +23,6 @@ func userPaths(b *backend.Backend) []*framework.Path {
 			HelpDescription: usersListHelpDescription,
 		},
 		{
-			Pattern: "users/(?P<name>" + access.UserNamePattern + ")/refresh-tokens/?$",
-			Fields:  map[string]*framework.FieldSchema{"name": name},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation:   &framework.PathOperation{Callback: h.listRefreshTokens, Summary: "List the user's refresh tokens (never the tokens themselves)."},
-				logical.DeleteOperation: &framework.PathOperation{Callback: h.revokeRefreshTokens, Summary: "Revoke all the user's refresh tokens."},
-			},
-			HelpSynopsis:    refreshTokensHelpSynopsis,
-			HelpDescription: refreshTokensHelpDescription,
-		},
-		{
 			Pattern: "users/(?P<name>" + access.UserNamePattern + ")$",
 			Fields: map[string]*framework.FieldSchema{
 				"name":          name,
@@ -120,34 +110,6 @@ func (h *userHandler) delete(ctx context.Context, req *logical.Request, d *frame
 	return nil, nil
 }
 
-func (h *userHandler) listRefreshTokens(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tokens, err := h.b.ListRefreshTokens(ctx, req.Storage, d.Get("name").(string))
-	if err != nil {
-		return respond(err)
-	}
-	keys := make([]string, 0, len(tokens))
-	info := make(map[string]any, len(tokens))
-	for _, t := range tokens {
-		keys = append(keys, t.ID)
-		info[t.ID] = map[string]any{
-			"client_id":      t.ClientID,
-			"created":        timestamp(t.Created),
-			"expires":        timestamp(t.Expires),
-			"last_client_id": t.LastClientID,
-			"last_used":      timestamp(t.LastUsed),
-		}
-	}
-	return logical.ListResponseWithInfo(keys, info), nil
-}
-
-func (h *userHandler) revokeRefreshTokens(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	n, err := h.b.RevokeRefreshTokens(ctx, req.Storage, d.Get("name").(string))
-	if err != nil {
-		return respond(err)
-	}
-	return &logical.Response{Data: map[string]any{"revoked": n}}, nil
-}
-
 const usersListHelpSynopsis = "List the users of this registry service."
 
 const usersListHelpDescription = `
@@ -174,15 +136,4 @@ successful login) and locked_until while the user is locked out; never the
 password or its hash. Changing the password unlocks the user and ends the
 user's refresh tokens; so does deleting the user (a user created again under
 the name does not inherit them).
-`
-
-const refreshTokensHelpSynopsis = "List or revoke a user's refresh tokens."
-
-const refreshTokensHelpDescription = `
-LIST shows each refresh token's id (the start of its SHA-256; the token itself
-is never stored), client_id (the client it was issued to), created, expires,
-last_client_id and last_used (the last client that refreshed with it, and
-when, to the hour; empty until first used). A refresh token works from any
-client_id: the id is for auditing only. DELETE revokes them all: the clients
-holding them must log in again with the password.
 `

@@ -41,6 +41,7 @@ func New(opts backend.Options) *framework.Backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		Paths:       paths.All(d),
+		Secrets:     paths.Secrets(d),
 		PathsSpecial: &logical.Paths{
 			Unauthenticated: paths.Unauthenticated,
 			SealWrapStorage: paths.SealWrapped,
@@ -68,6 +69,7 @@ func New(opts backend.Options) *framework.Backend {
 		RunningVersion: version.Resolve(Version),
 	}
 	d.SetIdentitySource(systemIdentities{fb})
+	d.SetSystemView(fb.System)
 	return fb
 }
 

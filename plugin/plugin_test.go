@@ -159,7 +159,7 @@ func TestBackend_specialPaths(t *testing.T) {
 	if len(sp.Unauthenticated) != 2 || sp.Unauthenticated[0] != "ca/pem" || sp.Unauthenticated[1] != "jwks" {
 		t.Errorf("unauthenticated = %v", sp.Unauthenticated)
 	}
-	if len(sp.SealWrapStorage) != 1 || sp.SealWrapStorage[0] != "keys/" {
+	if len(sp.SealWrapStorage) != 2 || sp.SealWrapStorage[0] != "keys/" || sp.SealWrapStorage[1] != "robot-key" {
 		t.Errorf("seal-wrapped = %v", sp.SealWrapStorage)
 	}
 	if b.RunningVersion != Version {

@@ -12,6 +12,9 @@
 #      when DOCKER_AUTH_BIN names its auth_server (README: how to build it);
 #      CPU profiles of the three processes under load (kept in
 #      BENCH_PROFILE_DIR, default bin/bench-profiles); 10 vs 10,000 users.
+#      Robot accounts (e2e/bench_robots_test.go): creds/ issue rate at 8
+#      callers, then a warm robot's token against a warm user's with
+#      10,000 robots live.
 #   3. gnuplot draws tokens/s and p99 against connections.
 #
 # Run through `make bench` (which builds bin/ first). Needs scripts/install.sh
@@ -74,6 +77,10 @@ echo "== Load run: wrk → relay → Vault → plugin"
 BENCH_REPORT=$WORK/load.md BENCH_PLOT_DATA=$WORK/plot.tsv \
 	go test -tags 'e2e bench' -run '^TestBench_load$' -count=1 -v -timeout 20m ./e2e/
 
+echo "== Robot accounts: creds/ issue rate, warm robot vs warm user token"
+BENCH_REPORT=$WORK/robots.md \
+	go test -tags 'e2e bench' -run '^TestBench_robots$' -count=1 -v -timeout 20m ./e2e/
+
 echo "== Picture: ${PNG#"$ROOT"/}"
 gnuplot <<EOF
 set terminal pngcairo size 1200,520 font "sans,11" noenhanced
@@ -120,5 +127,6 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	echo "## End to end"
 	echo
 	cat "$WORK/load.md"
+	cat "$WORK/robots.md"
 } >"$OUT"
 echo "== Wrote ${OUT#"$ROOT"/} and ${PNG#"$ROOT"/}"

@@ -37,6 +37,9 @@ APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
+# podman: e2e TestRobots_clients logs in with a robot's dockerconfigjson as
+# its --authfile.
+APT_PACKAGES+=(podman)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH

@@ -1,8 +1,10 @@
 # The registry operator's Vault policy for the service "registry": users,
 # settings and keys of its plugin mount, and the "Coming from godoauth"
 # migration (godoauth's mount, the temporary registry-new mount, moving
-# mounts). Registering the plugin, writing policies and creating the
-# relay's token stay with a Vault administrator.
+# mounts, and only those). Registering the plugin (deploy/policies/
+# register.hcl), writing policies and creating the relay's token stay with
+# a Vault administrator. For another service, replace "registry" in every
+# path and parameter value below.
 #
 #   vault policy write registry-operator deploy/policies/operator.hcl
 
@@ -21,23 +23,43 @@ path "registry-godoauth/*" {
   capabilities = ["read", "list"]
 }
 
-# Enable, move (vault secrets move) and disable those mounts.
+# Enable, move (vault secrets move) and disable those mounts. Only the
+# plugin may be enabled there: another engine type (aws, kubernetes, ...)
+# could use the Vault server's own cloud credentials.
 path "sys/mounts/registry" {
   capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "type" = ["vault-plugin-registry"]
+    "*"    = []
+  }
 }
 
 path "sys/mounts/registry-new" {
   capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "type" = ["vault-plugin-registry"]
+    "*"    = []
+  }
 }
 
 path "sys/mounts/registry-godoauth" {
   capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {
+    "type" = ["vault-plugin-registry"]
+    "*"    = []
+  }
 }
 
-# Vault asks for sudo on sys/remount, and with it a move can take any
-# mount: drop this rule once the migration is done.
+# Vault asks for sudo on sys/remount. Without limits a move could take any
+# mount (another team's payments/ to registry-new/, read, move back), so
+# both ends must be one of the three mounts above, as `vault secrets move`
+# writes them (with the trailing slash) or as the API takes them.
 path "sys/remount" {
   capabilities = ["update", "sudo"]
+  allowed_parameters = {
+    "from" = ["registry", "registry/", "registry-new", "registry-new/", "registry-godoauth", "registry-godoauth/"]
+    "to"   = ["registry", "registry/", "registry-new", "registry-new/", "registry-godoauth", "registry-godoauth/"]
+  }
 }
 
 path "sys/remount/status/*" {

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -252,7 +253,7 @@ func TestGrant_sameAsGodoauth(t *testing.T) {
 					t.Fatalf("godoauth refuses %q", scope)
 				}
 				want := godoauthAllowed(godoauth, n, asked)
-				got := privOfGrants(access.GrantScopes("someone", []access.Scope{{Type: "repository", Name: name, Actions: strings.Split(actions, ",")}}, kept))
+				got := privOfGrants(access.GrantScopes("someone", netip.Addr{}, []access.Scope{{Type: "repository", Name: name, Actions: strings.Split(actions, ",")}}, kept))
 				if got != want {
 					t.Errorf("access %q, scope %q: the plugin grants %s, godoauth %s", text, scope, got, want)
 				}
@@ -296,7 +297,7 @@ func (p godoauthPriv) String() string {
 func pluginGrant(a access.List, name string) godoauthPriv {
 	var p godoauthPriv
 	for _, asked := range [][]string{{"push", "pull"}, {"*"}} {
-		p |= privOfGrants(access.GrantScopes("someone", []access.Scope{{Type: "repository", Name: name, Actions: asked}}, a))
+		p |= privOfGrants(access.GrantScopes("someone", netip.Addr{}, []access.Scope{{Type: "repository", Name: name, Actions: asked}}, a))
 	}
 	return p
 }
