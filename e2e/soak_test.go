@@ -158,6 +158,7 @@ func TestSoak_churn(t *testing.T) {
 	// Churn: a user created, one changed, one deleted every second; a
 	// refresh token issued and used twice a second; a key rotation every
 	// rotateEvery.
+	var rounds, rotations atomic.Int64
 	churnErrors := map[string]int{}
 	var churnMu sync.Mutex
 	churnFail := func(what string, err error) {
@@ -177,10 +178,12 @@ func TestSoak_churn(t *testing.T) {
 			case <-stop:
 				return
 			case <-rotate.C:
+				rotations.Add(1)
 				if _, errOut, err := v.TryCLI("", "write", "-f", svc.Name+"/keys/rotate"); err != nil {
 					churnFail("rotate", fmt.Errorf("%v %s", err, errOut))
 				}
 			case <-tick.C:
+				rounds.Add(1)
 				name := func(i int) string { return fmt.Sprintf("churn%06d", i) }
 				if _, errOut, err := v.TryCLI("", "write", svc.Name+"/users/"+name(n), "password=churn-pw-a-"+strconv.Itoa(n), "access=repository:churn/**:pull"); err != nil {
 					churnFail("create", fmt.Errorf("%v %s", err, errOut))
@@ -252,8 +255,9 @@ func TestSoak_churn(t *testing.T) {
 		t.Errorf("the relay has %.0f goroutines at rest after the soak, %.0f before it", idleAfter, idleBefore)
 	}
 
-	t.Logf("MEASURE soak total requests=%d failed=%d rate=%.0f/s storage_start=%d storage_end=%d churn_errors=%v failures=%v",
-		totalSent.Load(), totalFailed.Load(), float64(totalSent.Load())/duration.Seconds(), storageStart, storageEnd, churnErrors, failures)
+	t.Logf("MEASURE soak total requests=%d failed=%d rate=%.0f/s churn_rounds=%d rotations=%d storage_start=%d storage_end=%d churn_errors=%v failures=%v",
+		totalSent.Load(), totalFailed.Load(), float64(totalSent.Load())/duration.Seconds(), rounds.Load(), rotations.Load(),
+		storageStart, storageEnd, churnErrors, failures)
 	if totalFailed.Load() > 0 {
 		t.Errorf("%d of %d token requests failed: %v", totalFailed.Load(), totalSent.Load(), failures)
 	}
