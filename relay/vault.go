@@ -390,6 +390,9 @@ var pluginRelaunchBudget = 5 * time.Second
 // Retry-After), never a 503 at the deadline.
 const busyRetryNeeds = 3 * time.Second
 
+// retryMargin is the time a retry needs at least, to be worth sending.
+const retryMargin = 500 * time.Millisecond
+
 // timeLeft is the time until ctx's deadline; an hour when it has none.
 func timeLeft(ctx context.Context) time.Duration {
 	if d, ok := ctx.Deadline(); ok {
@@ -408,7 +411,10 @@ func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	for pause := failoverPause; ; pause = min(2*pause, failoverMaxPause) {
 		resp, err := p.next.RoundTrip(withBody(req, body))
-		if err != nil || time.Since(start)+pause > pluginRelaunchBudget {
+		// The last answer goes back before the call's deadline (its own
+		// timeout, storage.vault.timeout), so that a plugin still gone is a
+		// 503 of its own, not a timeout that marks Vault down.
+		if err != nil || time.Since(start)+pause > pluginRelaunchBudget || timeLeft(req.Context()) < pause+retryMargin {
 			return resp, err
 		}
 		var why string

@@ -99,3 +99,37 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 		})
 	}
 }
+
+// A plugin still gone when the call's own timeout nears: the relay answers
+// 503 from the last 500 before the timeout, so Vault is not marked down
+// and the next request is tried at once.
+func TestAuth_deadPluginRetriesEndBeforeTheVaultTimeout(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		c.Storage.Vault.Timeout = Duration(time.Second)
+		c.HTTP.Timeout = Duration(10 * time.Second)
+	})
+	auth := basic("alice", "s3cret")
+	query := "service=registry&scope=repository:alice/app:pull"
+	if w := get(s, query, auth); w.Code != 200 {
+		t.Fatalf("first token: %d %s", w.Code, w.Body)
+	}
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+		writeJSON(w, 500, map[string]any{"errors": []string{"internal error"}})
+	}
+	fv.mu.Unlock()
+	if w := get(s, query, auth); w.Code != 503 {
+		t.Fatalf("status %d, want 503", w.Code)
+	}
+	if strings.Contains(logs.String(), "did not answer in time") {
+		t.Errorf("the retries ran into the timeout:\n%s", logs)
+	}
+	before := fv.tokens.Load()
+	if w := get(s, query, auth); w.Code != 503 {
+		t.Fatalf("second status %d, want 503", w.Code)
+	}
+	if fv.tokens.Load() == before {
+		t.Error("the next request was refused without asking Vault: Vault was marked down")
+	}
+}
