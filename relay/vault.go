@@ -456,15 +456,35 @@ func deadPluginAnswer(resp *http.Response) bool {
 	if json.Unmarshal(peekBody(resp, maxErrorBody), &answer) != nil {
 		return false
 	}
-	if len(answer.Errors) == 1 && answer.Errors[0] == "internal error" {
+	var errs []string
+	for _, e := range answer.Errors {
+		errs = append(errs, vaultErrorList(e)...)
+	}
+	if len(errs) == 1 && errs[0] == "internal error" {
 		return true
 	}
-	for _, e := range answer.Errors {
+	for _, e := range errs {
 		if strings.Contains(e, "rpc error: code = Unavailable") {
 			return true
 		}
 	}
 	return false
+}
+
+// vaultErrorList splits one of Vault's error strings into its errors: Vault
+// often answers a multierror, "1 error occurred:\n\t* internal error\n\n".
+func vaultErrorList(e string) []string {
+	head, rest, ok := strings.Cut(e, "\n")
+	if !ok || !strings.HasSuffix(head, " occurred:") {
+		return []string{e}
+	}
+	var errs []string
+	for _, line := range strings.Split(rest, "\n") {
+		if item, ok := strings.CutPrefix(line, "\t* "); ok {
+			errs = append(errs, item)
+		}
+	}
+	return errs
 }
 
 // peekBody reads up to n bytes of an answer and puts them back in front

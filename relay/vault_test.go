@@ -34,6 +34,9 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 	}{
 		{name: "handler of the dead process", errors: []string{unavailable}, failures: 1, proven: true, want: 200, calls: 2},
 		{name: "existence check of the dead process", errors: []string{"internal error"}, failures: 1, proven: true, want: 200, calls: 2},
+		{name: "existence check, as Vault's multierror", errors: []string{"1 error occurred:\n\t* internal error\n\n"}, failures: 1, proven: true, want: 200, calls: 2},
+		{name: "handler, as Vault's multierror", errors: []string{"1 error occurred:\n\t* " + unavailable + "\n\n"}, failures: 1, proven: true, want: 200, calls: 2},
+		{name: "two errors, one internal", errors: []string{"2 errors occurred:\n\t* internal error\n\t* audit failed\n\n"}, failures: 1, proven: true, want: 503, calls: 1},
 		{name: "anonymous", errors: []string{unavailable}, failures: 1, query: "service=registry", want: 200, calls: 2},
 		{name: "refresh token", errors: []string{unavailable}, failures: 1,
 			form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"}, "service": {"registry"}, "client_id": {"c"}},
