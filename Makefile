@@ -18,11 +18,13 @@ PLUGIN  := $(BIN)/vault-plugin-registry
 RELAY   := $(BIN)/godoauth-relay
 LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/relay.Version=$(VERSION)
+CREDHELPER := $(BIN)/docker-credential-vault-registry
+CREDHELPER_LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/credhelper.Version=$(VERSION)
 
-.PHONY: help build plugin relay tools test unit e2e demo demo-ha bench soak fuzz lint clean release
+.PHONY: help build plugin relay credhelper tools test unit e2e demo demo-ha bench soak fuzz lint clean release
 
 help:
-	@echo "make build   build $(PLUGIN) and $(RELAY)"
+	@echo "make build   build $(PLUGIN), $(RELAY) and $(CREDHELPER)"
 	@echo "make plugin  build the plugin and print the command to register it"
 	@echo "make relay   build the relay"
 	@echo "make tools   install Vault, registries and clients (scripts/install.sh)"
@@ -38,7 +40,7 @@ help:
 	@echo "make clean   remove $(BIN)/ and $(DIST)/"
 	@echo "make release linux/amd64 and linux/arm64 binaries, SHA256SUMS and register lines in $(DIST)/"
 
-build: plugin relay
+build: plugin relay credhelper
 
 plugin:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/vault-plugin-registry
@@ -47,6 +49,10 @@ plugin:
 
 relay:
 	$(GO) build -trimpath -ldflags "$(RELAY_LDFLAGS)" -o $(RELAY) ./cmd/godoauth-relay
+
+# The docker credential helper (docs/VAULT-LOGIN.md): users put it on PATH.
+credhelper:
+	$(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" -o $(CREDHELPER) ./cmd/docker-credential-vault-registry
 
 tools:
 	scripts/install.sh
@@ -121,8 +127,10 @@ release:
 			-o $(DIST)/vault-plugin-registry_$(VERSION)_linux_$$arch ./cmd/vault-plugin-registry; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(RELAY_LDFLAGS)" \
 			-o $(DIST)/godoauth-relay_$(VERSION)_linux_$$arch ./cmd/godoauth-relay; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" \
+			-o $(DIST)/docker-credential-vault-registry_$(VERSION)_linux_$$arch ./cmd/docker-credential-vault-registry; \
 	done; \
-	cd $(DIST); sha256sum vault-plugin-registry_* godoauth-relay_* > SHA256SUMS; \
+	cd $(DIST); sha256sum vault-plugin-registry_* godoauth-relay_* docker-credential-vault-registry_* > SHA256SUMS; \
 	for arch in $(RELEASE_ARCHS); do \
 		bin=vault-plugin-registry_$(VERSION)_linux_$$arch; \
 		echo "# linux/$$arch: copy $$bin into Vault's plugin_directory, then:"; \

@@ -18,6 +18,12 @@ import (
 // plugin answers (429 busy) well within the relay's request timeout.
 const passwordCheckWait = 2 * time.Second
 
+// batchCheckWait is passwordCheckWait for a request of a token batch
+// (WithinBatch): a batch answers when its slowest request does, so one
+// request's wait must stay well under the relay's Vault timeout (3s by
+// default) for the others' sake. Its waits go first (checkSlots).
+const batchCheckWait = time.Second
+
 // cachedUser is what a node remembers of a user between requests. It is
 // immutable: a change stores a new value.
 type cachedUser struct {
@@ -48,8 +54,15 @@ type login struct {
 // lockout_threshold checks conclude in one lockout window. A check is
 // judged when it concludes, under the same lock: a right password whose
 // check ends after the lockout began is refused with 429.
+//
+// A locked-out name's refusal never waits and never turns into busy
+// (lockedOutCheck).
 func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Config, name, password string) (*login, error) {
-	waitUntil := time.Now().Add(passwordCheckWait) // one budget for every wait below
+	wait := passwordCheckWait
+	if withinBatch(ctx) {
+		wait = batchCheckWait
+	}
+	waitUntil := time.Now().Add(wait) // one budget for every wait below
 	if !access.ValidUserName(name) || len(password) > maxPasswordLen {
 		// Such a name cannot exist, such a password cannot be right.
 		return nil, b.decoyCheck(ctx, cfg, password, errInvalidCredentials, waitUntil)
@@ -79,7 +92,7 @@ func (b *Backend) authenticate(ctx context.Context, s logical.Storage, cfg *Conf
 
 	if err := b.reserveCheck(ctx, s, cfg, name, waitUntil); err != nil {
 		if e, ok := AsError(err); ok && e.Kind == KindLockedOut {
-			return nil, b.decoyCheck(ctx, cfg, password, err, waitUntil)
+			return nil, b.lockedOutCheck(cfg, password, err)
 		}
 		return nil, err
 	}
@@ -221,6 +234,23 @@ func (b *Backend) decoyCheck(ctx context.Context, cfg *Config, password string, 
 	return refusal
 }
 
+// lockedOutCheck spends a decoy check for a locked-out name when a
+// password-check slot is free at once, then returns refusal. It never
+// waits for a slot: the refusal says the name is locked out (for a user
+// and an unknown name alike), so a decoy hides nothing there but the cost
+// of a check when the plugin is idle. Waiting for one under a flood would
+// hold the request for seconds (and a batch with it), and answering busy
+// instead would keep the relay from learning that the credential it
+// counted as proven is locked out.
+func (b *Backend) lockedOutCheck(cfg *Config, password string, refusal error) error {
+	if b.passwordChecks.tryAcquire() {
+		b.bcryptRuns.Add(1)
+		_ = bcrypt.CompareHashAndPassword(b.decoyHash(cfg.BcryptCost), []byte(password))
+		b.releasePasswordCheck()
+	}
+	return refusal
+}
+
 func (b *Backend) decoyHash(cost int) []byte {
 	if h, ok := b.decoys.Load(cost); ok {
 		return h.([]byte)
@@ -236,23 +266,9 @@ func (b *Backend) decoyHash(cost int) []byte {
 var errBusy = &Error{Kind: KindBusy, Msg: "too many password checks in progress; retry after 1s", RetryAfter: time.Second}
 
 // acquirePasswordCheck takes a password-check slot, waiting for one until
-// waitUntil at most.
+// waitUntil at most; a request of a batch goes first (checkSlots).
 func (b *Backend) acquirePasswordCheck(ctx context.Context, waitUntil time.Time) error {
-	select {
-	case b.passwordChecks <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.NewTimer(time.Until(waitUntil))
-	defer t.Stop()
-	select {
-	case b.passwordChecks <- struct{}{}:
-		return nil
-	case <-t.C:
-		return errBusy
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return b.passwordChecks.acquire(ctx, waitUntil, withinBatch(ctx))
 }
 
-func (b *Backend) releasePasswordCheck() { <-b.passwordChecks }
+func (b *Backend) releasePasswordCheck() { b.passwordChecks.release() }

@@ -182,7 +182,7 @@ func TestPasswordChecks_areBounded(t *testing.T) {
 	f.login("bob", "right", 0)
 
 	// Hold the only slot: password checks queue, a cached login does not.
-	f.b.passwordChecks <- struct{}{}
+	holdCheck(f.b)
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.mint(TokenRequest{Username: "bob", Password: "wrong"})
@@ -196,7 +196,7 @@ func TestPasswordChecks_areBounded(t *testing.T) {
 		t.Fatalf("a password check ran while no slot was free: %v", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	<-f.b.passwordChecks
+	f.b.passwordChecks.release()
 	if err := <-done; errKind(err) != KindUnauthorized {
 		t.Fatalf("queued check: %v", err)
 	}
@@ -208,7 +208,7 @@ func TestPasswordChecks_floodIsRefusedAsBusy(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.BcryptCost = 4
 	f.saveConfig(cfg)
-	f.b.passwordChecks <- struct{}{} // the slot stays taken
+	holdCheck(f.b) // the slot stays taken
 	_, err := f.mint(TokenRequest{Username: "nobody", Password: "x"})
 	if e, ok := AsError(err); !ok || e.Kind != KindBusy || e.RetryAfter <= 0 {
 		t.Fatalf("no free check for %s: %v, want busy", passwordCheckWait, err)
@@ -290,8 +290,8 @@ func TestCredentialCache_queuedChecksShareAVerifiedPassword(t *testing.T) {
 	f.saveConfig(cfg)
 	f.addUser("bob", "right", "repository:bob/*:*")
 	// Every password-check slot taken: the logins below queue.
-	for range cap(f.b.passwordChecks) {
-		f.b.passwordChecks <- struct{}{}
+	for range f.b.passwordChecks.size {
+		holdCheck(f.b)
 	}
 	const n = 3 // no more than the lockout threshold: each is reserved at once
 	errs := make(chan error, n)
@@ -311,8 +311,8 @@ func TestCredentialCache_queuedChecksShareAVerifiedPassword(t *testing.T) {
 	f.b.users.Store("bob", &cachedUser{version: u.Version, access: cu.access,
 		credential: f.b.credentialMAC("bob", u.Version, "right"), credentialExpires: f.clock.Now().Add(time.Minute)})
 	runs := f.b.BcryptRuns()
-	for range cap(f.b.passwordChecks) {
-		<-f.b.passwordChecks
+	for range f.b.passwordChecks.size {
+		f.b.passwordChecks.release()
 	}
 	for range n {
 		if err := <-errs; err != nil {

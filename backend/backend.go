@@ -39,10 +39,10 @@ type Backend struct {
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
-	passwordChecks chan struct{} // bounds concurrent bcrypt work
-	bcryptRuns     atomic.Int64  // bcrypt comparisons done, decoys included
-	decoys         sync.Map      // bcrypt cost → decoy hash for unknown users
-	checks         *checkState   // password checks in flight, unknown names' failures
+	passwordChecks *checkSlots  // bounds concurrent bcrypt work
+	bcryptRuns     atomic.Int64 // bcrypt comparisons done, decoys included
+	decoys         sync.Map     // bcrypt cost → decoy hash for unknown users
+	checks         *checkState  // password checks in flight, unknown names' failures
 
 	pruneMu     sync.Mutex
 	pruneCursor string // where the next refresh-token prune pass goes on
@@ -82,7 +82,7 @@ func New(opts Options) *Backend {
 		now:            opts.Now,
 		userLocks:      locksutil.CreateLocks(),
 		credKey:        key,
-		passwordChecks: make(chan struct{}, opts.PasswordChecks),
+		passwordChecks: newCheckSlots(opts.PasswordChecks),
 		checks:         newCheckState(unknownNamesTracked),
 		records:        newUserRecords(userRecordsKept),
 		roles:          newRecordCache[Role](rolesKept),

@@ -73,3 +73,48 @@ func BenchmarkMint_warm(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMint_warmDenyAndNetworks: a warm token whose user has 20 deny
+// and 20 conditioned entries besides 40 plain ones, against the same user
+// without them (issue 26's target: within 10 %).
+func BenchmarkMint_warmDenyAndNetworks(b *testing.B) {
+	plain := make([]string, 40)
+	for i := range plain {
+		plain[i] = fmt.Sprintf("repository:team%d/app/*:pull,push", i)
+	}
+	var extra []string
+	for i := range 20 {
+		extra = append(extra, fmt.Sprintf("!repository:team%d/release/**:push,delete", i))
+		extra = append(extra, fmt.Sprintf("repository:mirror%d/**:pull@10.0.0.0/8,fd00::/8", i))
+	}
+	for _, bc := range []struct{ name, access string }{
+		{"plain-40", strings.Join(plain, ";")},
+		{"plus-20-deny-20-conditioned", strings.Join(append(plain, extra...), ";")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			be, s, ctx := New(Options{}), &logical.InmemStorage{}, context.Background()
+			cfg := DefaultConfig()
+			cfg.BcryptCost = 4
+			be.SaveConfig(ctx, s, cfg)
+			pw, acc := "pw", bc.access
+			if _, err := be.WriteUser(ctx, s, "alice", UserUpdate{Password: &pw, Access: &acc}); err != nil {
+				b.Fatal(err)
+			}
+			from, err := ParseClientAddr("10.1.2.3")
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := TokenRequest{Service: "registry", Username: "alice", Password: pw, ClientAddr: from,
+				Scopes: []string{"repository:team39/app/x:pull,push"}}
+			if tok, err := be.Mint(ctx, s, req); err != nil || len(tok.Access) != 1 {
+				b.Fatalf("%v %v", tok, err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := be.Mint(ctx, s, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

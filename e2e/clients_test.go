@@ -27,6 +27,9 @@ var clientKinds = []ClientKind{Crane, Oras, Regctl, Skopeo}
 type Client struct {
 	Kind ClientKind
 	Home string
+	// Env holds more variables for every run (COSIGN_REPOSITORY, a PATH
+	// with the credential helper); a later one wins over the defaults.
+	Env []string
 
 	bin string
 	t   testing.TB
@@ -45,12 +48,12 @@ func NewClient(t testing.TB, kind ClientKind) *Client {
 func (c *Client) path(name string) string { return filepath.Join(c.Home, name) }
 
 func (c *Client) env() []string {
-	return append(baseEnv(c.Home),
+	return append(append(baseEnv(c.Home),
 		"DOCKER_CONFIG="+c.path(".docker"),
 		"XDG_CONFIG_HOME="+c.path(".config"),
 		"XDG_RUNTIME_DIR="+c.path("run"),
 		"REGISTRY_AUTH_FILE="+c.path("auth.json"),
-	)
+	), c.Env...)
 }
 
 // Run runs the client with args (and stdin) in dir, if not empty.

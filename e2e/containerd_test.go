@@ -114,6 +114,32 @@ func testIdentityTokenShared(t *testing.T, relay *Relay, dockerd *Dockerd, ctrd 
 			lastClientIs(t, oauthClientID[ck])
 		})
 	}
+
+	t.Run("podman pulls and pushes with docker's identity token", func(t *testing.T) {
+		repoTag := "alice/docker-config-podman:v1"
+		img := seed(t, reg, Crane, repoTag)
+		p := NewContainers(t, Podman)
+		ShareDockerConfig(t, p.Client, d)
+		pushed := NewTestImage(t)
+		log := relayLog(relay, func() {
+			mustOK(t, p.Pull(reg, repoTag))
+			mustOK(t, p.Push(reg, "alice/podman-with-docker-token:v1", pushed))
+		})
+		if got := p.Layers(reg.Ref(repoTag)); len(got) != 1 || got[0] != diffID(t, img) {
+			t.Errorf("podman pulled layers %v, want %s", got, diffID(t, img))
+		}
+		// podman recompresses the layer it pushes: compare diff ids.
+		back := NewContainers(t, Podman)
+		mustOK(t, back.Login(reg, admin.name, admin.password))
+		mustOK(t, back.Pull(reg, "alice/podman-with-docker-token:v1"))
+		if got := back.Layers(reg.Ref("alice/podman-with-docker-token:v1")); len(got) != 1 || got[0] != diffID(t, pushed) {
+			t.Errorf("podman pushed layers %v, want %s", got, diffID(t, pushed))
+		}
+		if n, others := grants(log, refreshGrant); n == 0 || others != 0 {
+			t.Errorf("relay log: %d refresh grants and %d other token requests, want only refresh grants", n, others)
+		}
+		lastClientIs(t, "containers/image")
+	})
 }
 
 // ctrPullSame pulls a fresh image, seeded by admin, with ctr and the given

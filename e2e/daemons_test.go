@@ -267,6 +267,7 @@ func ShareDockerConfig(t testing.TB, c *Client, d *Docker) {
 		c.path(".docker"):   d.Config,
 		c.path("auth.json"): filepath.Join(d.Config, "config.json"),
 	} {
+		_ = os.Remove(link) // podman's and buildah's empty auth file
 		if err := os.Symlink(target, link); err != nil {
 			t.Fatal(err)
 		}

@@ -29,7 +29,8 @@ func TestDemo_frontDoor(t *testing.T) {
 	}
 	vaultPort := freePortPair(t)
 	relayPort, registryPort := freePort(t), freePort(t)
-	env := append(baseEnv(t.TempDir()), "VPR_TOOLS="+filepath.Dir(filepath.Dir(tool(t, "vault"))),
+	tmp := t.TempDir() // the demo's work directory goes here, to read the relay's log
+	env := append(baseEnv(t.TempDir()), "TMPDIR="+tmp, "VPR_TOOLS="+filepath.Dir(filepath.Dir(tool(t, "vault"))),
 		fmt.Sprintf("VAULT_PORT=%d", vaultPort), fmt.Sprintf("RELAY_PORT=%d", relayPort),
 		fmt.Sprintf("REGISTRY_PORT=%d", registryPort))
 	demo := StartProcess(t, "demo", env, "bash", filepath.Join(root, "scripts", "demo.sh"))
@@ -70,6 +71,17 @@ func TestDemo_frontDoor(t *testing.T) {
 		case strings.HasPrefix(command, "crane catalog") && !strings.Contains(got, "demo/hello"):
 			t.Errorf("%s: want demo/hello listed:\n%s", command, got)
 		}
+	}
+
+	// The relay's token has deploy/policies/relay.hcl: its log starts clean
+	// (no "policy lacks renew-self" ERROR, no lookup WARN).
+	relayLogs, _ := filepath.Glob(filepath.Join(tmp, "vpr-demo.*", "relay.log"))
+	if len(relayLogs) != 1 {
+		t.Fatalf("want the demo's relay.log under %s, found %v", tmp, relayLogs)
+	}
+	relayLog := string(readBytes(t, relayLogs[0]))
+	if strings.Contains(relayLog, "[ERROR]") || strings.Contains(relayLog, "[WARN]") || !strings.Contains(relayLog, "renewing the relay's Vault token itself") {
+		t.Errorf("the demo's relay log does not start clean (or does not renew its token):\n%s", tail(relayLog, 20))
 	}
 
 	if err := syscall.Kill(-demo.cmd.Process.Pid, syscall.SIGINT); err != nil {

@@ -319,16 +319,26 @@ func relayGauge(t testing.TB, r *Relay, name string) float64 {
 // goroutinePeak samples the relay's go_goroutines every 20ms until the
 // returned function is called, which returns the highest value seen.
 func goroutinePeak(r *Relay) func() float64 {
+	peaks := gaugePeaks(r, "go_goroutines")
+	return func() float64 { return peaks()["go_goroutines"] }
+}
+
+// gaugePeaks samples the relay's gauges (samples without labels) every
+// 20ms until the returned function is called, which returns the highest
+// value seen of each.
+func gaugePeaks(r *Relay, names ...string) func() map[string]float64 {
 	done := make(chan struct{})
-	peak := make(chan float64)
+	peak := make(chan map[string]float64)
 	go func() {
-		highest := 0.0
+		highest := map[string]float64{}
 		for {
 			if code, body, err := metricsText(r); err == nil && code == http.StatusOK {
 				for line := range strings.SplitSeq(body, "\n") {
-					if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-						if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-							highest = max(highest, f)
+					for _, name := range names {
+						if v, ok := strings.CutPrefix(line, name+" "); ok {
+							if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+								highest[name] = max(highest[name], f)
+							}
 						}
 					}
 				}
@@ -341,7 +351,7 @@ func goroutinePeak(r *Relay) func() float64 {
 			}
 		}
 	}()
-	return func() float64 {
+	return func() map[string]float64 {
 		close(done)
 		return <-peak
 	}

@@ -187,14 +187,25 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 		t.Errorf("after leaving devs: grant %q", grantString(c))
 	}
 
-	// The root token has no entity: a 400 that says so.
-	code, _, body := st.relay.Token(t, "registry", "vault", rootToken)
-	if code != http.StatusBadRequest || !strings.Contains(string(body), "no identity entity") {
-		t.Errorf("root token: %d %s", code, body)
+	// The root token has no entity, a made-up token is unknown to Vault:
+	// the public relay answers both the same 401 (issue 20, point 7); the
+	// reason is in its log, the token is not.
+	code, _, rootBody := st.relay.Token(t, "registry", "vault", rootToken)
+	if code != http.StatusUnauthorized {
+		t.Errorf("root token: %d %s, want 401", code, rootBody)
 	}
-	// A made-up token: 401, as a wrong password.
-	if code, _, body := st.relay.Token(t, "registry", "vault", "hvs.not-a-token"); code != http.StatusUnauthorized {
-		t.Errorf("made-up token: %d %s", code, body)
+	code, _, madeUpBody := st.relay.Token(t, "registry", "vault", "hvs.not-a-token")
+	if code != http.StatusUnauthorized || string(madeUpBody) != string(rootBody) {
+		t.Errorf("made-up token: %d %s; root token: %s; want the same 401", code, madeUpBody, rootBody)
+	}
+	waitFor(t, "the root token's refusal in the relay log", st.relay.Proc, 10*time.Second, func() error {
+		if countLines(st.relay.Proc.Log(), "status=401", "no identity entity") == 0 {
+			return fmt.Errorf("no line with the reason:\n%s", tail(st.relay.Proc.Log(), 10))
+		}
+		return nil
+	})
+	if strings.Contains(st.relay.Proc.Log(), rootToken) {
+		t.Error("the relay log holds the root token")
 	}
 
 	// AppRole: a machine with access of its own (entities/<name>).
@@ -210,7 +221,7 @@ func TestIdentity_userpassAndAppRole(t *testing.T) {
 
 	// The relay asks no refresh token for an identity (docker keeps the
 	// Vault token instead, which Vault checks on every login).
-	code, body = postForm(t, st.relay, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {botToken},
+	code, body := postForm(t, st.relay, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {botToken},
 		"service": {"registry"}, "client_id": {"docker"}, "access_type": {"offline"}})
 	if code != http.StatusOK || strings.Contains(string(body), "refresh_token") {
 		t.Fatalf("offline token for the AppRole through the relay: %d %s", code, body)
@@ -437,6 +448,22 @@ directory %[1]s/data
 	return s
 }
 
+// enableAuth enables Vault's ldap auth method against this directory, its
+// groups read from groupOfNames entries, its logins given the identity
+// policy and tokens of tokenType; it returns the mount's accessor.
+func (s *slapd) enableAuth(t testing.TB, v *Vault, tokenType string) string {
+	t.Helper()
+	v.CLI(t, "auth", "enable", "ldap")
+	v.root(t, http.MethodPut, "auth/ldap/config", map[string]any{
+		"url": s.URL, "binddn": s.Admin, "bindpass": s.Pass,
+		"userdn": "ou=people," + ldapBase, "userattr": "uid",
+		"groupdn": "ou=groups," + ldapBase, "groupattr": "cn",
+		"groupfilter":    "(&(objectClass=groupOfNames)(member={{.UserDN}}))",
+		"token_policies": identityPolicy, "token_type": tokenType,
+	})
+	return v.authAccessor(t, "ldap")
+}
+
 // modify applies an LDIF change as the directory's admin.
 func (s *slapd) modify(t testing.TB, ldif string) {
 	t.Helper()
@@ -496,16 +523,8 @@ func TestIdentity_ldapBehindTheRelay(t *testing.T) {
 	// Vault reads the LDAP groups again (with reuse, within token_reuse).
 	st := newIdentityStack(t, "identity:\n  password_mounts: [ldap]\n  token_reuse: 0s\n")
 	v := st.Vault
-	v.CLI(t, "auth", "enable", "ldap")
-	v.root(t, http.MethodPut, "auth/ldap/config", map[string]any{
-		"url": ldap.URL, "binddn": ldap.Admin, "bindpass": ldap.Pass,
-		"userdn": "ou=people," + ldapBase, "userattr": "uid",
-		"groupdn": "ou=groups," + ldapBase, "groupattr": "cn",
-		"groupfilter":    "(&(objectClass=groupOfNames)(member={{.UserDN}}))",
-		"token_policies": identityPolicy, "token_type": "batch",
-	})
+	accessor := ldap.enableAuth(t, v, "batch")
 	// Name tokens after the LDAP user (alias_name), so ${user} is "erin".
-	accessor := v.authAccessor(t, "ldap")
 	st.svc.WriteConfig(t, "identity_subject=alias_name", "identity_alias_mount="+accessor)
 	for _, g := range []string{"developers", "releasers"} {
 		id := jsonField(v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "ldap-" + g, "type": "external"}), "data", "id")

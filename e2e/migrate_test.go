@@ -212,7 +212,7 @@ func mustSay(t *testing.T, r Result, want ...string) {
 	}
 }
 
-func readBytes(t *testing.T, path string) []byte {
+func readBytes(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -5,7 +5,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // relayPolicyFile is the relay's least-privilege policy as deploy/ ships it.
@@ -54,8 +61,9 @@ func startRelayWith(t *testing.T, v *Vault, level, vaultLines string) *Relay {
 		t.Fatal(err)
 	}
 	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
+	// /livez, not /healthz: some tests start the relay with a token Vault refuses.
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/healthz", http.StatusOK)
+		return wantStatus(r.URL+"/livez", http.StatusOK)
 	})
 	return r
 }
@@ -307,6 +315,168 @@ func TestRelayToken_tokenFileFollowed(t *testing.T) {
 	}
 }
 
+// systemdUnitFile is the relay's unit as deploy/ ships it.
+const systemdUnitFile = "../deploy/systemd/godoauth-relay.service"
+
+// asSystemdCredential does what the unit's LoadCredential= does before the
+// relay starts: it copies the source file of the unit's one credential,
+// read only, into the service's credentials directory (here under dir, for
+// /run/credentials/godoauth-relay.service), and returns the copy's path.
+func asSystemdCredential(t *testing.T, dir, source string) string {
+	t.Helper()
+	unit, err := os.ReadFile(systemdUnitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "LoadCredential="); ok {
+			name, _, _ = strings.Cut(v, ":")
+		}
+	}
+	if name == "" || !strings.Contains(string(unit), "auth_token_file: /run/credentials/godoauth-relay.service/"+name) {
+		t.Fatalf("the unit has no LoadCredential= whose file its comment names as auth_token_file")
+	}
+	creds := filepath.Join(dir, "run", "credentials", "godoauth-relay.service")
+	if err := os.MkdirAll(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	content, err := os.ReadFile(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(creds, name)
+	if err := os.WriteFile(copied, content, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	return copied
+}
+
+// TestRelayToken_systemdCredentialRenewed runs the relay as the shipped
+// systemd unit does (the token handed as a credential, read with
+// auth_token_file) on a token with a 20 s period, made as the unit's
+// comment says, for more than three periods: the relay renews it, every
+// answer is 200. Without renewal of a token file it expired after 20 s.
+func TestRelayToken_systemdCredentialRenewed(t *testing.T) {
+	const period = 20 * time.Second
+	v, _ := tokenSetup(t)
+	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
+		"-orphan", "-period="+period.String(), "-field=token"))
+	created := time.Now()
+	etc := writeTemp(t, token+"\n") // /etc/godoauth-relay/vault-token
+	credential := asSystemdCredential(t, t.TempDir(), etc)
+	r := startRelayWith(t, v, "info", "    auth_token_file: "+credential)
+
+	statuses := steadyLoad(t, r, 3*period+10*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
+	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
+	troubles := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
+	t.Logf("MEASURE systemd-credential period=%s ran=%s answers=%v renewals=%.0f", period,
+		time.Since(created).Round(time.Second), statuses, renewals)
+	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
+		t.Fatalf("answers by status over %s: %v; want only 200", time.Since(created).Round(time.Second), statuses)
+	}
+	if renewals < 4 || troubles != 0 {
+		t.Errorf("renewals %.0f (want at least 4 over 3 periods), renewal errors %.0f", renewals, troubles)
+	}
+	if err := wantStatus(r.URL+"/healthz", http.StatusOK); err != nil {
+		t.Errorf("/healthz %v", err)
+	}
+	if strings.Contains(r.Proc.Log(), token) {
+		t.Error("the relay logged its token")
+	}
+}
+
+// TestRelayToken_newTokenFileCheckedFirst: a new token in auth_token_file
+// that Vault refuses (a truncated write, a revoked token) is not used: the
+// working token stays, every answer is 200, and an ERROR says why; a good
+// new token is used. Also: a relay started with a revoked token says the
+// token is invalid or expired (not that its policy lacks renew-self), and
+// its /healthz is 503 while /livez is 200.
+func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
+	v, _ := tokenSetup(t)
+	newToken := func() string {
+		return strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
+			"-orphan", "-period=1h", "-field=token"))
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	write := func(content string) { // in place, as a careless writer does
+		if err := os.WriteFile(tokenFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := newToken()
+	write(good)
+	r := startRelayWith(t, v, "info", "    auth_token_file: "+tokenFile)
+	mint := func() int {
+		code, _, _ := r.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull")
+		return code
+	}
+	if code := mint(); code != http.StatusOK {
+		t.Fatalf("with the first token: %d", code)
+	}
+	revoked := newToken()
+	v.CLI(t, "token", "revoke", revoked)
+	statuses := map[int]int{}
+	for i, bad := range []string{good[:len(good)/2], revoked} {
+		start := time.Now()
+		write(bad)
+		waitFor(t, "the ERROR for the refused token", r.Proc, 15*time.Second, func() error {
+			statuses[mint()]++
+			if n := strings.Count(r.Proc.Log(), "vault refuses the new token in auth_token_file"); n < i+1 {
+				return fmt.Errorf("%d ERROR lines", n)
+			}
+			return nil
+		})
+		t.Logf("MEASURE bad-token-file=%d rejected_within=%s", i, time.Since(start).Round(10*time.Millisecond))
+		for range 10 {
+			statuses[mint()]++
+		}
+	}
+	if len(statuses) != 1 || statuses[http.StatusOK] == 0 {
+		t.Errorf("answers while the file held refused tokens: %v, want only 200", statuses)
+	}
+	if err := wantStatus(r.URL+"/healthz", http.StatusOK); err != nil {
+		t.Errorf("/healthz %v with the working token", err)
+	}
+	second := newToken()
+	write(second)
+	waitFor(t, "the switch to the good new token", r.Proc, 10*time.Second, func() error {
+		if n := metricValue(t, r, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
+			return fmt.Errorf("file reads %.0f, want 2", n)
+		}
+		return nil
+	})
+	v.CLI(t, "token", "revoke", good)
+	if code := mint(); code != http.StatusOK {
+		t.Errorf("after the switch and the old token's revocation: %d", code)
+	}
+	log := r.Proc.Log()
+	for _, tok := range []string{good, revoked, second} {
+		if strings.Contains(log, tok) {
+			t.Error("the relay logged a token")
+		}
+	}
+
+	// A relay started with a revoked token.
+	dead := startRelayWith(t, v, "info", "    auth_token: "+revoked)
+	waitFor(t, "the invalid-token ERROR", dead.Proc, 10*time.Second, func() error {
+		if !strings.Contains(dead.Proc.Log(), "token invalid or expired") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if log := dead.Proc.Log(); strings.Contains(log, "renew-self") {
+		t.Errorf("a revoked token blamed on the policy:\n%s", tail(log, 20))
+	}
+	if err := wantStatus(dead.URL+"/healthz", http.StatusServiceUnavailable); err != nil {
+		t.Errorf("/healthz with a revoked token: %v, want 503", err)
+	}
+	if err := wantStatus(dead.URL+"/livez", http.StatusOK); err != nil {
+		t.Errorf("/livez: %v, want 200", err)
+	}
+}
+
 func writeTemp(t *testing.T, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "file")
@@ -326,4 +496,88 @@ func (v *Vault) tryCLIWithToken(token string, args ...string) (string, string, e
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
+}
+
+// serviceAccountToken signs a token shaped as Kubernetes signs a projected
+// service-account token for namespace/name, audience vault.
+func serviceAccountToken(t *testing.T, key *ecdsa.PrivateKey, namespace, name string) string {
+	t.Helper()
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": "https://kubernetes.default.svc.cluster.local",
+		"aud": []string{"vault"},
+		"sub": "system:serviceaccount:" + namespace + ":" + name,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"kubernetes.io": map[string]any{
+			"namespace":      namespace,
+			"serviceaccount": map[string]any{"name": name, "uid": "8d1f6c2e-0f4b-4a55-9d3e-" + fmt.Sprintf("%012d", len(name))},
+			"pod":            map[string]any{"name": name + "-7c9f8d6b5-x2x4q", "uid": "5b1e2d9a-3c4f-4e6a-8b7c-0d1e2f3a4b5c"},
+		},
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+// TestRelayToken_kubernetesLogin: the relay logs in to Vault as a
+// Kubernetes workload (storage.vault.kubernetes), here at Vault's jwt auth
+// method, which verifies a service-account-shaped token against the
+// cluster's issuer key without an API server (Vault's kubernetes method
+// needs one for TokenReview). It renews, logs in again at the max TTL with
+// the token file read anew, and every answer is 200; another service
+// account's token gets no login, an ERROR, and /healthz 503.
+func TestRelayToken_kubernetesLogin(t *testing.T) {
+	v, _ := tokenSetup(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubFile := writeTemp(t, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	v.CLI(t, "auth", "enable", "jwt")
+	v.CLI(t, "write", "auth/jwt/config", "jwt_validation_pubkeys=@"+pubFile,
+		"bound_issuer=https://kubernetes.default.svc.cluster.local")
+	v.CLI(t, "write", "auth/jwt/role/godoauth-relay", "role_type=jwt", "bound_audiences=vault", "user_claim=sub",
+		"bound_subject=system:serviceaccount:registry:godoauth-relay", "token_policies=godoauth-relay",
+		"token_no_default_policy=true", "token_ttl=12s", "token_max_ttl=30s")
+
+	saFile := writeTemp(t, serviceAccountToken(t, key, "registry", "godoauth-relay"))
+	r := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+saFile)
+	statuses := steadyLoad(t, r, 45*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
+	logins := metricValue(t, r, "godoauth_relay_vault_token_logins_total")
+	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
+	t.Logf("MEASURE kubernetes-login(jwt method) token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f",
+		statuses, logins, renewals)
+	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
+		t.Fatalf("answers by status: %v; want only 200", statuses)
+	}
+	if logins < 2 || renewals < 1 {
+		t.Errorf("logins %.0f (want ≥2 over 45 s with a 30 s max TTL), renewals %.0f (want ≥1)", logins, renewals)
+	}
+	if log := r.Proc.Log(); !strings.Contains(log, "logged in to Vault with Kubernetes auth") {
+		t.Errorf("no login line:\n%s", tail(log, 20))
+	}
+
+	// Another namespace's service account: Vault refuses the login.
+	other := writeTemp(t, serviceAccountToken(t, key, "team-b", "godoauth-relay"))
+	bad := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+other)
+	if code, _, _ := bad.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull"); code != http.StatusServiceUnavailable {
+		t.Errorf("relay without a login: %d, want 503", code)
+	}
+	if err := wantStatus(bad.URL+"/healthz", http.StatusServiceUnavailable); err != nil {
+		t.Errorf("/healthz without a login: %v", err)
+	}
+	if log := bad.Proc.Log(); !strings.Contains(log, "cannot log in to Vault with Kubernetes auth") {
+		t.Errorf("no ERROR for the refused login:\n%s", tail(log, 20))
+	}
+	for _, p := range []*Relay{r, bad} {
+		if strings.Contains(p.Proc.Log(), "eyJ") {
+			t.Error("the relay logged a service-account token")
+		}
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,50 +319,20 @@ func TestRobots_clients(t *testing.T) {
 			// podman, the dockerconfigjson as its --authfile.
 			authFile := filepath.Join(t.TempDir(), "auth.json")
 			mustWrite(t, authFile, []byte(rc.DockerConfigJSON))
-			pm := newPodman(t)
-			mustOK(t, pm.run("pull", "--tls-verify=false", "--authfile", authFile, reg.Ref("team/app:v1")))
-			mustOK(t, pm.run("tag", reg.Ref("team/app:v1"), reg.Ref("other/app:v2")))
-			mustFail(t, "podman push outside the role's access", pm.run("push", "--tls-verify=false", "--authfile", authFile, reg.Ref("other/app:v2")))
+			pm := NewContainers(t, Podman)
+			mustOK(t, pm.Run("", "", "pull", "--tls-verify=false", "--authfile", authFile, reg.Ref("team/app:v1")))
+			mustOK(t, pm.Run("", "", "tag", reg.Ref("team/app:v1"), reg.Ref("other/app:v2")))
+			mustFail(t, "podman push outside the role's access", pm.Run("", "", "push", "--tls-verify=false", "--authfile", authFile, reg.Ref("other/app:v2")))
 
 			// The lease's revoke: the next pull of each client is refused.
 			v.CLI(t, "lease", "revoke", rc.LeaseID)
 			mustOK(t, d.Run("", "", nil, "image", "rm", reg.Ref("team/app:v1"), reg.Ref("other/app:v1")))
 			mustFail(t, "docker pull after revoke", d.Run("", "", nil, "pull", reg.Ref("team/app:v1")))
 			mustFail(t, "crane pull after revoke", c.Run("", "", "pull", "--format=oci", reg.Ref("team/app:v1"), filepath.Join(t.TempDir(), "x")))
-			mustFail(t, "podman pull after revoke", pm.run("pull", "--tls-verify=false", "--authfile", authFile, reg.Ref("team/app:v1")))
+			mustFail(t, "podman pull after revoke", pm.Run("", "", "pull", "--tls-verify=false", "--authfile", authFile, reg.Ref("team/app:v1")))
 		})
 	}
 	assertLogsFree(t, []string{admin.password}, st.Relay.Proc, v.Proc, dockerd.Proc)
-}
-
-// podman runs as root with its own storage, run root and configuration, so
-// that nothing of the machine's is read or left behind; vfs works on any
-// file system. Pulling and pushing run no container.
-type podman struct {
-	t    testing.TB
-	home string
-	args []string
-}
-
-func newPodman(t testing.TB) *podman {
-	t.Helper()
-	tool(t, "podman") // Debian's (scripts/install.sh)
-	dir := scratchDir(t, "vpr-podman-")
-	mustWrite(t, filepath.Join(dir, "registries.conf"), []byte("unqualified-search-registries = []\n"))
-	return &podman{t: t, home: dir, args: []string{
-		"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"),
-		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
-	}}
-}
-
-func (p *podman) run(args ...string) Result {
-	p.t.Helper()
-	env := append(baseEnv(p.home),
-		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(p.home, "registries.conf"),
-		"XDG_RUNTIME_DIR="+filepath.Join(p.home, "xdg"),
-		"XDG_CONFIG_HOME="+filepath.Join(p.home, "config"),
-		"REGISTRY_AUTH_FILE="+filepath.Join(p.home, "no-auth.json"))
-	return RunCommand(p.t, env, "", "", tool(p.t, "podman"), append(slices.Clone(p.args), args...)...)
 }
 
 // checkVaultDynamicSecretExample: deploy/kubernetes/vault-dynamic-secret.yaml

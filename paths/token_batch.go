@@ -36,6 +36,10 @@ func (h *tokenHandler) batch(ctx context.Context, req *logical.Request, d *frame
 		entries[i] = m
 	}
 	answers := make([]tokenapi.BatchAnswer, len(entries))
+	// The batch answers when its slowest request does: each request's
+	// waits for a password check have their own short budget and go
+	// first (backend.WithinBatch).
+	ctx = backend.WithinBatch(ctx)
 	var wg sync.WaitGroup
 	for i, m := range entries {
 		wg.Go(func() { answers[i] = h.batchEntry(ctx, req, m) })
@@ -84,7 +88,10 @@ are in flight in one call here, sparing Vault a request, a token lookup and
 a round trip to the plugin per token. requests is a list of at most 32
 objects, each with the fields of token (or of token/refresh when it holds
 refresh_token). Each is checked and minted exactly as on its own path, with
-the same lockout, credential cache and refusals.
+the same lockout, credential cache and refusals, with one difference: a
+request waits at most 1s (not 2s) for a password check, and its wait goes
+before those of single requests, so that one slow request cannot hold the
+answers of the others for long.
 
 The answer's data holds answers: one object per request, in order, with
 status (what the single path would have answered) and data (the token

@@ -24,6 +24,9 @@ type failure struct {
 	msg        string
 	retryAfter int  // seconds; for 429 and 503
 	busy       bool // the plugin's busy refusal: nothing was checked
+	// reason is why, for the relay's log only, when msg does not say it
+	// (never a secret).
+	reason string
 }
 
 func (f *failure) Error() string { return f.msg }

@@ -38,7 +38,21 @@ const (
 	batchOffFor = 5 * time.Minute
 	// maxBatchAnswerBytes bounds the answer to one batch.
 	maxBatchAnswerBytes = tokenapi.MaxBatch * maxAnswerBytes
+	// maxBatchQueue bounds the requests waiting for a mount's next batch:
+	// two rounds of both calls. The plugin answers each request of a batch
+	// within its own budget (paths/token_batch.go), so one waiting here is
+	// answered within http.timeout; past the bound, a request gets 503 with
+	// Retry-After at once, and a flood holds no more than this.
+	maxBatchQueue = 2 * batchCalls * tokenapi.MaxBatch
 )
+
+// errBatchQueueFull answers a request that found its mount's batch queue full.
+var errBatchQueueFull = &failure{
+	status:     http.StatusServiceUnavailable,
+	oauthCode:  "temporarily_unavailable",
+	msg:        "too many token requests in progress; retry after 1s",
+	retryAfter: 1,
+}
 
 // batcher collects one mount's token requests.
 type batcher struct {
@@ -85,6 +99,16 @@ func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, 
 		t, f := b.v.mintOne(ctx, req, false)
 		b.callDone()
 		return t, f
+	}
+	if len(b.queue) >= maxBatchQueue {
+		b.mu.Unlock()
+		b.v.metrics.vaultErrors.WithLabelValues("busy").Inc()
+		t, _ := b.v.loud.LoadOrStore("batch_queue", &throttle{interval: 10 * time.Second})
+		if ok, held := t.(*throttle).allow(time.Now()); ok {
+			b.v.log.Warn("a mount's batch queue is full; answered 503 with Retry-After",
+				"service", b.service, "queued", maxBatchQueue, "similar_warnings_not_logged", held)
+		}
+		return nil, errBatchQueueFull
 	}
 	e := &batchEntry{ctx: ctx, req: req, done: make(chan batchResult, 1)}
 	b.queue = append(b.queue, e)
@@ -188,7 +212,8 @@ func (b *batcher) send(entries []*batchEntry) {
 	var answer struct {
 		Answers []batchAnswer `json:"answers"`
 	}
-	if err := readAnswer(resp.Body, maxBatchAnswerBytes, &answer); err != nil {
+	requestID, err := readAnswer(resp.Body, maxBatchAnswerBytes, &answer)
+	if err != nil {
 		if ctx.Err() != nil {
 			fail(v.transportTrouble(ctx, err, path, false))
 			return
@@ -202,7 +227,11 @@ func (b *batcher) send(entries []*batchEntry) {
 		return
 	}
 	for i, e := range entries {
-		e.done <- v.readBatchAnswer(path, &answer.Answers[i])
+		r := v.readBatchAnswer(path, &answer.Answers[i])
+		if r.t != nil {
+			r.t.RequestID = requestID
+		}
+		e.done <- r
 	}
 }
 

@@ -194,7 +194,7 @@ func FuzzReadBatchAnswer(f *testing.F) {
 		var answer struct {
 			Answers []batchAnswer `json:"answers"`
 		}
-		if readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer) != nil || len(answer.Answers) != 2 {
+		if _, err := readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer); err != nil || len(answer.Answers) != 2 {
 			return
 		}
 		for i := range answer.Answers {
@@ -249,4 +249,112 @@ func TestBatch_requestsOfClientsGoneAreNotSent(t *testing.T) {
 	if n, calls := fv.tokens.Load(), fv.batches.Load(); n != batchCalls || calls != 0 {
 		t.Errorf("Vault got %d token requests in %d batch calls, want %d and 0: the gone clients' were sent", n, calls, batchCalls)
 	}
+}
+
+// holdTokens makes fv answer token requests only once the returned
+// function is called.
+func holdTokens(fv *fakeVault) (release func()) {
+	hold := make(chan struct{})
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		<-hold
+		fv.mint(w, body)
+	}
+	fv.mu.Unlock()
+	return func() { close(hold) }
+}
+
+// queued is the number of requests waiting for the mount's next batch.
+func queued(s *Server) int {
+	b := s.vault.batcher("registry")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
+}
+
+// waitQueued waits until n requests wait for the next batch.
+func waitQueued(t *testing.T, s *Server, n int) {
+	t.Helper()
+	for i := 0; queued(s) < n; i++ {
+		if i == 2000 {
+			t.Fatalf("%d requests queued, want %d", queued(s), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A mount's batch queue is bounded: with both calls held by a slow Vault
+// and maxBatchQueue requests waiting, the next request is answered 503
+// with Retry-After at once, not queued until its deadline (issue 20,
+// point 1).
+func TestBatch_queueIsBounded(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(20 * time.Second) })
+	const n = batchCalls + maxBatchQueue + 1
+	users := make([]string, n)
+	for i := range users {
+		users[i] = basic(fmt.Sprintf("user-%d", i), "pw")
+		if w := get(s, "service=registry", users[i]); w.Code != http.StatusOK { // proven: batched from now on
+			t.Fatalf("first token: %d %s", w.Code, w.Body)
+		}
+	}
+	release := holdTokens(fv)
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for _, u := range users[:n-1] {
+		wg.Go(func() { codes <- get(s, "service=registry", u).Code })
+	}
+	defer func() {
+		release()
+		wg.Wait()
+		close(codes)
+		for c := range codes {
+			if c != http.StatusOK {
+				t.Errorf("a queued request got %d, want 200", c)
+			}
+		}
+	}()
+	waitQueued(t, s, maxBatchQueue)
+	w := get(s, "service=registry", users[n-1]) // Vault still holds every call
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("request past a full batch queue: %d Retry-After %q %s, want 503 with Retry-After 1",
+			w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if n := queued(s); n != maxBatchQueue {
+		t.Errorf("%d requests queued, want %d", n, maxBatchQueue)
+	}
+}
+
+// One credential holds at most maxProvenPerCredential places on the proven
+// path, so its flood (a locked-out user's right password from many
+// connections) leaves room in the batch queue for the others: their
+// requests are queued and served, not refused as a full queue.
+func TestBatch_oneCredentialCannotFillTheQueue(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(4 * time.Second) })
+	mallory, gina := basic("mallory", "pw"), basic("gina", "pw")
+	for _, u := range []string{mallory, gina} {
+		if w := get(s, "service=registry", u); w.Code != http.StatusOK {
+			t.Fatalf("first token: %d %s", w.Code, w.Body)
+		}
+	}
+	release := holdTokens(fv)
+	defer fillUnproven(s)() // mallory's requests past its places wait, then 429
+	var wg sync.WaitGroup
+	for range maxBatchQueue + batchCalls + 20 {
+		wg.Go(func() { get(s, "service=registry", mallory) })
+	}
+	waitQueued(t, s, maxProvenPerCredential-batchCalls)
+	time.Sleep(100 * time.Millisecond) // the rest of the flood arrives
+	if n := queued(s); n > maxProvenPerCredential-batchCalls {
+		t.Errorf("one credential has %d requests queued, want at most %d", n, maxProvenPerCredential-batchCalls)
+	}
+	ginaCode := make(chan int, 1)
+	wg.Go(func() { ginaCode <- get(s, "service=registry", gina).Code })
+	waitQueued(t, s, maxProvenPerCredential-batchCalls+1)
+	release()
+	if c := <-ginaCode; c != http.StatusOK {
+		t.Errorf("another user during the flood: %d, want 200", c)
+	}
+	wg.Wait()
 }

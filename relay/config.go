@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -28,6 +29,7 @@ const (
 	DefaultVaultPool    = 2
 	DefaultHTTPTimeout  = 5 * time.Second
 	DefaultLogLevel     = "info"
+	DefaultLogFormat    = "text"
 )
 
 // Bounds on values that make no sense beyond them.
@@ -56,6 +58,9 @@ type Config struct {
 type LogConfig struct {
 	Level string `yaml:"level"` // error, warn, info (default), debug
 	File  string `yaml:"file"`  // empty: standard error
+	// Format, an extension: text (default) or json (hclog's JSON, one
+	// object a line, as the plugin logs inside Vault).
+	Format string `yaml:"format"`
 }
 
 // Storage is the `storage` section; only Vault is supported, as in godoauth.
@@ -77,8 +82,9 @@ type VaultConfig struct {
 	Addresses []string `yaml:"addresses"`
 
 	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
-	AuthTokenFile string        `yaml:"auth_token_file"` // kept fresh by Vault Agent
-	AppRole       AppRoleConfig `yaml:"approle"`
+	AuthTokenFile string           `yaml:"auth_token_file"` // kept fresh by Vault Agent
+	AppRole       AppRoleConfig    `yaml:"approle"`
+	Kubernetes    KubernetesConfig `yaml:"kubernetes"` // vaultlogin.go
 	// Batch, an extension: false sends every token request in a Vault
 	// call of its own (batch.go), for one audit entry per token at the
 	// price of Vault's per-request work. Default true.
@@ -95,6 +101,14 @@ type HTTPConfig struct {
 	Addr    string    `yaml:"addr"`
 	Timeout Duration  `yaml:"timeout"` // read and write timeout; default 5s
 	TLS     TLSConfig `yaml:"tls"`
+	// Extensions to godoauth's file. MetricsAddr, when set, serves
+	// /metrics on a listener of its own (plain HTTP, e.g. 127.0.0.1:9102)
+	// and no longer on addr. TrustedProxies are the addresses or CIDRs of
+	// the proxies whose X-Forwarded-For the relay believes (clientaddr.go).
+	MetricsAddr    string   `yaml:"metrics_addr"`
+	TrustedProxies []string `yaml:"trusted_proxies"`
+
+	proxies []netip.Prefix // TrustedProxies, parsed by checkValues
 }
 
 // TLSConfig is `http.tls`: when both files are named, the relay serves HTTPS.
@@ -304,6 +318,11 @@ func (c *Config) checkValues() error {
 	default:
 		return c.errorf("log.level", "want error, warn, info or debug, got %s", quote(c.Log.Level))
 	}
+	switch strings.ToLower(c.Log.Format) {
+	case "", "text", "json":
+	default:
+		return c.errorf("log.format", "want text or json, got %s", quote(c.Log.Format))
+	}
 	v := c.Storage.Vault
 	switch v.Proto {
 	case "", "http", "https":
@@ -335,6 +354,20 @@ func (c *Config) checkValues() error {
 			return c.errorf("http.addr", `want host:port or :port, for example ":5002", got %s`, quote(c.HTTP.Addr))
 		}
 	}
+	if a := c.HTTP.MetricsAddr; a != "" {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil || port == "" {
+			return c.errorf("http.metrics_addr", `want host:port, for example "127.0.0.1:9102", got %s`, quote(a))
+		}
+		if a == c.HTTP.Addr && port != "0" {
+			return c.errorf("http.metrics_addr", "must differ from http.addr (%s): leave it out to serve /metrics there", quote(a))
+		}
+	}
+	proxies, err := parseTrustedProxies(c.HTTP.TrustedProxies)
+	if err != nil {
+		return c.errorf("http.trusted_proxies", "%s", err)
+	}
+	c.HTTP.proxies = proxies
 	tls := c.HTTP.TLS
 	if tls.Certificate != "" && tls.Key == "" {
 		return c.errorf("http.tls.key", "required when http.tls.certificate is set")
@@ -360,6 +393,10 @@ func (c *Config) setDefaults() {
 		c.Log.Level = DefaultLogLevel
 	}
 	c.Log.Level = strings.ToLower(c.Log.Level)
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+	c.Log.Format = strings.ToLower(c.Log.Format)
 	if c.Storage.Vault.Timeout == 0 {
 		c.Storage.Vault.Timeout = Duration(DefaultVaultTimeout)
 	}

@@ -35,7 +35,7 @@ func TestLoadConfig_godoauthSampleLoadsUnchanged(t *testing.T) {
 	}
 	want := Config{
 		Version: "0.1",
-		Log:     LogConfig{Level: "info", File: "/tmp/godoauth.log"},
+		Log:     LogConfig{Level: "info", File: "/tmp/godoauth.log", Format: "text"},
 		Storage: Storage{Vault: VaultConfig{
 			Proto: "http", Host: "127.0.0.1", Port: 8200,
 			AuthToken: "dbXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXX",

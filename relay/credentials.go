@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -17,6 +18,15 @@ import (
 // plugin caches them by default, the credentials that got a token (as
 // keyed hashes; the key is random and never leaves the process), and
 // requests with any other password take at most maxUnprovenCalls slots.
+// The same goes for Vault tokens sent as the password (identity.go): a
+// token not seen to get a registry token lately takes an unproven place.
+//
+// A credential stays proven only while the plugin takes it: any refusal
+// but the plugin's busy one (nothing was checked) forgets it, a locked-out
+// user's 429 included. Else a user who got one token, then locked their
+// own account, would send their right password on the proven path: past
+// the bound on unproven checks and into the mount's batches, where each
+// refusal waits for the plugin's decoy password check.
 
 const (
 	// maxUnprovenCalls bounds the Vault calls in flight for passwords
@@ -28,6 +38,14 @@ const (
 	provenTTL = 5 * time.Minute
 	// maxProven bounds the remembered credentials.
 	maxProven = 4096
+	// maxProvenPerCredential bounds one credential's requests on the
+	// proven path at once (Vault calls, or waiting for a batch); more go
+	// as unproven. A user who locked their own account and sends the right
+	// password from many connections before the first refusal comes back
+	// holds no more than this (with batching: half the batch queue, so
+	// others still find room); one client's burst of up to 64 requests
+	// (make bench's load) stays on the proven path.
+	maxProvenPerCredential = maxBatchQueue / 2
 )
 
 // errPasswordChecksBusy answers a password that waited too long for a place.
@@ -41,12 +59,16 @@ type provenCredentials struct {
 	key      [32]byte
 	unproven chan struct{}
 	known    *ttlMap[credentialID, struct{}]
+
+	mu     sync.Mutex
+	onPath map[credentialID]int // requests on the proven path
 }
 
 func newProvenCredentials() *provenCredentials {
 	p := &provenCredentials{
 		unproven: make(chan struct{}, maxUnprovenCalls),
 		known:    newTTLMap[credentialID, struct{}](provenTTL, maxProven),
+		onPath:   map[credentialID]int{},
 	}
 	_, _ = rand.Read(p.key[:]) // never fails (crypto/rand panics instead)
 	return p
@@ -56,17 +78,34 @@ func newProvenCredentials() *provenCredentials {
 // without a password (refresh token, anonymous), which costs the plugin
 // no password check.
 func (p *provenCredentials) id(req *tokenRequest) (credentialID, bool) {
-	var id credentialID
 	if req.RefreshToken != "" || (req.Username == "" && req.Password == "") {
-		return id, false
+		return credentialID{}, false
 	}
+	return p.mac(kindPassword, req.Service, req.Username, req.Password), true
+}
+
+// vaultTokenID is the keyed hash of a Vault token sent for service.
+func (p *provenCredentials) vaultTokenID(service, token string) credentialID {
+	return p.mac(kindVaultToken, service, token)
+}
+
+// Kinds of credential, so that a password and a Vault token never share
+// an id.
+const (
+	kindPassword byte = iota + 1
+	kindVaultToken
+)
+
+func (p *provenCredentials) mac(kind byte, parts ...string) credentialID {
+	var id credentialID
 	m := hmac.New(sha256.New, p.key[:])
-	for _, s := range []string{req.Service, req.Username, req.Password} {
+	m.Write([]byte{kind})
+	for _, s := range parts {
 		m.Write([]byte(s))
 		m.Write([]byte{0})
 	}
 	m.Sum(id[:0])
-	return id, true
+	return id
 }
 
 func (p *provenCredentials) proven(id credentialID) bool {
@@ -78,7 +117,44 @@ func (p *provenCredentials) remember(id credentialID) { p.known.put(id, struct{}
 
 func (p *provenCredentials) forget(id credentialID) { p.known.delete(id) }
 
-// enterUnproven takes a place for a password that got no token lately. It
+// enterProven takes one of id's maxProvenPerCredential places on the
+// proven path; false when they are all taken.
+func (p *provenCredentials) enterProven(id credentialID) (leave func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.onPath[id] >= maxProvenPerCredential {
+		return nil, false
+	}
+	p.onPath[id]++
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.onPath[id]--; p.onPath[id] == 0 {
+			delete(p.onPath, id)
+		}
+	}, true
+}
+
+// settle remembers a credential that got a token and forgets one that was
+// refused for any reason but the plugin's busy refusal. Vault's trouble
+// (503) and a client that left say nothing of the credential.
+func (p *provenCredentials) settle(id credentialID, f *failure) {
+	switch {
+	case f == nil:
+		p.remember(id)
+	case refusedCredential(f):
+		p.forget(id)
+	}
+}
+
+// refusedCredential reports whether f refuses the credential: a 4xx
+// other than the plugin's busy refusal.
+func refusedCredential(f *failure) bool {
+	return f.status >= 400 && f.status < 500 && f.status != statusClientClosed && !f.busy
+}
+
+// enterUnproven takes a place for a credential (a password, a Vault token)
+// that got no token lately. It
 // waits at most half the request's time, so that the Vault call keeps the
 // other half, then refuses 429.
 func (v *vault) enterUnproven(ctx context.Context) (release func(), f *failure) {
@@ -108,7 +184,7 @@ func (v *vault) enterUnproven(ctx context.Context) (release func(), f *failure) 
 	// likely, or a burst of logins larger than the plugin can check.
 	t, _ := v.loud.LoadOrStore("password_checks", &throttle{interval: 10 * time.Second})
 	if ok, held := t.(*throttle).allow(time.Now()); ok {
-		v.log.Warn("too many requests with passwords that got no token lately; answered 429 with Retry-After",
+		v.log.Warn("too many requests with passwords or Vault tokens that got no token lately; answered 429 with Retry-After",
 			"places", maxUnprovenCalls, "similar_warnings_not_logged", held)
 	}
 	return nil, errPasswordChecksBusy

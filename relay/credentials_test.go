@@ -4,8 +4,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // fillUnproven takes every place for unproven passwords, as a flood of
@@ -85,6 +88,89 @@ func TestMint_credentialRefusedIsForgotten(t *testing.T) {
 	defer fillUnproven(s)()
 	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
 		t.Errorf("a refused credential still passes as proven: %d %s", w.Code, w.Body)
+	}
+}
+
+// A credential the plugin refuses for any reason but busy is no longer
+// proven: a locked-out user's right password (429 locked_out) included,
+// or it would keep the proven path, past the bound on unproven checks and
+// into the batches (issue 20, point 1). A busy refusal checked nothing:
+// the credential stays proven.
+func TestMint_credentialRefusedForAnyReasonButBusyIsForgotten(t *testing.T) {
+	for _, c := range []struct {
+		refusal tokenapi.Refusal
+		status  int
+		proven  bool
+	}{
+		{tokenapi.Refusal{Code: tokenapi.CodeLockedOut, Message: "user \"alice\" is locked out; retry after 300s", RetryAfter: 300}, 429, false},
+		{tokenapi.Refusal{Code: tokenapi.CodeInvalidScope, Message: "malformed scope"}, 400, false},
+		{tokenapi.Refusal{Code: tokenapi.CodeBusy, Message: "too many password checks in progress; retry after 1s", RetryAfter: 1}, 429, true},
+	} {
+		t.Run(string(c.refusal.Code), func(t *testing.T) {
+			fv, s, _, alice := aliceGotAToken(t, 300*time.Millisecond)
+			fv.mu.Lock()
+			fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) { pluginRefusal(w, c.refusal) }
+			fv.mu.Unlock()
+			if w := get(s, "service=registry", alice); w.Code != c.status {
+				t.Fatalf("refused: %d %s, want %d", w.Code, w.Body, c.status)
+			}
+			fv.mu.Lock()
+			fv.token = nil
+			fv.mu.Unlock()
+			defer fillUnproven(s)()
+			w := get(s, "service=registry", alice)
+			if proven := w.Code == http.StatusOK; proven != c.proven {
+				t.Errorf("after a %s refusal, with every unproven place taken: %d %s; want proven=%v",
+					c.refusal.Code, w.Code, w.Body, c.proven)
+			}
+		})
+	}
+}
+
+// With batching off, one credential holds at most maxProvenPerCredential
+// calls on the proven path; more go as unproven: a locked-out user's right
+// password from many connections, sent before the first refusal came
+// back, cannot take every Vault call slot (issue 20, point 1).
+func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
+	fv := newFakeVault(t, "registry")
+	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		off := false
+		c.Storage.Vault.Batch = &off
+		c.HTTP.Timeout = Duration(5 * time.Second)
+	})
+	alice := basic("alice", "pw")
+	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+		t.Fatalf("first token: %d %s", w.Code, w.Body)
+	}
+	hold := make(chan struct{})
+	fv.mu.Lock()
+	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+		<-hold
+		fv.mint(w, body)
+	}
+	fv.mu.Unlock()
+	var wg sync.WaitGroup
+	for range maxProvenPerCredential {
+		wg.Go(func() {
+			if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
+				t.Errorf("proven request: %d %s", w.Code, w.Body)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(hold)
+	for i := 0; len(s.vault.admission.slots) < maxProvenPerCredential; i++ {
+		if i == 1000 {
+			t.Fatalf("%d calls in flight, want %d", len(s.vault.admission.slots), maxProvenPerCredential)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	defer fillUnproven(s)()
+	if w := get(s, "service=registry", alice); w.Code != http.StatusTooManyRequests {
+		t.Errorf("request past the credential's proven calls, every unproven place taken: %d %s, want 429", w.Code, w.Body)
+	}
+	if n := len(s.vault.admission.slots); n != maxProvenPerCredential {
+		t.Errorf("%d Vault calls in flight, want %d", n, maxProvenPerCredential)
 	}
 }
 

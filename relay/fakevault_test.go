@@ -19,6 +19,13 @@ import (
 
 const relayToken = "hvs.relay-token-value-0123456789"
 
+// fakeRequestID and fakeBatchRequestID are the request_id of the fake's
+// single and batch answers, as Vault's audit log would have them.
+const (
+	fakeRequestID      = "3f0c1a52-9d7e-4b7c-8e0f-0a1b2c3d4e5f"
+	fakeBatchRequestID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
+)
+
 // fakeVault stands in for Vault with the plugin mounted at some paths:
 // ca/pem without a token, token and token/refresh with the relay's token.
 type fakeVault struct {
@@ -28,6 +35,8 @@ type fakeVault struct {
 	probes  atomic.Int32
 	tokens  atomic.Int32 // token requests, single or in a batch
 	batches atomic.Int32 // token/batch calls
+	// revoked makes Vault refuse the relay's token as revoked.
+	revoked atomic.Bool
 	// batchStatus, when not 0, is Vault's answer to token/batch (403: a
 	// policy without the path; 404: an older plugin).
 	batchStatus atomic.Int32
@@ -57,6 +66,10 @@ func newFakeVault(t *testing.T, mounts ...string) *fakeVault {
 
 func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1/")
+	if fv.revoked.Load() && r.Header.Get("X-Vault-Token") == relayToken && path != "sys/health" {
+		vaultError(w, 403, vaultInvalidToken)
+		return
+	}
 	switch {
 	case path == "sys/health":
 		if fv.health != nil {
@@ -101,6 +114,15 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fv.mint(w, body)
+	case path == "auth/token/lookup-self":
+		// The relay looks its token up at start (vaulttoken.go): a token
+		// of the fake's is valid; any other, Vault's answer to an unknown one.
+		switch tok := r.Header.Get("X-Vault-Token"); {
+		case tok == relayToken || strings.HasPrefix(tok, "hvs.other"):
+			writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": fakeTokenPeriod, "renewable": true}})
+		default:
+			vaultError(w, 403, vaultInvalidToken)
+		}
 	case path == "auth/token/renew-self":
 		// The relay renews its own token (vaulttoken.go): a periodic one here.
 		if r.Header.Get("X-Vault-Token") != relayToken {
@@ -155,7 +177,7 @@ func (fv *fakeVault) batch(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	wg.Wait()
-	writeJSON(w, 200, map[string]any{"data": map[string]any{"answers": answers}})
+	writeJSON(w, 200, map[string]any{"request_id": fakeBatchRequestID, "data": map[string]any{"answers": answers}})
 }
 
 // fakeTokenPeriod is the period of the relay's token in fakeVault, seconds.
@@ -187,7 +209,7 @@ func (fv *fakeVault) mint(w http.ResponseWriter, body map[string]any) {
 	if off, _ := body["offline_token"].(bool); off || body["refresh_token"] != nil {
 		a.RefreshToken = "good-refresh-token"
 	}
-	writeJSON(w, 200, map[string]any{"data": a.Data()})
+	writeJSON(w, 200, map[string]any{"request_id": fakeRequestID, "data": a.Data()})
 }
 
 // pluginRefusal answers as the plugin refuses: the code's status, Vault's
@@ -205,6 +227,10 @@ func fakeJWT(claims map[string]any) string {
 func vaultError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]any{"errors": []string{msg}})
 }
+
+// vaultInvalidToken is Vault 1.21's error for a call with a revoked,
+// expired or unknown token: its multierror, as one string.
+const vaultInvalidToken = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
 
 func (fv *fakeVault) last() (string, map[string]any, string) {
 	fv.mu.Lock()

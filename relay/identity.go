@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -180,6 +181,7 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 	if until.After(time.Now()) {
 		ids.cache.put(key, token, until)
 	}
+	v.credentials.remember(v.credentials.vaultTokenID(req.Service, token)) // Vault just issued it
 	return v.mintForVaultToken(ctx, withoutRefresh(req), token)
 }
 
@@ -199,7 +201,7 @@ func withoutRefresh(req *tokenRequest) *tokenRequest {
 // first that accepts it and until when it may be reused.
 func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest) (string, time.Time, *failure) {
 	refused := unauthorized("invalid username or password")
-	if !loginNameRE.MatchString(req.Username) || req.Password == "" {
+	if !loginName(req.Username) || req.Password == "" {
 		ids.logins.WithLabelValues("refused").Inc()
 		return "", time.Time{}, refused
 	}
@@ -227,16 +229,30 @@ func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest) (
 	return "", time.Time{}, refused
 }
 
+// loginName reports whether name may be sent to an auth mount as the last
+// segment of its login path: the characters of loginNameRE, and not made
+// only of dots ("." and ".." would leave the login path: the Vault
+// client cleans the path it is given).
+func loginName(name string) bool {
+	return loginNameRE.MatchString(name) && strings.Trim(name, ".") != ""
+}
+
 // passwordLogin logs in at auth/<mount>/login/<user> without a token. A
 // refused password is (nil, nil); Vault's trouble is a failure.
 func (v *vault) passwordLogin(ctx context.Context, mount, user, password string) (*api.SecretAuth, *failure) {
+	if !loginName(user) {
+		return nil, nil // login checked it; never a path of another kind
+	}
 	release, f := v.enter(ctx)
 	if f != nil {
 		return nil, f
 	}
 	defer release()
-	path := "auth/" + mount + "/login/" + user
-	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
+	// The user is one escaped segment after the login path: NewRequest
+	// would clean it with the rest (path.Join).
+	r := v.client.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
+	r.URL.RawPath = r.URL.EscapedPath() + "/" + url.PathEscape(user)
+	r.URL.Path += "/" + user
 	r.ClientToken = ""
 	if err := r.SetJSONBody(map[string]any{"password": password}); err != nil {
 		return nil, v.trouble("unexpected", "cannot encode a login", "path", "auth/"+mount+"/login")
@@ -281,12 +297,54 @@ func (v *vault) loginTrouble(ctx context.Context, err error, path string) *failu
 	}
 }
 
+// errVaultTokenRefused is every refusal of a Vault token sent as the
+// password: a made-up token, an expired one, a root token (no entity), one
+// whose policies lack the path all answer alike, so the public endpoint
+// tells no kind of token from another. The cause goes to the relay's log
+// (failure.reason).
+func errVaultTokenRefused(reason string) *failure {
+	f := unauthorized("invalid Vault token: it is unknown, expired or revoked, has no identity entity, " +
+		"or its policies lack update on the service's token/identity path")
+	f.reason = reason
+	return f
+}
+
 // mintForVaultToken asks <service>/token/identity with the caller's Vault
-// token. Vault refusing that token is the caller's 401, not an outage.
+// token. Vault refusing that token is the caller's 401, not an outage. A
+// token not seen to get a registry token lately takes an unproven place
+// (credentials.go), as a password does: made-up tokens cannot hold the
+// relay's Vault call slots, and their timeouts do not mark Vault down.
 func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token string) (*mintedToken, *failure) {
 	if token == "" || len(token) > maxVaultTokenBytes || strings.IndexFunc(token, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
-		return nil, unauthorized("invalid Vault token")
+		return nil, errVaultTokenRefused("malformed Vault token")
 	}
+	id := v.credentials.vaultTokenID(req.Service, token)
+	unproven := !v.credentials.proven(id)
+	if unproven {
+		leave, f := v.enterUnproven(ctx)
+		if f != nil {
+			return nil, f
+		}
+		defer leave()
+	}
+	t, f := v.identityToken(ctx, req, token, unproven)
+	switch {
+	case f == nil:
+		v.issuer.check(req.Service, t.Issuer)
+	case refusedCredential(f) && f.status != http.StatusTooManyRequests:
+		// A 429 is Vault's rate limit, not the token's refusal.
+		reason := f.reason
+		if reason == "" {
+			reason = fmt.Sprintf("%d %s", f.status, f.msg)
+		}
+		f = errVaultTokenRefused(reason)
+	}
+	v.credentials.settle(id, f)
+	return t, f
+}
+
+// identityToken makes the token/identity call with the caller's token.
+func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool) (*mintedToken, *failure) {
 	release, f := v.enter(ctx)
 	if f != nil {
 		return nil, f
@@ -296,7 +354,9 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
 	r.ClientToken = token
 	body := req.vaultBody(v.ttl)
-	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount} {
+	// token/identity takes no client address: its caller is the user's
+	// own Vault token, so the plugin cannot take it as the relay's word.
+	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount, tokenapi.FieldClientAddr} {
 		delete(body, k)
 	}
 	if err := r.SetJSONBody(body); err != nil {
@@ -309,15 +369,15 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
-			return nil, unauthorized(fmt.Sprintf("Vault refused the token: it is invalid or expired, or its "+
-				"policies lack update on %s/token/identity", req.Service))
+			return nil, errVaultTokenRefused("vault refused the token (403): invalid or expired, or its policies lack update on " + path)
 		}
-		return nil, v.refusal(ctx, err, resp, req, false)
+		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
 	var a tokenapi.Answer
-	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
+	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
+	if err != nil {
 		if ctx.Err() != nil {
-			return nil, v.transportTrouble(ctx, err, path, false)
+			return nil, v.transportTrouble(ctx, err, path, unproven)
 		}
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
@@ -325,7 +385,7 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	v.issuer.check(req.Service, t.Issuer)
+	t.RequestID = requestID
 	return t, nil
 }
 

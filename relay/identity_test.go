@@ -6,10 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // identityVault stands in for Vault with the plugin at "registry" and a
@@ -20,6 +23,10 @@ type identityVault struct {
 	lease  int // lease_duration of a login, seconds
 	logins atomic.Int32
 	calls  atomic.Int32 // token/identity calls
+	auth   atomic.Int32 // calls to any auth/ path
+	// slow delays the answer to token/identity for hvs.slow, a made-up
+	// token Vault is slow to refuse.
+	slow time.Duration
 }
 
 func newIdentityVault(t *testing.T) *identityVault {
@@ -34,6 +41,9 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	tok := r.Header.Get("X-Vault-Token")
+	if strings.HasPrefix(path, "auth/") {
+		iv.auth.Add(1)
+	}
 	answer := func(sub string) {
 		jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
 		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}})
@@ -58,7 +68,23 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, 400, "the relay asked a refresh token for an identity")
 			return
 		}
-		if _, ok := body["password"]; ok || tok != "hvs.alice" {
+		if _, ok := body["client_addr"]; ok {
+			// The caller is the user's token: an address here would be
+			// the user's word, so the relay never sends one.
+			vaultError(w, 400, "the relay sent a client address to token/identity")
+			return
+		}
+		switch {
+		case tok == "hvs.slow":
+			time.Sleep(iv.slow)
+			vaultError(w, 403, "permission denied")
+			return
+		case tok == "hvs.root":
+			// The plugin's refusal of a token without an entity.
+			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidRequest,
+				Message: "this Vault token has no identity entity (a root token, or a token of no auth method)"})
+			return
+		case body["password"] != nil || tok != "hvs.alice":
 			vaultError(w, 403, "permission denied")
 			return
 		}
@@ -91,16 +117,115 @@ func TestIdentity_vaultTokenAsPassword(t *testing.T) {
 		t.Fatalf("valid Vault token: %d %s", w.Code, w.Body)
 	}
 	w = get(s, "service=registry", basic("vault", "hvs.expired"))
-	if code, msg := registryErrorCode(t, w); w.Code != 401 || code != "UNAUTHORIZED" || !strings.Contains(msg, "registry/token/identity") {
+	if code, msg := registryErrorCode(t, w); w.Code != 401 || code != "UNAUTHORIZED" || !strings.Contains(msg, "token/identity") {
 		t.Errorf("refused Vault token: %d %s %q", w.Code, code, msg)
 	}
 	before := iv.calls.Load()
 	w = get(s, "service=registry", basic("vault", "hvs.a b"))
-	if _, msg := registryErrorCode(t, w); w.Code != 401 || msg != "invalid Vault token" || iv.calls.Load() != before {
-		t.Errorf("malformed Vault token: %d %q, sent to Vault: %v", w.Code, msg, iv.calls.Load() != before)
+	if w.Code != 401 || iv.calls.Load() != before {
+		t.Errorf("malformed Vault token: %d %s, sent to Vault: %v", w.Code, w.Body, iv.calls.Load() != before)
 	}
 	if strings.Contains(logs.String(), "hvs.alice") {
 		t.Error("the log holds a Vault token")
+	}
+}
+
+// Every refusal of the Vault-token way in is the same 401 with the same
+// body: a root token (no entity, the plugin's 400), a made-up token
+// (Vault's 403) and a malformed one (never sent) cannot be told apart by
+// the public endpoint. The reason is in the relay's log, the token never
+// (issue 20, point 7).
+func TestIdentity_everyVaultTokenRefusalAnswersAlike(t *testing.T) {
+	iv := newIdentityVault(t)
+	s, logs := newTestRelay(t, iv.srv.URL)
+	for _, oauth := range []bool{false, true} {
+		var first *httptest.ResponseRecorder
+		for _, token := range []string{"hvs.made-up-token", "hvs.root", "hvs.a b"} {
+			var w *httptest.ResponseRecorder
+			if oauth {
+				w = post(s, url.Values{"grant_type": {"password"}, "username": {"vault"}, "password": {token}, "service": {"registry"}})
+			} else {
+				w = get(s, "service=registry&scope=repository:a/b:pull", basic("vault", token))
+			}
+			if w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") == "" {
+				t.Errorf("oauth=%v, token %.12q: %d %v %s, want 401 with a challenge", oauth, token, w.Code, w.Header(), w.Body)
+			}
+			if first == nil {
+				first = w
+			} else if w.Body.String() != first.Body.String() {
+				t.Errorf("oauth=%v: token %.12q answers %s, another %s", oauth, token, w.Body, first.Body)
+			}
+		}
+	}
+	log := logs.String()
+	for _, reason := range []string{"no identity entity", "vault refused the token (403)", "malformed Vault token"} {
+		if !strings.Contains(log, reason) {
+			t.Errorf("the reason %q is not in the relay's log:\n%s", reason, log)
+		}
+	}
+	if strings.Contains(log, "hvs.made-up-token") || strings.Contains(log, "hvs.root") {
+		t.Errorf("the log holds a Vault token:\n%s", log)
+	}
+}
+
+// A Vault token not seen to get a token lately takes an unproven place, as
+// a password does: with every place taken, a made-up token waits and gets
+// 429, while a token that got a token before is served. And the timeout
+// of such a token does not mark Vault down for everyone (issue 20, point 6).
+func TestIdentity_unprovenVaultTokensTakeUnprovenPlaces(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.slow = 600 * time.Millisecond
+	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) {
+		c.HTTP.Timeout = Duration(400 * time.Millisecond)
+		c.Storage.Vault.Timeout = Duration(200 * time.Millisecond)
+	})
+	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != http.StatusOK {
+		t.Fatalf("valid Vault token: %d %s", w.Code, w.Body)
+	}
+
+	release := fillUnproven(s)
+	before := iv.calls.Load()
+	if w := get(s, "service=registry", basic("vault", "hvs.made-up")); w.Code != http.StatusTooManyRequests || iv.calls.Load() != before {
+		t.Errorf("made-up Vault token with every unproven place taken: %d %s, sent to Vault: %v; want 429, not sent",
+			w.Code, w.Body, iv.calls.Load() != before)
+	}
+	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != http.StatusOK {
+		t.Errorf("a Vault token that got a token waited for an unproven place: %d %s", w.Code, w.Body)
+	}
+	release()
+
+	// Vault is slow to refuse a made-up token: that request times out,
+	// and the next one (a plugin user) is served, not refused as "Vault
+	// down".
+	if w := get(s, "service=registry", basic("vault", "hvs.slow")); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("made-up token Vault is slow to refuse: %d %s, want 503", w.Code, w.Body)
+	}
+	if w := get(s, "service=registry", basic("bob", "pw")); w.Code != http.StatusOK {
+		t.Errorf("after an unproven Vault token timed out: %d %s, want 200 (Vault is not down)\n%s", w.Code, w.Body, logs)
+	}
+}
+
+// A user name made only of dots never reaches an auth mount: "auth/ldap/
+// login/.." would be cleaned to "auth/ldap" (issue 20, point 8).
+func TestIdentity_dotNamesNeverLeaveTheLoginPath(t *testing.T) {
+	iv := newIdentityVault(t)
+	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	for _, name := range []string{".", "..", "...", "...."} {
+		w := get(s, "service=registry", basic(name, "ldap-pw"))
+		if w.Code != http.StatusUnauthorized {
+			t.Errorf("user %q: %d %s, want 401", name, w.Code, w.Body)
+		}
+	}
+	if n := iv.auth.Load(); n != 0 {
+		t.Errorf("%d calls to an auth/ path for user names made of dots, want 0", n)
+	}
+	if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != http.StatusOK || iv.auth.Load() != 1 {
+		t.Errorf("alice: %d %s after %d logins", w.Code, w.Body, iv.auth.Load())
+	}
+	for _, name := range []string{"a.b", ".alice", "alice."} {
+		if !loginName(name) {
+			t.Errorf("%q is refused as a login name", name)
+		}
 	}
 }
 

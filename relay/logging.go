@@ -3,6 +3,7 @@ package relay
 import (
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,16 +59,24 @@ func (l *LogFile) Close() error {
 	return l.f.Close()
 }
 
-// NewLogger makes the relay's logger at log.level, writing to out.
+// NewLogger makes the relay's logger at log.level, as text, writing to out.
 func NewLogger(level string, out io.Writer) hclog.Logger {
-	lvl := hclog.LevelFromString(level)
+	return NewConfiguredLogger(LogConfig{Level: level}, out)
+}
+
+// NewConfiguredLogger makes the relay's logger from the log section: its
+// level, and its format (log.format json: hclog's JSON, one object a line
+// with @level, @message, @timestamp and the fields, as Vault's plugins log).
+func NewConfiguredLogger(c LogConfig, out io.Writer) hclog.Logger {
+	lvl := hclog.LevelFromString(c.Level)
 	if lvl == hclog.NoLevel {
 		lvl = hclog.Info
 	}
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "godoauth-relay",
-		Level:  lvl,
-		Output: out,
+		Name:       "godoauth-relay",
+		Level:      lvl,
+		Output:     out,
+		JSONFormat: strings.EqualFold(c.Format, "json"),
 	})
 }
 

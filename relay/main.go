@@ -89,7 +89,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer logFile.Close()
 		out = logFile
 	}
-	logger := NewLogger(cfg.Log.Level, out)
+	logger := NewConfiguredLogger(cfg.Log, out)
 	srv, err := New(cfg, logger)
 	if err != nil {
 		logger.Error("cannot start", "error", err)
@@ -99,6 +99,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		logger.Error("cannot listen", "error", err)
 		return fail(1, fmt.Errorf("http.addr: %w", err))
+	}
+	if err := srv.ListenMetrics(); err != nil {
+		ln.Close()
+		logger.Error("cannot listen", "error", err)
+		return fail(1, err)
 	}
 	srv.logStart(*configPath)
 
@@ -138,8 +143,13 @@ func (s *Server) reopen(logFile *LogFile) {
 // longer uses, then checks Vault in the background.
 func (s *Server) logStart(configPath string) {
 	c := s.cfg
+	metricsAt := c.HTTP.MetricsAddr
+	if metricsAt == "" {
+		metricsAt = c.HTTP.Addr + " (public: set http.metrics_addr to move it)"
+	}
 	s.log.Info("godoauth-relay starting", "version", version.Resolve(Version), "addr", c.HTTP.Addr,
-		"tls", c.HTTP.TLS.Enabled(), "vault", c.VaultAddress(), "log_level", c.Log.Level)
+		"tls", c.HTTP.TLS.Enabled(), "vault", c.VaultAddress(), "log_level", c.Log.Level, "metrics", metricsAt,
+		"trusted_proxies", len(c.HTTP.proxies))
 	if c.Token.Certificate != "" || c.Token.Key != "" {
 		cert, key := c.Token.Certificate, c.Token.Key
 		if cert == "" {

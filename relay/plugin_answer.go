@@ -34,6 +34,9 @@ type mintedToken struct {
 	Issuer  string
 	Subject string
 	Access  []tokenapi.Grant
+	// RequestID is Vault's request_id of the call that minted it (a
+	// batch's, for a token of a batch): the same id is in Vault's audit log.
+	RequestID string
 }
 
 // readData reads the data object of a Vault answer of at most limit bytes.
@@ -60,19 +63,27 @@ func readData(body io.Reader, limit int) ([]byte, error) {
 // readAnswer decodes the data object of Vault's answer, of at most limit
 // bytes, into data (a pointer), in one pass over the bytes: a token answer
 // is mostly the token, and every extra pass over it is CPU per request.
-func readAnswer(body io.Reader, limit int, data any) error {
+// It returns the answer's request_id, for the access log.
+func readAnswer(body io.Reader, limit int, data any) (string, error) {
 	lr := &io.LimitedReader{R: body, N: int64(limit) + 1}
 	envelope := struct {
-		Data any `json:"data"`
-	}{data}
+		RequestID string `json:"request_id"`
+		Data      any    `json:"data"`
+	}{Data: data}
 	if err := json.NewDecoder(lr).Decode(&envelope); err != nil {
 		if lr.N <= 0 {
-			return fmt.Errorf("answer larger than %d bytes", limit)
+			return "", fmt.Errorf("answer larger than %d bytes", limit)
 		}
-		return fmt.Errorf("answer: %v", err)
+		return "", fmt.Errorf("answer: %v", err)
 	}
-	return nil
+	if len(envelope.RequestID) > maxRequestIDBytes {
+		envelope.RequestID = "" // a UUID; anything else is not worth a log line
+	}
+	return envelope.RequestID, nil
 }
+
+// maxRequestIDBytes bounds a request_id kept for the log.
+const maxRequestIDBytes = 64
 
 // readMinted reads the plugin's answer from its data object.
 func readMinted(data []byte) (*mintedToken, error) {

@@ -32,6 +32,9 @@ type tokenRequest struct {
 	RefreshToken string
 	// OAuth marks a POST request: answers take the OAuth2 shape.
 	OAuth bool
+	// ClientAddr is the client's IP address (clientaddr.go), sent to the
+	// plugin for access entries with networks; empty when unknown.
+	ClientAddr string
 }
 
 // vaultPath is the plugin path the request goes to.
@@ -60,6 +63,9 @@ func (r *tokenRequest) vaultBody(ttl int64) map[string]any {
 	}
 	if ttl > 0 {
 		body[tokenapi.FieldTTL] = ttl
+	}
+	if r.ClientAddr != "" {
+		body[tokenapi.FieldClientAddr] = r.ClientAddr
 	}
 	return body
 }

@@ -34,6 +34,10 @@ type Server struct {
 	handler http.Handler
 	timeout time.Duration // http.timeout: the whole of one request
 
+	metricsHandler  http.Handler // http.metrics_addr's handler; nil: /metrics is on handler
+	metricsListener net.Listener // http.metrics_addr, opened by ListenMetrics
+	served          servedServices
+
 	identities *identities // Vault identities' requests (identity.go)
 
 	cert atomic.Pointer[tls.Certificate] // http.tls, reloaded on SIGHUP
@@ -61,6 +65,7 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.token = newTokenKeeper(c.Storage.Vault, s.vault.client, logger, s.metrics.registry)
+	s.vault.tokenRefused = s.token.recheck
 	s.identities = newIdentities(&c, s.metrics)
 	if c.HTTP.TLS.Enabled() {
 		if err := s.ReloadTLS(); err != nil {
@@ -70,14 +75,40 @@ func New(cfg *Config, logger hclog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/auth", s.serveAuth)
 	mux.HandleFunc("/server-ping", serverPing)
+	mux.HandleFunc("/livez", serveLive)
 	mux.HandleFunc("/healthz", s.serveHealth)
-	mux.Handle("/metrics", s.metrics.handler())
-	s.handler = mux
+	if c.HTTP.MetricsAddr == "" {
+		mux.Handle("/metrics", s.metrics.handler()) // public, as godoauth-relay always did
+	} else {
+		m := http.NewServeMux()
+		m.Handle("/metrics", s.metrics.handler())
+		m.HandleFunc("/livez", serveLive)
+		s.metricsHandler = m
+	}
+	s.handler = withClientAddr(c.HTTP.proxies, mux)
 	return s, nil
 }
 
-// Handler is the relay's HTTP handler: /auth, /server-ping, /healthz, /metrics.
+// Handler is the relay's HTTP handler: /auth, /server-ping, /livez,
+// /healthz, and /metrics unless http.metrics_addr moves it.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// MetricsHandler is http.metrics_addr's handler (/metrics, /livez), or
+// nil when /metrics is on Handler.
+func (s *Server) MetricsHandler() http.Handler { return s.metricsHandler }
+
+// ListenMetrics opens http.metrics_addr, when it is set, for Serve.
+func (s *Server) ListenMetrics() error {
+	if s.metricsHandler == nil || s.metricsListener != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTP.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("http.metrics_addr: %w", err)
+	}
+	s.metricsListener = ln
+	return nil
+}
 
 // ReloadTLS loads http.tls's certificate and key again; on error the old
 // pair stays in use.
@@ -108,6 +139,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.token.start(ctx)
 	ln = sendBoundListener{ln}
+	if s.metricsListener != nil {
+		ms := &http.Server{Handler: s.metricsHandler, ReadHeaderTimeout: s.timeout, ReadTimeout: s.timeout,
+			WriteTimeout: s.timeout + time.Second, MaxHeaderBytes: maxHeaderBytes}
+		go func() { _ = ms.Serve(s.metricsListener) }()
+		defer ms.Close()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.HTTP.TLS.Enabled() {
@@ -160,8 +197,16 @@ func serverPing(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, "{\"message\": \"Save the Whales !\"}\n\r")
 }
 
-// serveHealth is 200 only when Vault answers and is unsealed. The answer is
-// remembered for a second so that a busy health checker cannot load Vault.
+// serveLive is the liveness probe: 200 whenever the process serves, with
+// no call to Vault (a sealed Vault must not restart every relay).
+func serveLive(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// serveHealth is 200 only when Vault answers, is unsealed, and takes the
+// relay's token. The answer is remembered for a second so that a busy
+// health checker cannot load Vault.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	s.healthMu.Lock()
 	if time.Since(s.healthAt) > healthTTL {
@@ -176,16 +221,23 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, healthAnswer(state, nodes))
+	answer := healthAnswer(state, nodes)
+	if why := s.token.refusedReason(); why != "" {
+		status = http.StatusServiceUnavailable
+		answer = map[string]any{"vault": state, "nodes": nodes, "token": "refused: " + why}
+	}
+	writeJSON(w, status, answer)
 }
 
 // exchange is one token request as the log and the metrics see it.
 type exchange struct {
-	req     *tokenRequest
-	service string // metric label: a checked mount, else "invalid"
-	user    string
-	status  int
-	granted int
+	req       *tokenRequest
+	service   string // metric label: a checked mount, else "invalid"
+	user      string
+	status    int
+	granted   int
+	reason    string // failure.reason
+	requestID string // Vault's request_id of the call that minted, to join Vault's audit log
 }
 
 // serveAuth is the token endpoint: parse, check the mount, mint, answer.
@@ -197,20 +249,25 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 	oauth := r.Method == http.MethodPost
 	req, f := readTokenRequest(w, r)
 	if f == nil {
+		req.ClientAddr = pluginClientAddr(clientAddr(r))
 		x.req, x.user = req, req.Username
 		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 		defer cancel()
 		if f = s.vault.checkMount(ctx, req.Service); f == nil {
 			x.service = req.Service
+			s.served.add(req.Service)
 			var t *mintedToken
 			if t, f = s.mint(ctx, req); f == nil {
-				x.status, x.granted, x.user = http.StatusOK, len(t.Access), t.Subject
+				x.status, x.granted, x.user, x.requestID = http.StatusOK, len(t.Access), t.Subject, t.RequestID
 				writeToken(w, t, oauth)
 				return
 			}
 		}
 	}
-	x.status = f.status
+	x.status, x.reason = f.status, f.reason
+	if x.req != nil && x.service == invalidService && f.status == http.StatusServiceUnavailable && s.served.has(x.req.Service) {
+		x.service = x.req.Service // an outage: a service served before keeps its label
+	}
 	writeFailure(w, f, oauth)
 }
 
@@ -260,10 +317,16 @@ func (s *Server) record(r *http.Request, x *exchange, start time.Time) {
 	if !s.log.IsInfo() {
 		return
 	}
-	args := []any{"method", r.Method, "remote", r.RemoteAddr, "status", x.status, "duration", d}
+	args := []any{"method", r.Method, "remote", clientAddr(r), "status", x.status, "duration", d}
 	if x.req != nil {
 		args = append(args, "service", x.req.Service, "user", x.user, "grant", x.req.grantType(),
 			"requested", len(x.req.Scopes), "granted", x.granted)
+	}
+	if x.reason != "" {
+		args = append(args, "reason", x.reason)
+	}
+	if x.requestID != "" {
+		args = append(args, "vault_request_id", x.requestID)
 	}
 	s.log.Info("token request", args...)
 }

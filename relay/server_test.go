@@ -45,8 +45,9 @@ func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {
 	if path != "PUT registry/token" || auth != relayToken {
 		t.Errorf("vault call = %s with token %q", path, auth)
 	}
+	// client_addr: httptest's peer, the client's address for the plugin.
 	want := map[string]any{"username": "alice", "password": "s3cret", "account": "alice", "client_id": "docker",
-		"offline_token": true, "ttl": float64(800),
+		"offline_token": true, "ttl": float64(800), "client_addr": "192.0.2.1",
 		"scope": []any{"repository:linux/app:pull,push", "repository:linux/db:pull"}}
 	if !reflect.DeepEqual(sent, want) {
 		t.Errorf("vault body = %v\nwant %v", sent, want)
@@ -86,7 +87,7 @@ func TestAuth_POSTRefreshGrant(t *testing.T) {
 	}
 	path, sent, _ := fv.last()
 	want := map[string]any{"refresh_token": "good-refresh-token", "client_id": "docker", "scope": []any{"repository:a:pull"},
-		"ttl": float64(800)}
+		"ttl": float64(800), "client_addr": "192.0.2.1"}
 	if path != "PUT registry/token/refresh" || !reflect.DeepEqual(sent, want) {
 		t.Errorf("vault call %s %v", path, sent)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
@@ -52,6 +53,10 @@ type vault struct {
 	batchers    sync.Map // service → *batcher (batch.go)
 
 	loud sync.Map // trouble kind → *throttle
+
+	// tokenRefused is told when Vault refuses a call because the relay's
+	// own token is invalid or expired (the token keeper looks it up again).
+	tokenRefused func()
 }
 
 func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
@@ -83,6 +88,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		} else {
 			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log, loud: throttle{interval: 10 * time.Second}}
 		}
+		vc.HttpClient.Transport = timedTransport{next: vc.HttpClient.Transport, calls: m.vaultCalls}
 		httpClient = vc.HttpClient
 		return nil
 	})
@@ -93,6 +99,17 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 	header.Del(api.AuthHeaderName) // the probe goes without a token
 	addr := cfg.VaultAddress()
 	timeout := time.Duration(cfg.Storage.Vault.Timeout)
+	adm, creds := newAdmission(), newProvenCredentials()
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "godoauth_relay_vault_calls_in_flight",
+			Help: fmt.Sprintf("Vault calls in flight (at most %d).", maxVaultCalls),
+		}, func() float64 { return float64(len(adm.slots)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "godoauth_relay_vault_unproven_calls_in_flight",
+			Help: fmt.Sprintf("Requests in flight for a password or Vault token that got no token lately (at most %d).", maxUnprovenCalls),
+		}, func() float64 { return float64(len(creds.unproven)) }),
+	)
 	return &vault{
 		client:      client,
 		nodes:       nodes,
@@ -104,8 +121,8 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		ttl:         cfg.Token.Expiration,
 		log:         log,
 		metrics:     m,
-		admission:   newAdmission(),
-		credentials: newProvenCredentials(),
+		admission:   adm,
+		credentials: creds,
 		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 		batch:       cfg.Storage.Vault.Batch == nil || *cfg.Storage.Vault.Batch,
@@ -184,26 +201,34 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	id, password := v.credentials.id(req)
 	var t *mintedToken
 	var f *failure
-	if password && !v.credentials.proven(id) {
+	unproven := password && !v.credentials.proven(id)
+	if password && !unproven {
+		// Past maxProvenPerCredential requests on the proven path, one
+		// credential's burst goes as unproven.
+		leave, ok := v.credentials.enterProven(id)
+		if ok {
+			defer leave()
+		}
+		unproven = !ok
+	}
+	switch {
+	case unproven:
 		leave, lf := v.enterUnproven(ctx)
 		if lf != nil {
 			return nil, lf
 		}
 		t, f = v.mintOne(ctx, req, true)
 		leave()
-	} else if v.batch {
+	case v.batch:
 		t, f = v.batcher(req.Service).submit(ctx, req)
-	} else {
+	default:
 		t, f = v.mintOne(ctx, req, false)
 	}
-	switch {
-	case f == nil:
+	if f == nil {
 		v.issuer.check(req.Service, t.Issuer)
-		if password {
-			v.credentials.remember(id)
-		}
-	case password && f.status == http.StatusUnauthorized:
-		v.credentials.forget(id)
+	}
+	if password {
+		v.credentials.settle(id, f)
 	}
 	return t, f
 }
@@ -236,7 +261,8 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
 	var a tokenapi.Answer
-	if err := readAnswer(resp.Body, maxAnswerBytes, &a); err != nil {
+	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, v.transportTrouble(ctx, err, path, unproven)
 		}
@@ -246,18 +272,19 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
+	t.RequestID = requestID
 	return t, nil
 }
 
 // refusal turns Vault's refusal of a token request into the client's. The
 // plugin's refusals carry a code (tokenapi.Refusal), which alone decides
 // the answer; Vault's own refusals (no such mount, a denied token, sealed)
-// have only their status. passwordCheck says the plugin may have queued
-// the request behind other password checks.
-func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req *tokenRequest, passwordCheck bool) *failure {
+// have only their status. unproven says the request checks a credential
+// that got no token lately (transportTrouble).
+func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req *tokenRequest, unproven bool) *failure {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
-		return v.transportTrouble(ctx, err, req.vaultPath(), passwordCheck)
+		return v.transportTrouble(ctx, err, req.vaultPath(), unproven)
 	}
 	if resp != nil {
 		if r, ok := readRefusal(resp.Body); ok {
@@ -271,6 +298,12 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		return badRequest("%s", msg)
 	case code == http.StatusUnauthorized:
 		return unauthorized(msg)
+	case code == http.StatusForbidden && isInvalidToken(err):
+		if v.tokenRefused != nil {
+			v.tokenRefused()
+		}
+		return v.trouble("forbidden", "vault refused the relay's token (403): token invalid or expired",
+			"path", path)
 	case code == http.StatusForbidden:
 		return v.trouble("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
 			"update on %[1]s/token, %[1]s/token/refresh and %[1]s/token/batch, and that the token has not expired", req.Service),
@@ -295,18 +328,21 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 }
 
 // transportTrouble handles a call that got no answer: a timeout or an
-// unreachable Vault marks Vault down for a moment. Not the timeout of a
-// password check: the plugin may have queued it behind a flood of wrong
-// passwords, which says nothing about Vault.
-func (v *vault) transportTrouble(ctx context.Context, err error, path string, passwordCheck bool) *failure {
+// unreachable Vault marks Vault down for a moment. Not the timeout of an
+// unproven request (a password or a Vault token that got no token
+// lately): the plugin may have queued it behind a flood of wrong
+// passwords, or a made-up token may be slow to refuse, which says nothing
+// about Vault; anyone could send such requests to mark Vault down for
+// everyone.
+func (v *vault) transportTrouble(ctx context.Context, err error, path string, unproven bool) *failure {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return errCanceled // the client went away; nothing to tell anyone
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		if passwordCheck {
-			return v.trouble("timeout", "vault did not answer a password check in time; the plugin queues "+
-				"password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
+		if unproven {
+			return v.trouble("timeout", "vault did not answer an unproven request (a password check, a Vault token) in time; "+
+				"the plugin queues password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
 				"address", v.addr, "path", path, "timeout", v.timeout)
 		}
 		v.markDown()

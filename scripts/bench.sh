@@ -61,7 +61,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
 
 echo "== Go benchmarks: backend, relay (count $COUNT)"
-go test -run '^$' -bench . -benchmem -count "$COUNT" ./backend/ ./relay/ | tee "$WORK/go-bench.txt"
+go test -run '^$' -bench . -benchmem -count "$COUNT" ./access/ ./backend/ ./relay/ | tee "$WORK/go-bench.txt"
 bs=$(benchstat_bin)
 if [ -n "$bs" ]; then
 	# Run where the file is, so the column is labelled "median", not by a path.

@@ -38,17 +38,15 @@ wait_http() {
 	exit 1
 }
 
-# start_relay VAULT_LINES TIMEOUT: the relay with a token that may only
-# mint tokens for SERVICE (deploy/policies/relay.hcl's three paths);
-# VAULT_LINES say where Vault is (storage.vault lines, indented 4).
+# start_relay VAULT_LINES TIMEOUT: the relay with a periodic token under
+# deploy/policies/relay.hcl (mint tokens for SERVICE, renew and look up
+# itself), so its log starts clean; VAULT_LINES say where Vault is
+# (storage.vault lines, indented 4).
 start_relay() {
 	local vault_lines=$1 timeout=$2 relay_token
-	vault policy write registry-relay - >/dev/null <<POLICY
-path "$SERVICE/token" { capabilities = ["update"] }
-path "$SERVICE/token/refresh" { capabilities = ["update"] }
-path "$SERVICE/token/batch" { capabilities = ["update"] }
-POLICY
-	relay_token=$(vault token create -policy=registry-relay -no-default-policy -field=token)
+	sed "s|\"registry/|\"$SERVICE/|" "$ROOT/deploy/policies/relay.hcl" | vault policy write registry-relay - >/dev/null
+	relay_token=$(vault token create -policy=registry-relay -no-default-policy -orphan -period=24h -field=token)
+	install -m 600 /dev/null "$WORK/godoauth.yaml" # it holds the relay's token
 	cat >"$WORK/godoauth.yaml" <<CONFIG
 ---
 version: 0.1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests, the demo and the benchmarks need:
 # a Vault server, registry 2.8 (Debian's docker-registry), registry v3
-# (distribution), and the clients crane, oras, regctl, skopeo, plus wrk.
+# (distribution), and the clients crane, oras, regctl, skopeo, podman,
+# buildah, helm and cosign, plus wrk.
 #
 # Idempotent: what it builds is cached under $VPR_TOOLS (default
 # ~/.cache/vpr-tools), keyed by version, so a second run takes seconds.
@@ -24,6 +25,8 @@ GO_TOOLS=(
 	"oras oras.land/oras/cmd/oras@v1.3.6"
 	"regctl github.com/regclient/regclient/cmd/regctl@v0.11.7"
 	"registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+	"helm helm.sh/helm/v4/cmd/helm@v4.3.2"
+	"cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
@@ -37,9 +40,10 @@ APT_PACKAGES=(docker-registry skopeo wrk curl ca-certificates make gcc libc6-dev
 	docker.io containerd slapd ldap-utils gnuplot-nox prometheus systemd)
 # jq: scripts/vault-cluster.sh reads Vault's JSON answers.
 APT_PACKAGES+=(jq)
-# podman: e2e TestRobots_clients logs in with a robot's dockerconfigjson as
-# its --authfile.
-APT_PACKAGES+=(podman)
+# podman and buildah: the containers/storage clients (the tests run them
+# as root on vfs storage of their own; no service); e2e TestRobots_clients
+# logs podman in with a robot's dockerconfigjson as its --authfile.
+APT_PACKAGES+=(podman buildah)
 
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
 	PATH=/usr/local/go/bin:$PATH

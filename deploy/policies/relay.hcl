@@ -18,12 +18,20 @@ path "registry/token/batch" {
   capabilities = ["update"]
 }
 
-# The relay renews its own (periodic) token and reads its TTL. Tokens made
-# with -no-default-policy have neither without these two rules.
+# The relay renews its own (periodic) token, and looks it up at start and
+# before it switches to a new token from auth_token_file (a token Vault
+# refuses is not used). Tokens made with -no-default-policy have neither
+# without these two rules.
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
 
 path "auth/token/lookup-self" {
   capabilities = ["read"]
+}
+
+# With AppRole or Kubernetes auth, after a failed renewal the relay logs in
+# again and revokes the token it no longer uses (best effort).
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
 }
