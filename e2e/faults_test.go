@@ -405,6 +405,7 @@ const lastRelease = "0cbc658"
 
 var lastReleaseBuild struct {
 	once sync.Once
+	dir  string // removed when the test process ends (runTests)
 	bin  string
 	err  error
 }
@@ -419,6 +420,7 @@ func buildLastRelease(t testing.TB) string {
 			lastReleaseBuild.err = err
 			return
 		}
+		lastReleaseBuild.dir = dir
 		src := filepath.Join(dir, "src")
 		git := func(args ...string) error {
 			cmd := exec.Command("git", args...)

@@ -81,6 +81,11 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 	}
+	defer func() {
+		if lastReleaseBuild.dir != "" {
+			os.RemoveAll(lastReleaseBuild.dir)
+		}
+	}()
 	return m.Run()
 }
 
