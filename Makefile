@@ -16,15 +16,16 @@ export PATH := $(VPR_TOOLS)/bin:$(PATH)
 BIN     := bin
 PLUGIN  := $(BIN)/vault-plugin-registry
 RELAY   := $(BIN)/godoauth-relay
+CREDPROVIDER := $(BIN)/vault-registry-credential-provider
 LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/plugin.Version=$(VERSION)
 RELAY_LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/relay.Version=$(VERSION)
 CREDHELPER := $(BIN)/docker-credential-vault-registry
 CREDHELPER_LDFLAGS := -X github.com/vault-registry/vault-plugin-registry/credhelper.Version=$(VERSION)
 
-.PHONY: help build plugin relay credhelper tools test unit e2e demo demo-ha bench soak fuzz lint clean release
+.PHONY: help build plugin relay credhelper credential-provider tools test unit e2e demo demo-ha bench soak fuzz lint clean release
 
 help:
-	@echo "make build   build $(PLUGIN), $(RELAY) and $(CREDHELPER)"
+	@echo "make build   build $(PLUGIN), $(RELAY), $(CREDHELPER) and $(CREDPROVIDER)"
 	@echo "make plugin  build the plugin and print the command to register it"
 	@echo "make relay   build the relay"
 	@echo "make tools   install Vault, registries and clients (scripts/install.sh)"
@@ -40,7 +41,7 @@ help:
 	@echo "make clean   remove $(BIN)/ and $(DIST)/"
 	@echo "make release linux/amd64 and linux/arm64 binaries, SHA256SUMS and register lines in $(DIST)/"
 
-build: plugin relay credhelper
+build: plugin relay credhelper credential-provider
 
 plugin:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/vault-plugin-registry
@@ -53,6 +54,10 @@ relay:
 # The docker credential helper (docs/VAULT-LOGIN.md): users put it on PATH.
 credhelper:
 	$(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" -o $(CREDHELPER) ./cmd/docker-credential-vault-registry
+
+# The kubelet's image credential provider (docs/KUBERNETES.md).
+credential-provider:
+	$(GO) build -trimpath -o $(CREDPROVIDER) ./cmd/vault-registry-credential-provider
 
 tools:
 	scripts/install.sh
@@ -115,7 +120,7 @@ lint:
 clean:
 	rm -rf $(BIN) $(DIST)
 
-# Static binaries for each architecture, their SHA256SUMS, and the exact
+# Static binaries (plugin, relay, credential provider) for each architecture, their SHA256SUMS, and the exact
 # `vault plugin register` line per architecture (also in $(DIST)/REGISTER).
 DIST          ?= dist
 RELEASE_ARCHS ?= amd64 arm64
@@ -129,8 +134,10 @@ release:
 			-o $(DIST)/godoauth-relay_$(VERSION)_linux_$$arch ./cmd/godoauth-relay; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(CREDHELPER_LDFLAGS)" \
 			-o $(DIST)/docker-credential-vault-registry_$(VERSION)_linux_$$arch ./cmd/docker-credential-vault-registry; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath \
+			-o $(DIST)/vault-registry-credential-provider_$(VERSION)_linux_$$arch ./cmd/vault-registry-credential-provider; \
 	done; \
-	cd $(DIST); sha256sum vault-plugin-registry_* godoauth-relay_* docker-credential-vault-registry_* > SHA256SUMS; \
+	cd $(DIST); sha256sum vault-plugin-registry_* godoauth-relay_* docker-credential-vault-registry_* vault-registry-credential-provider_* > SHA256SUMS; \
 	for arch in $(RELEASE_ARCHS); do \
 		bin=vault-plugin-registry_$(VERSION)_linux_$$arch; \
 		echo "# linux/$$arch: copy $$bin into Vault's plugin_directory, then:"; \

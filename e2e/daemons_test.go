@@ -63,17 +63,18 @@ func socketPath(t testing.TB, dir, name string) string {
 
 // Containerd is a containerd started by a test.
 type Containerd struct {
-	Address string // its gRPC unix socket, for ctr --address and dockerd --containerd
-	Proc    *Process
+	Address  string // its gRPC unix socket, for ctr --address, dockerd --containerd and crictl
+	HostsDir string // with the CRI plugin on: its registry hosts directory
+	Proc     *Process
 }
 
 // containerdConfig keeps everything under the scratch directory: root,
 // state, sockets and the opt plugin's directory (by default /opt/containerd).
-// The CRI plugin is for Kubernetes; the tests need none of it.
+// The CRI plugin (the kubelet's way in) is off unless a test asks for it.
 const containerdConfig = `version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 
 [grpc]
   address = %q
@@ -85,13 +86,47 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = %q
 `
 
+const criOff = `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+
+// criConfig turns the CRI plugin on for pulls only: the native snapshotter
+// (any file system), CNI and registry hosts (hosts.toml files, as
+// /etc/containerd/certs.d on a node) under the scratch directory.
+const criConfig = `
+[plugins."io.containerd.grpc.v1.cri"]
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`
+
 // StartContainerd starts containerd with its own configuration file.
 func StartContainerd(t testing.TB) *Containerd {
+	t.Helper()
+	return startContainerd(t, func(string) string { return criOff })
+}
+
+// StartContainerdCRI starts containerd with its CRI plugin on, for crictl;
+// HostsDir is its registry configuration directory.
+func StartContainerdCRI(t testing.TB) *Containerd {
+	t.Helper()
+	var hosts string
+	c := startContainerd(t, func(dir string) string {
+		hosts = filepath.Join(dir, "certs.d")
+		return fmt.Sprintf(criConfig, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf"), hosts)
+	})
+	c.HostsDir = hosts
+	return c
+}
+
+func startContainerd(t testing.TB, plugins func(dir string) string) *Containerd {
 	t.Helper()
 	dir := scratchDir(t, "vpr-ctrd-")
 	c := &Containerd{Address: socketPath(t, dir, "containerd.sock")}
 	cfg := filepath.Join(dir, "config.toml")
-	mustWrite(t, cfg, fmt.Appendf(nil, containerdConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"),
+	mustWrite(t, cfg, fmt.Appendf(nil, containerdConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), plugins(dir),
 		c.Address, c.Address+".ttrpc", filepath.Join(dir, "opt")))
 	c.Proc = StartProcess(t, "containerd", baseEnv(dir), tool(t, "containerd"), "--config", cfg)
 	waitFor(t, "containerd", c.Proc, startTimeout, func() error {

@@ -55,7 +55,8 @@ func TestDeploy_systemdUnitsVerify(t *testing.T) {
 var registerLine = regexp.MustCompile(`^vault plugin register -sha256=([0-9a-f]{64}) -version=(\S+) -command=(\S+) secret vault-plugin-registry$`)
 
 // TestDeploy_release: `make release` builds static, -trimpath binaries of
-// the plugin, the relay and the credential helper for linux/amd64 and linux/arm64, a SHA256SUMS
+// the plugin, the relay, the credential helper and the kubelet credential
+// provider for linux/amd64 and linux/arm64, a SHA256SUMS
 // that sha256sum -c accepts, and a register line per architecture; the
 // line for this machine's architecture registers the plugin in a real
 // Vault, which then mints a token with it.
@@ -67,13 +68,13 @@ func TestDeploy_release(t *testing.T) {
 	if !r.OK() {
 		t.Fatalf("make release: %v", r)
 	}
-	if c := RunCommand(t, baseEnv(dist), dist, "", "sha256sum", "-c", "SHA256SUMS"); !c.OK() || strings.Count(c.Stdout, ": OK") != 6 {
+	if c := RunCommand(t, baseEnv(dist), dist, "", "sha256sum", "-c", "SHA256SUMS"); !c.OK() || strings.Count(c.Stdout, ": OK") != 8 {
 		t.Fatalf("sha256sum -c SHA256SUMS: %v", c)
 	}
 	wd, _ := filepath.Abs("..")
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 	for arch, machine := range machines {
-		for _, name := range []string{"vault-plugin-registry", "godoauth-relay", "docker-credential-vault-registry"} {
+		for _, name := range []string{"vault-plugin-registry", "godoauth-relay", "docker-credential-vault-registry", "vault-registry-credential-provider"} {
 			p := filepath.Join(dist, fmt.Sprintf("%s_v9.9.9_linux_%s", name, arch))
 			f, err := elf.Open(p)
 			if err != nil {
@@ -151,30 +152,9 @@ func goEnv(t *testing.T, name string) string {
 // Not tested here: the arm64 image (BuildKit's --platform), publishing
 // ports through a bridge (no network on the test machine: host network).
 func TestDeploy_containerImage(t *testing.T) {
-	// The context: the relay binary as `make release` names it.
-	ctxDir := t.TempDir()
-	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
-	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v0.1.0",
-		"-o", binary, "./cmd/godoauth-relay")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the relay: %v\n%s", err, out)
-	}
-
-	cli := NewDocker(t, StartDockerd(t, StartContainerd(t)))
+	cli := buildRelayImage(t)
 	d := cli.daemon.Proc
-	docker := func(args ...string) Result {
-		t.Helper()
-		return cli.Run("", "..", []string{"DOCKER_BUILDKIT=0"}, args...)
-	}
-	if r := docker("build", "-q", "-f", "deploy/docker/Dockerfile", "--build-arg", "VERSION=v0.1.0",
-		"--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", "godoauth-relay:e2e", ctxDir); !r.OK() {
-		t.Fatalf("docker build: %v", r)
-	}
-	if r := docker("image", "inspect", "-f", "{{.Config.User}}", "godoauth-relay:e2e"); strings.TrimSpace(r.Stdout) != "65532:65532" {
-		t.Errorf("image user %q, want 65532:65532 (non-root)", r.Stdout)
-	}
+	docker := cli.classic
 
 	// The relay's configuration, as the operator mounts it.
 	st := NewStack(t, "registry")
@@ -189,7 +169,7 @@ func TestDeploy_containerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := docker("run", "-d", "--name", "relay", "--read-only", "--network", "host", "--health-interval=1s",
-		"-v", confDir+":/etc/godoauth-relay:ro", "godoauth-relay:e2e")
+		"-v", confDir+":/etc/godoauth-relay:ro", relayImageTag)
 	if !r.OK() {
 		t.Fatalf("docker run: %v", r)
 	}
@@ -219,4 +199,37 @@ func TestDeploy_containerImage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// relayImageTag is what buildRelayImage tags the relay's image.
+const relayImageTag = "godoauth-relay:e2e"
+
+// buildRelayImage builds deploy/docker/Dockerfile with a dockerd this test
+// starts (its own data root and socket, vfs storage, no network: FROM
+// scratch pulls nothing), from a relay built as `make release` builds it,
+// and returns the docker CLI of that daemon.
+func buildRelayImage(t *testing.T) *Docker {
+	t.Helper()
+	// The context: the relay binary as `make release` names it.
+	ctxDir := t.TempDir()
+	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
+	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v0.1.0",
+		"-o", binary, "./cmd/godoauth-relay")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the relay: %v\n%s", err, out)
+	}
+	cli := NewDocker(t, StartDockerd(t, StartContainerd(t)))
+	if r := cli.classic("build", "-q", "-f", "deploy/docker/Dockerfile", "--build-arg", "VERSION=v0.1.0",
+		"--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", relayImageTag, ctxDir); !r.OK() {
+		t.Fatalf("docker build: %v", r)
+	}
+	return cli
+}
+
+// classic runs the docker CLI in the module root without BuildKit.
+func (c *Docker) classic(args ...string) Result {
+	c.t.Helper()
+	return c.Run("", "..", []string{"DOCKER_BUILDKIT=0"}, args...)
 }

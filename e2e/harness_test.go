@@ -45,9 +45,10 @@ const (
 
 // bins holds the product's binaries under test.
 var bins struct {
-	plugin     string
-	relay      string
-	credHelper string // docker-credential-vault-registry
+	plugin       string
+	relay        string
+	credHelper   string // docker-credential-vault-registry
+	credProvider string // vault-registry-credential-provider
 }
 
 func TestMain(m *testing.M) {
@@ -75,7 +76,8 @@ func runTests(m *testing.M) int {
 	bins.plugin = filepath.Join(dir, pluginName)
 	bins.relay = filepath.Join(dir, "godoauth-relay")
 	bins.credHelper = filepath.Join(dir, "docker-credential-vault-registry")
-	for _, p := range []string{bins.plugin, bins.relay, bins.credHelper} {
+	bins.credProvider = filepath.Join(dir, "vault-registry-credential-provider")
+	for _, p := range []string{bins.plugin, bins.relay, bins.credHelper, bins.credProvider} {
 		if _, err := os.Stat(p); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: %v (run `make build` or unset VPR_BIN_DIR)\n", err)
 			return 1
@@ -96,6 +98,7 @@ func buildProduct(dir string) error {
 			"-o", filepath.Join(dir, pluginName), "./cmd/vault-plugin-registry"},
 		{"build", "-o", filepath.Join(dir, "godoauth-relay"), "./cmd/godoauth-relay"},
 		{"build", "-o", filepath.Join(dir, "docker-credential-vault-registry"), "./cmd/docker-credential-vault-registry"},
+		{"build", "-o", filepath.Join(dir, "vault-registry-credential-provider"), "./cmd/vault-registry-credential-provider"},
 	}
 	for _, args := range builds {
 		cmd := exec.Command(goBin, args...)

@@ -2,7 +2,7 @@
 # Installs what the end-to-end tests, the demo and the benchmarks need:
 # a Vault server, registry 2.8 (Debian's docker-registry), registry v3
 # (distribution), and the clients crane, oras, regctl, skopeo, podman,
-# buildah, helm and cosign, plus wrk.
+# buildah, helm, cosign and crictl, plus wrk.
 #
 # Idempotent: what it builds is cached under $VPR_TOOLS (default
 # ~/.cache/vpr-tools), keyed by version, so a second run takes seconds.
@@ -25,8 +25,11 @@ GO_TOOLS=(
 	"oras oras.land/oras/cmd/oras@v1.3.6"
 	"regctl github.com/regclient/regclient/cmd/regctl@v0.11.7"
 	"registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+	# helm lints and renders deploy/helm; crictl pulls through containerd's
+	# CRI as the kubelet does (the kubelet credential provider's test).
 	"helm helm.sh/helm/v4/cmd/helm@v4.3.2"
 	"cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
+	"crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
 )
 # apt packages: docker-registry is distribution 2.8; curl fetches the CA
 # bundle in the demo; make runs the Makefile; gcc and libc6-dev are what
