@@ -30,7 +30,7 @@ CREDHELPER_LDFLAGS := -X $(MODULE)/credhelper.Version=$(VERSION)
 # link is ignored).
 RELEASE_LDFLAGS := -X $(MODULE)/version.Release=$(VERSION) $(LDFLAGS) $(RELAY_LDFLAGS) $(CREDHELPER_LDFLAGS)
 
-.PHONY: help build plugin relay credhelper credential-provider tools demo-tools test unit e2e demo demo-ha bench fuzz lint clean release image
+.PHONY: help build plugin relay credhelper credential-provider tools demo-tools test unit e2e demo demo-ha bench soak fuzz lint clean release image
 
 help:
 	@echo "make build   build $(PLUGIN), $(RELAY), $(CREDHELPER) and $(CREDPROVIDER) (static, as released)"
@@ -43,6 +43,7 @@ help:
 	@echo "make demo    run Vault, the plugin, the relay and a registry on loopback (installs only those)"
 	@echo "make demo-ha the same on a three-node Vault Raft cluster (scripts/demo-ha.sh)"
 	@echo "make bench   benchmarks, load run, profiles: docs/bench-results.md and .png (DOCKER_AUTH_BIN=… adds docker_auth)"
+	@echo "make soak    30 minutes of traffic with churn, memory and goroutines sampled (scripts/soak.sh; SOAK_DURATION=…)"
 	@echo "make fuzz    each fuzz target for FUZZTIME (default $(FUZZTIME))"
 	@echo "make lint    gofmt and go vet"
 	@echo "make clean   remove $(BIN)/ and $(DIST)/"
@@ -118,6 +119,11 @@ demo-ha: tools build
 bench: build
 	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/bench.sh
 
+# Not part of `make test`: half an hour of traffic with churn, sampling the
+# relay's and the plugin's memory and goroutines (scripts/soak.sh).
+soak: build
+	VPR_BIN_DIR=$(CURDIR)/$(BIN) scripts/soak.sh
+
 # `go test -list` prints each package's fuzz targets, then "ok <package>".
 fuzz:
 	@set -eo pipefail; \
@@ -136,6 +142,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 	$(GO) vet -tags "e2e bench" ./e2e/...
+	$(GO) vet -tags "e2e soak" ./e2e/...
 
 clean:
 	rm -rf $(BIN) $(DIST)

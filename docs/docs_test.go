@@ -22,7 +22,20 @@ var (
 // SECURITY.md's tables names at least one test (or says "—": nothing
 // to test), and every test it names (TestX_* for a family) is in the code.
 func TestSecurity_everyClaimNamesATestThatExists(t *testing.T) {
-	doc, err := os.ReadFile("SECURITY.md")
+	checkClaims(t, "SECURITY.md", "shown by")
+}
+
+// TestFaults_everyPromiseNamesATestThatExists: the same for FAULTS.md,
+// whose rows name their test in the last column.
+func TestFaults_everyPromiseNamesATestThatExists(t *testing.T) {
+	checkClaims(t, "FAULTS.md", "test")
+}
+
+// checkClaims checks the document's tables (the last column, headed
+// header, names the tests) and every test named elsewhere in it.
+func checkClaims(t *testing.T, file, header string) {
+	t.Helper()
+	doc, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,16 +46,16 @@ func TestSecurity_everyClaimNamesATestThatExists(t *testing.T) {
 		}
 		cells := strings.Split(strings.Trim(line, "| "), " | ")
 		shown := cells[len(cells)-1]
-		if shown == "shown by" {
+		if shown == header {
 			continue
 		}
 		names := testNameRE.FindAllString(shown, -1)
 		if len(names) == 0 && shown != "—" {
-			t.Errorf("SECURITY.md:%d: the claim names no test: %q", i+1, shown)
+			t.Errorf("%s:%d: the claim names no test: %q", file, i+1, shown)
 		}
 		for _, name := range names {
 			if !exists(have, name) {
-				t.Errorf("SECURITY.md:%d: %s names no test in the code", i+1, name)
+				t.Errorf("%s:%d: %s names no test in the code", file, i+1, name)
 			}
 		}
 	}
@@ -52,7 +65,7 @@ func TestSecurity_everyClaimNamesATestThatExists(t *testing.T) {
 		}
 		for _, name := range testNameRE.FindAllString(line, -1) {
 			if !exists(have, name) {
-				t.Errorf("SECURITY.md:%d: %s names no test in the code", i+1, name)
+				t.Errorf("%s:%d: %s names no test in the code", file, i+1, name)
 			}
 		}
 	}

@@ -612,18 +612,3 @@ func pluginPID(t testing.TB, vaultPID int) int {
 	}
 	return pid
 }
-
-// rssKiB reads VmRSS from /proc/<pid>/status; 0 when it cannot.
-func rssKiB(pid int) int64 {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
-}

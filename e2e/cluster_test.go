@@ -36,6 +36,13 @@ const clusterUpTimeout = 3 * time.Minute
 // test ends.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartClusterWith(t, n, bins.plugin)
+}
+
+// StartClusterWith is StartCluster with another plugin binary registered
+// as pluginVersion (an older release, for an upgrade).
+func StartClusterWith(t testing.TB, n int, pluginBin string) *Cluster {
+	t.Helper()
 	script, err := filepath.Abs(filepath.Join("..", "scripts", "vault-cluster.sh"))
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +50,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	c := &Cluster{Dir: t.TempDir(), script: script}
 	env := baseEnv(t.TempDir())
 	env[0] = "PATH=" + filepath.Dir(tool(t, "vault")) + string(os.PathListSeparator) + os.Getenv("PATH")
-	c.env = append(env, "PLUGIN_BIN="+bins.plugin, "PLUGIN_VERSION="+pluginVersion)
+	c.env = append(env, "PLUGIN_BIN="+pluginBin, "PLUGIN_VERSION="+pluginVersion)
 	t.Cleanup(func() {
 		c.run(t, "down")
 		if t.Failed() {
@@ -105,6 +112,9 @@ func (c *Cluster) Stop(t testing.TB, i int) { c.run(t, "stop", strconv.Itoa(i+1)
 
 // Start starts node i again and unseals it with the cluster's key shares.
 func (c *Cluster) Start(t testing.TB, i int) { c.run(t, "start", strconv.Itoa(i+1)) }
+
+// Launch starts node i again and leaves it sealed.
+func (c *Cluster) Launch(t testing.TB, i int) { c.run(t, "launch", strconv.Itoa(i+1)) }
 
 // Unseal unseals node i.
 func (c *Cluster) Unseal(t testing.TB, i int) { c.run(t, "unseal", strconv.Itoa(i+1)) }

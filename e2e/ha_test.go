@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -182,31 +183,59 @@ func (l *load) one(u user, due time.Time) {
 	}
 }
 
-// finish stops the load, waits for the requests in flight and reports.
-func (l *load) finish(t testing.TB, event string, elapsed time.Duration) {
-	t.Helper()
+// loadResult is what one load run saw.
+type loadResult struct {
+	sent, failed      int64
+	rate              float64 // requests a second
+	longest, p50, p99 time.Duration
+	failures          map[string]int // "status body (after Ns)" → count
+}
+
+func (r loadResult) String() string {
+	return fmt.Sprintf("requests=%d rate=%.0f/s failed=%d longest=%s p50=%s p99=%s",
+		r.sent, r.rate, r.failed, ms(r.longest), ms(r.p50), ms(r.p99))
+}
+
+// end stops the load, waits for the requests in flight and sums up.
+func (l *load) end(elapsed time.Duration) loadResult {
 	close(l.stop)
 	l.done.Wait()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	sort.Slice(l.durations, func(i, j int) bool { return l.durations[i] < l.durations[j] })
-	rate := float64(l.sent.Load()) / elapsed.Seconds()
-	t.Logf("MEASURE ha event=%s requests=%d rate=%.0f/s failed=%d longest=%s p50=%s p99=%s",
-		event, l.sent.Load(), rate, l.failed.Load(), ms(l.longest), ms(quantile(l.durations, 0.5)), ms(quantile(l.durations, 0.99)))
-	if l.failed.Load() > 0 {
-		t.Errorf("%s: %d of %d token requests failed: %v", event, l.failed.Load(), l.sent.Load(), l.failures)
-		// The relay's reasons (its 503s never say why): its ERROR and WARN lines.
-		var reasons []string
-		for _, line := range strings.Split(l.relay.Proc.Log(), "\n") {
-			if strings.Contains(line, "[ERROR]") || strings.Contains(line, "[WARN]") {
-				reasons = append(reasons, truncate([]byte(line), 400))
-			}
-		}
-		t.Logf("relay ERROR/WARN lines so far (%d), last 20:\n%s", len(reasons), strings.Join(reasons[max(0, len(reasons)-20):], "\n"))
+	return loadResult{
+		sent: l.sent.Load(), failed: l.failed.Load(), rate: float64(l.sent.Load()) / elapsed.Seconds(),
+		longest: l.longest, p50: quantile(l.durations, 0.5), p99: quantile(l.durations, 0.99),
+		failures: maps.Clone(l.failures),
+	}
+}
+
+// finish stops the load, waits for the requests in flight and reports.
+func (l *load) finish(t testing.TB, event string, elapsed time.Duration) {
+	t.Helper()
+	r := l.end(elapsed)
+	rate := r.rate
+	t.Logf("MEASURE ha event=%s %s", event, r)
+	if r.failed > 0 {
+		t.Errorf("%s: %d of %d token requests failed: %v", event, r.failed, r.sent, r.failures)
+		logRelayTrouble(t, l.relay)
 	}
 	if rate < 100 {
 		t.Errorf("%s: the load ran at %.0f requests/s, want at least 100 (machine too busy?)", event, rate)
 	}
+}
+
+// logRelayTrouble logs the relay's reasons for its 503s (which never say
+// why to the client): its ERROR and WARN lines.
+func logRelayTrouble(t testing.TB, relay *Relay) {
+	t.Helper()
+	var reasons []string
+	for _, line := range strings.Split(relay.Proc.Log(), "\n") {
+		if strings.Contains(line, "[ERROR]") || strings.Contains(line, "[WARN]") {
+			reasons = append(reasons, truncate([]byte(line), 400))
+		}
+	}
+	t.Logf("relay ERROR/WARN lines so far (%d), last 20:\n%s", len(reasons), strings.Join(reasons[max(0, len(reasons)-20):], "\n"))
 }
 
 // underLoad runs event while the load runs: a few seconds of load before

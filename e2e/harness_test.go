@@ -87,6 +87,9 @@ func runTests(m *testing.M) int {
 		for _, f := range processCleanups {
 			f()
 		}
+		if lastReleaseBuild.dir != "" {
+			os.RemoveAll(lastReleaseBuild.dir)
+		}
 	}()
 	return m.Run()
 }

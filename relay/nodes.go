@@ -144,6 +144,14 @@ func retrySafe(ctx context.Context, safe bool) context.Context {
 	return context.WithValue(ctx, retrySafeKey{}, safe)
 }
 
+// isRetrySafe: a read, or a call its caller marked safe (retrySafe).
+func isRetrySafe(req *http.Request) bool {
+	if s, ok := req.Context().Value(retrySafeKey{}).(bool); ok {
+		return s
+	}
+	return req.Method == http.MethodGet || req.Method == http.MethodHead
+}
+
 // outcome of one attempt on one node.
 type attemptResult int
 
@@ -165,26 +173,14 @@ func (n *nodes) RoundTrip(req *http.Request) (*http.Response, error) {
 		return n.next.RoundTrip(req)
 	}
 	n.refreshSoon()
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(io.LimitReader(req.Body, maxRetriedBody+1))
-		req.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		if len(b) > maxRetriedBody {
-			return nil, errors.New("request body too large to retry")
-		}
-		body = b
+	body, err := readRequestBody(req)
+	if err != nil {
+		return nil, err
 	}
-	safe := req.Method == http.MethodGet || req.Method == http.MethodHead
-	if s, ok := req.Context().Value(retrySafeKey{}).(bool); ok {
-		safe = s
-	}
+	safe := isRetrySafe(req)
 
 	var (
 		resp     *http.Response
-		err      error
 		pause    = failoverPause
 		previous *node
 	)
@@ -227,13 +223,8 @@ func (n *nodes) RoundTrip(req *http.Request) (*http.Response, error) {
 // try sends the call to one node and classifies what happened.
 func (n *nodes) try(req *http.Request, nd *node, body []byte) (*http.Response, error, attemptResult) {
 	ctx, cancel := context.WithTimeout(req.Context(), n.attempt)
-	r := req.Clone(ctx)
+	r := withBody(req.Clone(ctx), body)
 	r.URL.Scheme, r.URL.Host, r.Host = nd.url.Scheme, nd.url.Host, ""
-	if body != nil {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		r.ContentLength = int64(len(body))
-	}
 	resp, err := n.next.RoundTrip(r)
 	if err != nil {
 		cancel()
@@ -266,18 +257,10 @@ func (n *nodes) try(req *http.Request, nd *node, body []byte) (*http.Response, e
 // the refusal's code (tokenapi), never its words. It reads the start of
 // the body and puts it back.
 func pluginBusyAnswer(resp *http.Response) bool {
-	head, err := io.ReadAll(io.LimitReader(resp.Body, maxBusyBody))
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	if err != nil {
-		return false
-	}
 	var answer struct {
 		Data tokenapi.Refusal `json:"data"`
 	}
-	return json.Unmarshal(head, &answer) == nil && answer.Data.Code == tokenapi.CodeBusy
+	return json.Unmarshal(peekBody(resp, maxBusyBody), &answer) == nil && answer.Data.Code == tokenapi.CodeBusy
 }
 
 // neverSent reports whether err happened before the request left: the
@@ -462,4 +445,33 @@ func healthAnswer(state string, nodes map[string]string) any {
 		return map[string]string{"vault": state}
 	}
 	return map[string]any{"vault": state, "nodes": nodes}
+}
+
+// readRequestBody reads a request's body (bounded) so that the request can
+// be sent again; nil when it has none.
+func readRequestBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, maxRetriedBody+1))
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxRetriedBody {
+		return nil, errors.New("request body too large to retry")
+	}
+	return b, nil
+}
+
+// withBody gives req (or its clone) a fresh reader of body, when it has one.
+func withBody(req *http.Request, body []byte) *http.Request {
+	if body == nil {
+		return req
+	}
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.ContentLength = int64(len(body))
+	return r
 }

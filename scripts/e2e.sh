@@ -25,7 +25,7 @@ FILTER=${E2E_RUN:-.}
 ALONE=${E2E_ALONE:-'^(TestHardening_noUserEnumerationByTime|TestRaft_noUserEnumerationByTime)$'}
 # Families known to be heavy (measured minutes, roughly); others weigh
 # one unit per test.
-WEIGHTS=${E2E_WEIGHTS:-"TestCluster=12 TestHA=12 TestDocker=3 TestIdentity=6 TestRotation=6 TestHardening=6 TestClients=4 TestDeploy=6 TestRelayToken=5 TestRecipe=2 TestContainers=5 TestCredHelper=6"}
+WEIGHTS=${E2E_WEIGHTS:-"TestCluster=12 TestHA=12 TestDocker=3 TestIdentity=6 TestRotation=6 TestHardening=6 TestClients=4 TestDeploy=6 TestRelayToken=5 TestRecipe=2 TestContainers=5 TestCredHelper=6 TestFaults=3"}
 
 tests=$(go test -tags e2e -list "$FILTER" ./e2e/ | grep '^Test' || true)
 if [ -z "$tests" ]; then

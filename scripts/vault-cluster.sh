@@ -10,6 +10,7 @@
 #   vault-cluster.sh up DIR [N]     create and start N nodes (default 3)
 #   vault-cluster.sh down DIR       stop every node (by PID), keep DIR
 #   vault-cluster.sh start DIR I    start node I again and unseal it
+#   vault-cluster.sh launch DIR I   start node I again, sealed
 #   vault-cluster.sh stop DIR I     SIGTERM node I (and its plugin processes)
 #   vault-cluster.sh kill DIR I     SIGKILL node I (and its plugin processes)
 #   vault-cluster.sh unseal DIR I   unseal node I
@@ -227,7 +228,7 @@ down() {
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 up|down|start|stop|kill|unseal|leader|voters DIR [N|I]"
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 up|down|start|launch|stop|kill|unseal|leader|voters DIR [N|I]"
 case $cmd in
 up) up "$dir" "${3:-3}" ;;
 down) down "$dir" ;;
@@ -235,6 +236,7 @@ start)
 	start_process "$dir" "$3"
 	unseal "$dir" "$3"
 	;;
+launch) start_process "$dir" "$3" ;;
 stop) stop_node "$dir" "$3" ;;
 kill)
 	signal_node "$dir" "$3" KILL
