@@ -32,8 +32,8 @@ func TestExamples_loadWithTheRelaysLoader(t *testing.T) {
 				t.Errorf("examples/ha.yml names %d Vault nodes, want a cluster's", len(cfg.VaultAddresses()))
 			}
 		case "ci-jwt.yml":
-			if cfg.identityDefaults().VaultTokenUser == "" {
-				t.Errorf("examples/ci-jwt.yml: no vault_token_user")
+			if cfg.identityDefaults().VaultTokenUser == "" || len(cfg.Identity.JWTLogins) == 0 {
+				t.Errorf("examples/ci-jwt.yml: want vault_token_user and jwt_logins")
 			}
 		}
 	}
@@ -48,9 +48,10 @@ func TestExamples_relayYmlNamesEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A key line, also commented out: "  key:" or "  #key:".
+	// A key line, also commented out or a list item's first key:
+	// "  key:", "  #key:", "  - key:".
 	mentioned := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^\s*#?\s*([a-z_]+):`).FindAllStringSubmatch(string(doc), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s*#?\s*(?:-\s*)?([a-z_]+):`).FindAllStringSubmatch(string(doc), -1) {
 		mentioned[m[1]]++
 	}
 	paths := yamlKeys(reflect.TypeOf(Config{}), "")
@@ -71,7 +72,7 @@ func TestExamples_relayYmlNamesEverySetting(t *testing.T) {
 }
 
 // yamlKeys lists the dotted paths of the yaml keys of a struct type,
-// sections and settings alike; `yaml:"-"` fields come from the
+// sections, settings and the keys of a list's items alike; `yaml:"-"` fields come from the
 // environment and are skipped.
 func yamlKeys(t reflect.Type, prefix string) []string {
 	for t.Kind() == reflect.Pointer {
@@ -87,8 +88,8 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 		path := prefix + name
 		keys = append(keys, path)
 		ft := f.Type
-		for ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+			ft = ft.Elem() // a list of mappings: the keys of an item
 		}
 		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration(0)) {
 			keys = append(keys, yamlKeys(ft, path+".")...)
