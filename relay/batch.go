@@ -64,6 +64,8 @@ type batcher struct {
 	calls int // in flight, at most batchCalls
 
 	offUntil atomic.Int64 // unix nanoseconds: requests go alone until then
+	// offWhy is why batching is off: Vault's refusal of the batch path.
+	offWhy atomic.Pointer[string]
 }
 
 type batchEntry struct {
@@ -82,8 +84,27 @@ func (v *vault) batcher(service string) *batcher {
 	if b, ok := v.batchers.Load(service); ok {
 		return b.(*batcher)
 	}
-	b, _ := v.batchers.LoadOrStore(service, &batcher{v: v, service: service})
+	b, loaded := v.batchers.LoadOrStore(service, &batcher{v: v, service: service})
+	if !loaded && v.batch {
+		v.metrics.batching.WithLabelValues(service).Set(1)
+	}
 	return b.(*batcher)
+}
+
+// batchingOff lists the mounts whose batch path Vault refused lately, with
+// the reason, for /healthz: a relay whose policy predates token/batch
+// serves every token, but at about a third of the rate.
+func (v *vault) batchingOff() map[string]string {
+	out := map[string]string{}
+	now := time.Now().UnixNano()
+	v.batchers.Range(func(_, value any) bool {
+		b := value.(*batcher)
+		if why := b.offWhy.Load(); why != nil && now < b.offUntil.Load() {
+			out[b.service] = *why
+		}
+		return true
+	})
+	return out
 }
 
 // submit gets a token for req: at once on the single path when a call is
@@ -226,6 +247,9 @@ func (b *batcher) send(entries []*batchEntry) {
 			"error", fmt.Sprintf("%d answers to %d requests", len(answer.Answers), len(entries))))
 		return
 	}
+	if b.offWhy.Swap(nil) != nil { // Vault takes the batch path again
+		v.metrics.batching.WithLabelValues(b.service).Set(1)
+	}
 	for i, e := range entries {
 		r := v.readBatchAnswer(path, &answer.Answers[i])
 		if r.t != nil {
@@ -272,6 +296,10 @@ func batchRefused(status int) bool {
 // goAlone sends each entry on its single path, after the batch path was
 // refused, and stops batching for the mount a while.
 func (b *batcher) goAlone(status int, entries []*batchEntry) {
+	why := fmt.Sprintf("vault refused %s/%s (%d): each token request costs its own call; give the relay's policy "+
+		"update on <mount>/token/batch, and upgrade the plugin", b.service, tokenapi.PathTokenBatch, status)
+	b.offWhy.Store(&why)
+	b.v.metrics.batching.WithLabelValues(b.service).Set(0)
 	if b.offUntil.Swap(time.Now().Add(batchOffFor).UnixNano()) < time.Now().UnixNano() {
 		b.v.log.Warn("vault refused the token batch path; the mount's token requests go one by one for a while "+
 			"(give the relay's policy update on <mount>/token/batch, and upgrade the plugin, to batch them)",

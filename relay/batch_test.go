@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -140,6 +141,16 @@ func TestBatch_pathRefusedRequestsGoAlone(t *testing.T) {
 			}
 			if n := strings.Count(logs.String(), "vault refused the token batch path"); n != 1 {
 				t.Errorf("the refusal was logged %d times, want once:\n%s", n, logs)
+			}
+			// Where operators look: a gauge per mount and /healthz's body
+			// (still 200: every token is served, one call each).
+			if v := metricValue(t, s, `godoauth_relay_vault_batching{service="registry"}`); v != 0 {
+				t.Errorf("the batching gauge is %v, want 0 while the mount's batch path is refused", v)
+			}
+			hw := httptest.NewRecorder()
+			s.Handler().ServeHTTP(hw, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+			if hw.Code != http.StatusOK || !strings.Contains(hw.Body.String(), `"batching_off":{"registry":"vault refused registry/token/batch (`+fmt.Sprint(status)+`)`) {
+				t.Errorf("/healthz: %d %s", hw.Code, hw.Body)
 			}
 		})
 	}

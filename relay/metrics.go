@@ -51,6 +51,7 @@ type metrics struct {
 	failovers   prometheus.Counter
 	batches     prometheus.Counter
 	batched     prometheus.Counter
+	batching    *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -83,6 +84,11 @@ func newMetrics() *metrics {
 		Name: "godoauth_relay_vault_batched_token_requests_total",
 		Help: "Token requests sent in a token/batch call; over godoauth_relay_vault_token_batches_total, the mean batch size.",
 	})
+	m.batching = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "godoauth_relay_vault_batching",
+		Help: "1 while a mount's token requests may go together to token/batch, 0 while Vault refuses that path " +
+			"(a relay policy without <mount>/token/batch, or an older plugin): each request then costs its own call.",
+	}, []string{"service"})
 	m.vaultCalls = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "godoauth_relay_vault_request_duration_seconds",
 		Help: "Time of the relay's calls to Vault (with a cluster's failovers), by path with the mount left out " +
@@ -98,7 +104,7 @@ func newMetrics() *metrics {
 	for _, k := range vaultTroubles {
 		m.vaultErrors.WithLabelValues(k)
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers, m.batches, m.batched,
+	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers, m.batches, m.batched, m.batching,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -225,6 +226,20 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if why := s.token.refusedReason(); why != "" {
 		status = http.StatusServiceUnavailable
 		answer = map[string]any{"vault": state, "nodes": nodes, "token": "refused: " + why}
+	}
+	// A mount whose batch path Vault refuses serves every token, at a
+	// third of the rate: said here, not failed (the relay is ready).
+	if off := s.vault.batchingOff(); len(off) > 0 {
+		m := map[string]any{"batching_off": off}
+		switch a := answer.(type) {
+		case map[string]string:
+			for k, v := range a {
+				m[k] = v
+			}
+		case map[string]any:
+			maps.Copy(m, a)
+		}
+		answer = m
 	}
 	writeJSON(w, status, answer)
 }
