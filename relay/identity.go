@@ -11,10 +11,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
@@ -184,6 +186,9 @@ type identities struct {
 	reuse          time.Duration
 	logins         *prometheus.CounterVec
 	cache          *vaultTokenCache
+	// flight runs one login per user and password at a time: requests
+	// that arrive while it runs wait for its Vault token (loginOnce).
+	flight singleflight.Group
 }
 
 // jwtUsers maps each identity.jwt_logins user to its login.
@@ -236,12 +241,13 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		// A JWT user is never a plugin user: its password goes to its
 		// jwt mount only.
 		key := ids.cache.key(req.Username, req.Password)
-		if t, f, ok := ids.reused(ctx, v, req, key); ok {
+		try := func(ctx context.Context) (*api.SecretAuth, *failure) {
+			return v.jwtLogin(ctx, l.Mount, l.Role, req.Password)
+		}
+		if t, f, ok := ids.reused(ctx, v, req, key, try); ok {
 			return t, f
 		}
-		token, until, f := ids.login(ctx, v, req, func(ctx context.Context) (*api.SecretAuth, *failure) {
-			return v.jwtLogin(ctx, l.Mount, l.Role, req.Password)
-		})
+		token, until, f := ids.loginOnce(ctx, v, req, key, try)
 		if f != nil {
 			return nil, f
 		}
@@ -251,7 +257,15 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		return v.mint(ctx, req)
 	}
 	key := ids.cache.key(req.Username, req.Password)
-	if t, f, ok := ids.reused(ctx, v, req, key); ok {
+	try := func(ctx context.Context) (*api.SecretAuth, *failure) {
+		for _, mount := range ids.mounts {
+			if auth, f := v.passwordLogin(ctx, mount, req.Username, req.Password); auth != nil || f != nil {
+				return auth, f
+			}
+		}
+		return nil, nil
+	}
+	if t, f, ok := ids.reused(ctx, v, req, key, try); ok {
 		return t, f
 	}
 	t, f := v.mint(ctx, req)
@@ -266,14 +280,7 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		return t, f
 	}
 	pluginRefusal := f
-	token, until, f := ids.login(ctx, v, req, func(ctx context.Context) (*api.SecretAuth, *failure) {
-		for _, mount := range ids.mounts {
-			if auth, f := v.passwordLogin(ctx, mount, req.Username, req.Password); auth != nil || f != nil {
-				return auth, f
-			}
-		}
-		return nil, nil
-	})
+	token, until, f := ids.loginOnce(ctx, v, req, key, try)
 	if f != nil {
 		if f.status == http.StatusUnauthorized && pluginRefusal.busy {
 			return nil, pluginRefusal
@@ -285,11 +292,17 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 
 // reused serves req with the Vault token a proven login with the same
 // user and password got, if one is cached (ok); a token revoked meanwhile
-// is dropped, and the caller logs in again.
-func (ids *identities) reused(ctx context.Context, v *vault, req *tokenRequest, key credentialID) (t *mintedToken, f *failure, ok bool) {
-	token, ok := ids.cache.get(key)
+// is dropped, and the caller logs in again. A token in the last fifth of
+// its reuse is replaced ahead of time: one login in the background (try,
+// single-flight), while requests go on with the token they have, so a
+// steady load never meets an expiry.
+func (ids *identities) reused(ctx context.Context, v *vault, req *tokenRequest, key credentialID, try loginFunc) (t *mintedToken, f *failure, ok bool) {
+	token, renew, ok := ids.cache.get(key)
 	if !ok {
 		return nil, nil, false
+	}
+	if renew {
+		ids.renewAhead(ctx, v, req, key, try)
 	}
 	t, f = v.mintForVaultToken(ctx, withoutRefresh(req), token)
 	if f == nil || f.status != http.StatusUnauthorized {
@@ -310,6 +323,60 @@ func (ids *identities) mintLoggedIn(ctx context.Context, v *vault, req *tokenReq
 	return v.mintForVaultToken(ctx, withoutRefresh(req), token)
 }
 
+// loginFunc logs a user in at Vault: (nil, nil) when Vault refuses the
+// password or JWT, a failure for Vault's own trouble.
+type loginFunc func(context.Context) (*api.SecretAuth, *failure)
+
+// loggedIn is the outcome of one login, shared by the requests that
+// waited for it.
+type loggedIn struct {
+	token string
+	until time.Time
+	f     *failure
+}
+
+// loginOnce is login, once per user and password at a time: requests with
+// the same credentials that arrive while a login runs wait for it and
+// share its Vault token, so an expiry under load costs one login, not one
+// per request. The login runs on its own deadline (the Vault timeout), so
+// a waiter that leaves does not fail the others.
+func (ids *identities) loginOnce(ctx context.Context, v *vault, req *tokenRequest, key credentialID, try loginFunc) (string, time.Time, *failure) {
+	ch := ids.flight.DoChan(string(key[:]), func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
+		defer cancel()
+		token, until, f := ids.login(lctx, v, req, try)
+		return loggedIn{token, until, f}, nil
+	})
+	select {
+	case r := <-ch:
+		l := r.Val.(loggedIn)
+		return l.token, l.until, l.f
+	case <-ctx.Done():
+		return "", time.Time{}, v.transportTrouble(ctx, ctx.Err(), "auth/login", true)
+	}
+}
+
+// renewAhead replaces a cached Vault token before its reuse ends, in the
+// background: one login (loginOnce's flight), whose token replaces the
+// cached one when Vault takes the credentials again, and is dropped
+// otherwise (the next request then logs in, and is refused, as usual).
+func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenRequest, key credentialID, try loginFunc) {
+	if !ids.cache.claimRenewal(key) {
+		return // one renewal per entry
+	}
+	r := *req
+	go func() {
+		token, until, f := ids.loginOnce(context.WithoutCancel(ctx), v, &r, key, try)
+		switch {
+		case f == nil && until.After(time.Now()):
+			ids.cache.put(key, token, until)
+			v.credentials.remember(v.credentials.vaultTokenID(r.Service, token))
+		case f != nil && f.status == http.StatusUnauthorized:
+			ids.cache.drop(key)
+		}
+	}()
+}
+
 // withoutRefresh is req asking no refresh token. The relay asks none for
 // an identity: it would outlive what proved the identity (a Vault token of
 // a CI job lives minutes; an LDAP account deleted keeps its Vault entity),
@@ -325,7 +392,7 @@ func withoutRefresh(req *tokenRequest) *tokenRequest {
 // turn, or a jwt mount), within the relay's bound on password checks, and
 // returns the Vault token it got and until when it may be reused. try
 // answers (nil, nil) for a refused password; every refusal answers alike.
-func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest, try func(context.Context) (*api.SecretAuth, *failure)) (string, time.Time, *failure) {
+func (ids *identities) login(ctx context.Context, v *vault, req *tokenRequest, try loginFunc) (string, time.Time, *failure) {
 	refused := unauthorized("invalid username or password")
 	if !loginName(req.Username) || req.Password == "" {
 		ids.logins.WithLabelValues("refused").Inc()
@@ -535,8 +602,10 @@ type vaultTokenCache struct {
 }
 
 type cachedVaultToken struct {
-	token string
-	until time.Time // at most half the token's TTL after the login
+	token   string
+	until   time.Time // at most half the token's TTL after the login
+	renewAt time.Time // four fifths of the way from the login to until
+	renewal *atomic.Bool
 }
 
 func newVaultTokenCache(reuse time.Duration) *vaultTokenCache {
@@ -555,16 +624,27 @@ func (c *vaultTokenCache) key(user, password string) credentialID {
 	return id
 }
 
-func (c *vaultTokenCache) get(id credentialID) (string, bool) {
+// get returns the cached token of id, and whether it is due for renewal.
+func (c *vaultTokenCache) get(id credentialID) (token string, renew, ok bool) {
 	e, ok := c.entries.get(id)
-	if !ok || !time.Now().Before(e.until) {
-		return "", false
+	now := time.Now()
+	if !ok || !now.Before(e.until) {
+		return "", false, false
 	}
-	return e.token, true
+	return e.token, !now.Before(e.renewAt), true
 }
 
 func (c *vaultTokenCache) put(id credentialID, token string, until time.Time) {
-	c.entries.put(id, cachedVaultToken{token: token, until: until}, true)
+	now := time.Now()
+	renewAt := now.Add(until.Sub(now) * 4 / 5)
+	c.entries.put(id, cachedVaultToken{token: token, until: until, renewAt: renewAt, renewal: new(atomic.Bool)}, true)
+}
+
+// claimRenewal reports whether the caller is the first to renew id's
+// token ahead of its end.
+func (c *vaultTokenCache) claimRenewal(id credentialID) bool {
+	e, ok := c.entries.get(id)
+	return ok && e.renewal.CompareAndSwap(false, true)
 }
 
 func (c *vaultTokenCache) drop(id credentialID) { c.entries.delete(id) }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ type identityVault struct {
 	// slow delays the answer to token/identity for hvs.slow, a made-up
 	// token Vault is slow to refuse.
 	slow time.Duration
+	// loginDelay delays each LDAP login's answer.
+	loginDelay time.Duration
+	plugin     atomic.Int32 // registry/token calls
 }
 
 func newIdentityVault(t *testing.T) *identityVault {
@@ -55,6 +59,7 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 	case "registry/token":
+		iv.plugin.Add(1)
 		if tok != relayToken {
 			vaultError(w, 403, "permission denied")
 		} else if body["username"] == "bob" && body["password"] == "pw" {
@@ -101,6 +106,7 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, 400, "invalid username or password")
 			return
 		}
+		time.Sleep(iv.loginDelay)
 		iv.logins.Add(1)
 		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": iv.lease}})
 	case "auth/jwt/login":
@@ -335,5 +341,62 @@ func TestIdentity_tokenReusedAtMostHalfItsTTL(t *testing.T) {
 	login()
 	if n := iv.logins.Load(); n != 2 {
 		t.Errorf("%d logins after half the token's TTL, want 2", n)
+	}
+}
+
+// TestIdentity_oneLoginPerUserAtATime: requests of one user and password
+// that arrive while its Vault login runs wait for that login and share
+// its token (issue 28: an expired reuse under 64 connections made 65
+// logins).
+func TestIdentity_oneLoginPerUserAtATime(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.loginDelay = 200 * time.Millisecond
+	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	for i := range codes {
+		wg.Go(func() { codes[i] = get(s, "service=registry", basic("alice", "ldap-pw")).Code })
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Errorf("request %d: %d", i, c)
+		}
+	}
+	if n := iv.logins.Load(); n != 1 {
+		t.Errorf("%d Vault logins for 20 concurrent requests of one user, want 1", n)
+	}
+	// A wrong password shares no login with the right one.
+	if w := get(s, "service=registry", basic("alice", "wrong")); w.Code != 401 {
+		t.Errorf("wrong password: %d", w.Code)
+	}
+}
+
+// TestIdentity_reusedTokenRenewedAhead: a steady user never meets the end
+// of its token's reuse: in its last fifth one request starts a login in
+// the background and goes on with the old token; the next ones use the new
+// token, and none goes through the plugin and a login of its own.
+func TestIdentity_reusedTokenRenewedAhead(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.lease = 4 // reused for 2s (half the TTL); renewed ahead from 1.6s
+	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	request := func() {
+		t.Helper()
+		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	request()
+	pluginCalls := iv.plugin.Load() // the first login went through the plugin first
+	end := time.Now().Add(4500 * time.Millisecond)
+	for time.Now().Before(end) {
+		request()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := iv.plugin.Load() - pluginCalls; n != 0 {
+		t.Errorf("%d requests met an expired token (plugin check, then a login of their own), want 0", n)
+	}
+	if n := iv.logins.Load(); n < 3 || n > 4 {
+		t.Errorf("%d logins over 4.5s of 2s reuses, want 3 or 4 (one at start, one ahead of each end)", n)
 	}
 }
