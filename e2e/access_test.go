@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,4 +178,67 @@ func startProxy(t *testing.T, addr, target string) string {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return fmt.Sprintf("http://%s", l.Addr())
+}
+
+// TestAccess_rollingUpgradeEitherOrder: deny entries and networks during a
+// rolling upgrade from the last release (v0.1.0), in either order. A relay
+// upgraded first sends client_addr to the old plugin, which cannot store
+// the new forms (400) and still mints; a plugin upgraded first gets no
+// address from the old relay, so a conditioned allow does not apply and a
+// conditioned deny does.
+func TestAccess_rollingUpgradeEitherOrder(t *testing.T) {
+	v := StartVault(t)
+	oldPlugin := buildLastRelease(t)
+	oldRelayBin := lastReleaseRelay(t)
+	const oldName = pluginName + "-old"
+	sum := copyFile(t, oldPlugin, filepath.Join(v.pluginDir, oldName))
+	v.CLI(t, "plugin", "register", "-sha256="+sum, "-version="+pluginVersion, "-command="+oldName, "secret", oldName)
+	v.CLI(t, "secrets", "enable", "-path=old", "-plugin-version="+pluginVersion, oldName)
+	if code, _, _ := httpGet(t, v.Addr+"/v1/old/ca/pem", "", ""); code != http.StatusOK {
+		v.CLI(t, "write", "-f", "old/ca/generate")
+	}
+	svc := v.EnableService(t, "registry")
+
+	t.Run("relay first: the old plugin refuses the forms and still mints", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"write", "old/users/dev", "password=pw", "access=repository:team/**:*;!repository:team/release/**:push"},
+			{"write", "old/config", "anonymous_access=repository:mirror/**:pull@127.0.0.1/32"},
+		} {
+			if _, stderr, err := v.TryCLI("", args...); err == nil || !strings.Contains(stderr, "400") {
+				t.Errorf("vault %s on the old plugin: err %v, %s; want a 400", strings.Join(args, " "), err, stderr)
+			}
+		}
+		v.CLI(t, "write", "old/users/dev", "password=pw", "access=repository:team/**:*")
+		relay := StartRelay(t, v, "old")
+		code, _, body := relay.Token(t, "old", "dev", "pw", "repository:team/app:push")
+		if code != http.StatusOK {
+			t.Fatalf("new relay, old plugin: %d %s", code, body)
+		}
+		if got := grantedActions(tokenClaims(t, body), "team/app"); !slices.Equal(got, []string{"push"}) {
+			t.Errorf("new relay, old plugin: grants %v, want [push]", got)
+		}
+	})
+
+	t.Run("plugin first: the old relay sends no address", func(t *testing.T) {
+		svc.WriteConfig(t, "anonymous_access=repository:mirror/**:pull@127.0.0.1/32;repository:pub/**:pull")
+		svc.WriteUser(t, "dev", "pw", "repository:team/**:*;!repository:team/secret/**:pull@127.0.0.0/8")
+		relay := startRelayBinary(t, v, oldRelayBin, v.RelayToken(t, "registry"))
+		for _, c := range []struct {
+			user, password, scope, repo string
+			want                        []string
+		}{
+			{"", "", "repository:mirror/base:pull", "mirror/base", nil},          // conditioned allow: not without an address
+			{"", "", "repository:pub/base:pull", "pub/base", []string{"pull"}},   // unconditioned: as before
+			{"dev", "pw", "repository:team/secret/x:pull", "team/secret/x", nil}, // conditioned deny: applies
+			{"dev", "pw", "repository:team/app:pull", "team/app", []string{"pull"}},
+		} {
+			code, _, body := relay.Token(t, "registry", c.user, c.password, c.scope)
+			if code != http.StatusOK {
+				t.Fatalf("old relay, %s %s: %d %s", c.user, c.scope, code, body)
+			}
+			if got := grantedActions(tokenClaims(t, body), c.repo); !slices.Equal(got, c.want) {
+				t.Errorf("old relay, user %q, %s: grants %v, want %v", c.user, c.scope, got, c.want)
+			}
+		}
+	})
 }

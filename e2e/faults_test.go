@@ -404,10 +404,11 @@ func sameFields(t testing.TB, before, after string) bool {
 const lastRelease = "0cbc658"
 
 var lastReleaseBuild struct {
-	once sync.Once
-	dir  string // removed when the test process ends (runTests)
-	bin  string
-	err  error
+	once  sync.Once
+	dir   string // removed when the test process ends (runTests)
+	bin   string
+	relay string // the relay of the same release
+	err   error
 }
 
 // buildLastRelease builds the plugin of the last release from a checkout
@@ -443,12 +444,26 @@ func buildLastRelease(t testing.TB) string {
 			lastReleaseBuild.err = fmt.Errorf("go build at %s: %v\n%s", lastRelease, err, b)
 			return
 		}
-		lastReleaseBuild.bin = bin
+		relay := filepath.Join(dir, "godoauth-relay-v0.1.0")
+		cmd = exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", relay, "./cmd/godoauth-relay")
+		cmd.Dir = src
+		if b, err := cmd.CombinedOutput(); err != nil {
+			lastReleaseBuild.err = fmt.Errorf("go build at %s: %v\n%s", lastRelease, err, b)
+			return
+		}
+		lastReleaseBuild.bin, lastReleaseBuild.relay = bin, relay
 	})
 	if lastReleaseBuild.err != nil {
 		t.Fatal(lastReleaseBuild.err)
 	}
 	return lastReleaseBuild.bin
+}
+
+// lastReleaseRelay is the relay of the last release, built with its plugin.
+func lastReleaseRelay(t testing.TB) string {
+	t.Helper()
+	buildLastRelease(t)
+	return lastReleaseBuild.relay
 }
 
 // TestFaults_storageFull: the Raft data directory on a small tmpfs, then

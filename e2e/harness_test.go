@@ -640,6 +640,13 @@ func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
 // extra command-line arguments (e.g. -pprof).
 func StartRelayWithToken(t testing.TB, v *Vault, token string, args ...string) *Relay {
 	t.Helper()
+	return startRelayBinary(t, v, bins.relay, token, args...)
+}
+
+// startRelayBinary is StartRelayWithToken with a relay binary of another
+// build (the last release's, in the rolling-upgrade tests).
+func startRelayBinary(t testing.TB, v *Vault, bin, token string, args ...string) *Relay {
+	t.Helper()
 	vaultPort := portOf(t, v.Addr)
 	port := freePort(t)
 	r := &Relay{
@@ -651,7 +658,7 @@ func StartRelayWithToken(t testing.TB, v *Vault, token string, args ...string) *
 	if err := os.WriteFile(r.ConfigPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, append([]string{"-config", r.ConfigPath}, args...)...)
+	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bin, append([]string{"-config", r.ConfigPath}, args...)...)
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
 		return wantStatus(r.URL+"/healthz", http.StatusOK)
 	})
