@@ -38,12 +38,15 @@ const (
 	batchOffFor = 5 * time.Minute
 	// maxBatchAnswerBytes bounds the answer to one batch.
 	maxBatchAnswerBytes = tokenapi.MaxBatch * maxAnswerBytes
-	// maxBatchQueue bounds the requests waiting for a mount's next batch:
-	// two rounds of both calls. The plugin answers each request of a batch
-	// within its own budget (paths/token_batch.go), so one waiting here is
-	// answered within http.timeout; past the bound, a request gets 503 with
-	// Retry-After at once, and a flood holds no more than this.
-	maxBatchQueue = 2 * batchCalls * tokenapi.MaxBatch
+	// maxBatchQueue bounds the requests waiting for a mount's next batch.
+	// Past it a request gets 503 with Retry-After at once, so a flood holds
+	// no more than this (a few hundred bytes each, besides the connection
+	// it holds anyway). It is sized for a Vault leader election under a CI
+	// burst: 300 requests/s for the 13 s an election took on a busy
+	// machine (shared/VAULT-RAFT.md) wait here and are served, as
+	// TestHA_threeNodeCluster requires. One credential holds at most
+	// maxProvenPerCredential of it (credentials.go).
+	maxBatchQueue = 128 * tokenapi.MaxBatch
 )
 
 // errBatchQueueFull answers a request that found its mount's batch queue full.
@@ -121,13 +124,13 @@ func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, 
 		b.callDone()
 		return t, f
 	}
-	if len(b.queue) >= maxBatchQueue {
+	if len(b.queue) >= b.v.batchQueue {
 		b.mu.Unlock()
 		b.v.metrics.vaultErrors.WithLabelValues("busy").Inc()
 		t, _ := b.v.loud.LoadOrStore("batch_queue", &throttle{interval: 10 * time.Second})
 		if ok, held := t.(*throttle).allow(time.Now()); ok {
 			b.v.log.Warn("a mount's batch queue is full; answered 503 with Retry-After",
-				"service", b.service, "queued", maxBatchQueue, "similar_warnings_not_logged", held)
+				"service", b.service, "queued", b.v.batchQueue, "similar_warnings_not_logged", held)
 		}
 		return nil, errBatchQueueFull
 	}

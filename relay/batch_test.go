@@ -301,7 +301,9 @@ func waitQueued(t *testing.T, s *Server, n int) {
 func TestBatch_queueIsBounded(t *testing.T) {
 	fv := newFakeVault(t, "registry")
 	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(20 * time.Second) })
-	const n = batchCalls + maxBatchQueue + 1
+	const bound = 128 // a smaller queue than maxBatchQueue, the same code
+	s.vault.batchQueue = bound
+	const n = batchCalls + bound + 1
 	users := make([]string, n)
 	for i := range users {
 		users[i] = basic(fmt.Sprintf("user-%d", i), "pw")
@@ -325,14 +327,14 @@ func TestBatch_queueIsBounded(t *testing.T) {
 			}
 		}
 	}()
-	waitQueued(t, s, maxBatchQueue)
+	waitQueued(t, s, bound)
 	w := get(s, "service=registry", users[n-1]) // Vault still holds every call
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" {
 		t.Errorf("request past a full batch queue: %d Retry-After %q %s, want 503 with Retry-After 1",
 			w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
-	if n := queued(s); n != maxBatchQueue {
-		t.Errorf("%d requests queued, want %d", n, maxBatchQueue)
+	if n := queued(s); n != bound {
+		t.Errorf("%d requests queued, want %d", n, bound)
 	}
 }
 
@@ -352,7 +354,7 @@ func TestBatch_oneCredentialCannotFillTheQueue(t *testing.T) {
 	release := holdTokens(fv)
 	defer fillUnproven(s)() // mallory's requests past its places wait, then 429
 	var wg sync.WaitGroup
-	for range maxBatchQueue + batchCalls + 20 {
+	for range 2*maxProvenPerCredential + batchCalls + 20 {
 		wg.Go(func() { get(s, "service=registry", mallory) })
 	}
 	waitQueued(t, s, maxProvenPerCredential-batchCalls)

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 // A password the plugin has not verified lately costs it a bcrypt check;
@@ -42,10 +44,10 @@ const (
 	// proven path at once (Vault calls, or waiting for a batch); more go
 	// as unproven. A user who locked their own account and sends the right
 	// password from many connections before the first refusal comes back
-	// holds no more than this (with batching: half the batch queue, so
-	// others still find room); one client's burst of up to 64 requests
-	// (make bench's load) stays on the proven path.
-	maxProvenPerCredential = maxBatchQueue / 2
+	// holds no more than this (with batching: two full batches, so others
+	// still find room in the queue); one client's burst of up to 64
+	// requests (make bench's load) stays on the proven path.
+	maxProvenPerCredential = 2 * tokenapi.MaxBatch
 )
 
 // errPasswordChecksBusy answers a password that waited too long for a place.

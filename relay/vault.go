@@ -50,6 +50,7 @@ type vault struct {
 	mounts      *mountCache
 	issuer      *issuerCheck
 	batch       bool     // storage.vault.batch
+	batchQueue  int      // maxBatchQueue; tests lower it
 	batchers    sync.Map // service → *batcher (batch.go)
 
 	loud sync.Map // trouble kind → *throttle
@@ -126,6 +127,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 		batch:       cfg.Storage.Vault.Batch == nil || *cfg.Storage.Vault.Batch,
+		batchQueue:  maxBatchQueue,
 	}, nil
 }
 
