@@ -308,9 +308,9 @@ const relayImageTag = "godoauth-relay:e2e"
 // and returns the docker CLI of that daemon.
 func buildRelayImage(t *testing.T) *Docker {
 	t.Helper()
-	// The context: the relay binary as `make release` names it.
+	// The context: the relay binary where and as `make release` leaves it.
 	ctxDir := t.TempDir()
-	binary := filepath.Join(ctxDir, "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
+	binary := filepath.Join(ctxDir, "dist", "godoauth-relay_v0.1.0_linux_"+runtime.GOARCH)
 	build := exec.Command(goBinary(), "build", "-trimpath", "-ldflags", "-X github.com/vault-registry/vault-plugin-registry/relay.Version=v0.1.0",
 		"-o", binary, "./cmd/godoauth-relay")
 	build.Dir = ".."
