@@ -274,8 +274,12 @@ func TestFaults_snapshotRestored(t *testing.T) {
 		})
 		t.Logf("MEASURE faults snapshot_restore_same_node restore=%s failed=%d", ms(restoreTook), r.failed)
 		for why, n := range r.failures {
-			if !strings.HasPrefix(why, "503 ") {
-				t.Errorf("%d token requests failed with %s during the restore, want 503 at most", n, why)
+			// 503 while Vault restores; after it, the plugin starts with
+			// no verified credential, and a password check that finds
+			// every slot taken answers busy 429 (with Retry-After), as
+			// after an election: both say "retry", neither is an error.
+			if !strings.HasPrefix(why, "503 ") && !(strings.HasPrefix(why, "429 ") && strings.Contains(why, "password checks in progress")) {
+				t.Errorf("%d token requests failed with %s during the restore, want 503 or a busy 429 at most", n, why)
 			}
 		}
 		checkIntact(t, st.c, st.relay, st.svc, before, st.regs)
