@@ -244,6 +244,27 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, answer)
 }
 
+// clusterHealth is /healthz's answer: for one Vault address its state;
+// for a cluster, whether some node can serve and each node's state.
+func (v *vault) clusterHealth(ctx context.Context) (string, bool, map[string]string) {
+	if len(v.nodes.list) == 1 {
+		state, ok := v.health(ctx)
+		return state, ok, nil
+	}
+	states, ok := v.nodes.report(ctx)
+	if !ok {
+		return "no node unsealed and serving", false, states
+	}
+	return "unsealed", true, states
+}
+
+func healthAnswer(state string, nodes map[string]string) any {
+	if nodes == nil {
+		return map[string]string{"vault": state}
+	}
+	return map[string]any{"vault": state, "nodes": nodes}
+}
+
 // exchange is one token request as the log and the metrics see it.
 type exchange struct {
 	req       *tokenRequest

@@ -431,14 +431,6 @@ const busyRetryNeeds = 3 * time.Second
 // retryMargin is the time a retry needs at least, to be worth sending.
 const retryMargin = 500 * time.Millisecond
 
-// timeLeft is the time until ctx's deadline; an hour when it has none.
-func timeLeft(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return time.Until(d)
-	}
-	return time.Hour
-}
-
 // RoundTrip implements http.RoundTripper.
 func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
 	safe := isRetrySafe(req)
@@ -507,22 +499,6 @@ func deadPluginAnswer(resp *http.Response) bool {
 		}
 	}
 	return false
-}
-
-// vaultErrorList splits one of Vault's error strings into its errors: Vault
-// often answers a multierror, "1 error occurred:\n\t* internal error\n\n".
-func vaultErrorList(e string) []string {
-	head, rest, ok := strings.Cut(e, "\n")
-	if !ok || !strings.HasSuffix(head, " occurred:") {
-		return []string{e}
-	}
-	var errs []string
-	for _, line := range strings.Split(rest, "\n") {
-		if item, ok := strings.CutPrefix(line, "\t* "); ok {
-			errs = append(errs, item)
-		}
-	}
-	return errs
 }
 
 // peekBody reads up to n bytes of an answer and puts them back in front

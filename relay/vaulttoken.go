@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
@@ -53,37 +51,6 @@ const (
 
 // Kinds of godoauth_relay_vault_token_errors_total.
 var tokenTroubles = []string{"invalid", "renew", "login", "file", "max_ttl", "not_renewable"}
-
-// invalidTokenError is what Vault adds to its 403 when the token itself is
-// revoked, expired or unknown (the sdk's logical.ErrInvalidToken), rather
-// than missing a policy.
-const invalidTokenError = "invalid token"
-
-// checkTokenSource checks that exactly one source of the relay's token is
-// configured, and that each of its settings is usable.
-func (c *Config) checkTokenSource() error {
-	v := c.Storage.Vault
-	sources := 0
-	for _, set := range []bool{v.AuthToken != "", v.AuthTokenFile != "", v.AppRole.Enabled(), v.Kubernetes.Enabled()} {
-		if set {
-			sources++
-		}
-	}
-	switch {
-	case sources == 0:
-		return c.errorf("storage.vault.auth_token", "required (or set VAULT_TOKEN, or use auth_token_file, approle or kubernetes)")
-	case sources > 1:
-		return c.errorf("storage.vault", "set only one of auth_token (or VAULT_TOKEN), auth_token_file, approle and kubernetes")
-	}
-	if v.AuthToken != "" && !printableToken(v.AuthToken) {
-		return c.errorf("storage.vault.auth_token", "holds blanks or control characters (a stray newline?)")
-	}
-	return c.checkLogin()
-}
-
-func printableToken(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) < 0
-}
 
 // tokenKeeper keeps the relay's Vault token valid.
 type tokenKeeper struct {
@@ -642,46 +609,3 @@ func (k *tokenKeeper) expires() string {
 }
 
 func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
-
-// isInvalidToken reports whether Vault refused a call because the token
-// itself is invalid, revoked or expired (not for want of a policy).
-func isInvalidToken(err error) bool {
-	var re *api.ResponseError
-	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
-		return false
-	}
-	for _, e := range re.Errors {
-		// Vault sends its multierror as one string:
-		// "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n".
-		if strings.Contains(e, invalidTokenError) {
-			return true
-		}
-	}
-	return false
-}
-
-// jitter spreads a retry wait over [d, 1.25d), so that a fleet of relays
-// that failed together does not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return d + rand.N(d/4+1)
-}
-
-func statusCode(err error) int {
-	var re *api.ResponseError
-	if errors.As(err, &re) {
-		return re.StatusCode
-	}
-	return 0
-}
-
-// sleep waits d or until ctx is done; false when ctx is done.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
