@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -195,68 +194,57 @@ func (b *batcher) send(entries []*batchEntry) {
 	v := b.v
 	ctx, cancel := context.WithDeadline(context.Background(), latestDeadline(entries, v.timeout))
 	defer cancel()
-	fail := func(f *failure) {
-		for _, e := range entries {
-			e.done <- batchResult{f: f}
-		}
-	}
-	release, f := v.enter(ctx)
-	if f != nil {
-		fail(f)
-		return
-	}
-	defer release()
-	v.metrics.batches.Inc()
-	v.metrics.batched.Add(float64(len(entries)))
 	requests := make([]map[string]any, len(entries))
 	for i, e := range entries {
 		requests[i] = e.req.vaultBody(v.ttl)
 	}
-	body, err := json.Marshal(map[string]any{tokenapi.FieldRequests: requests})
-	if err != nil {
-		fail(badRequest("cannot encode the request")) // strings and numbers only: never happens
-		return
-	}
 	path := b.service + "/" + tokenapi.PathTokenBatch
-	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
-	r.BodyBytes = body
-	resp, err := v.client.RawRequestWithContext(retrySafe(ctx, true), r) //nolint:staticcheck // as in mintOne
-	if resp != nil {
-		defer resp.Body.Close()
-	}
-	if err != nil {
-		var re *api.ResponseError
-		if errors.As(err, &re) && batchRefused(re.StatusCode) {
-			b.goAlone(re.StatusCode, entries)
-			return
-		}
-		fail(v.refusal(ctx, err, resp, entries[0].req, false))
-		return
-	}
-	var answer struct {
+	var answers struct {
 		Answers []batchAnswer `json:"answers"`
 	}
-	requestID, err := readAnswer(resp.Body, maxBatchAnswerBytes, &answer)
-	if err != nil {
-		if ctx.Err() != nil {
-			fail(v.transportTrouble(ctx, err, path, false))
-			return
-		}
-		fail(v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err))
+	answer := vaultAnswer{Data: &answers}
+	pathRefused := 0 // Vault's status, when it refused the batch path itself
+	f := v.call(ctx, &vaultCall{
+		path:      path,
+		body:      map[string]any{tokenapi.FieldRequests: requests},
+		retrySafe: true,
+		limit:     maxBatchAnswerBytes,
+		req:       entries[0].req,
+		sent: func() {
+			v.metrics.batches.Inc()
+			v.metrics.batched.Add(float64(len(entries)))
+		},
+		refused: func(err error, resp *api.Response) *failure {
+			// The batch path missing for the relay (its policy, an older
+			// plugin) is no answer to the requests: each goes on its own
+			// path, whose answer says what is wrong.
+			if status := statusCode(err); batchRefused(status) {
+				pathRefused = status
+				return errUnavailable // never sent: the requests go alone
+			}
+			return v.refusal(ctx, err, resp, entries[0].req, false)
+		},
+	}, &answer)
+	if pathRefused != 0 {
+		b.goAlone(pathRefused, entries)
 		return
 	}
-	if len(answer.Answers) != len(entries) {
-		fail(v.trouble("bad_answer", "the plugin's answer is malformed", "path", path,
-			"error", fmt.Sprintf("%d answers to %d requests", len(answer.Answers), len(entries))))
+	if f == nil && len(answers.Answers) != len(entries) {
+		f = v.malformed(path, fmt.Errorf("%d answers to %d requests", len(answers.Answers), len(entries)))
+	}
+	if f != nil {
+		for _, e := range entries {
+			e.done <- batchResult{f: f}
+		}
 		return
 	}
 	if b.offWhy.Swap(nil) != nil { // Vault takes the batch path again
 		v.metrics.batching.WithLabelValues(b.service).Set(1)
 	}
 	for i, e := range entries {
-		r := v.readBatchAnswer(path, &answer.Answers[i])
+		r := v.readBatchAnswer(path, &answers.Answers[i])
 		if r.t != nil {
-			r.t.RequestID = requestID
+			r.t.RequestID = answer.RequestID
 		}
 		e.done <- r
 	}
@@ -279,7 +267,7 @@ func (v *vault) readBatchAnswer(path string, a *batchAnswer) batchResult {
 	case a.Status == http.StatusOK:
 		t, err := checkMinted(&a.Data.Answer)
 		if err != nil {
-			return batchResult{f: v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)}
+			return batchResult{f: v.malformed(path, err)}
 		}
 		return batchResult{t: t}
 	case a.Status >= 500:

@@ -205,7 +205,7 @@ func FuzzReadBatchAnswer(f *testing.F) {
 		var answer struct {
 			Answers []batchAnswer `json:"answers"`
 		}
-		if _, err := readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &answer); err != nil || len(answer.Answers) != 2 {
+		if err := readAnswer(strings.NewReader(body), maxBatchAnswerBytes, &vaultAnswer{Data: &answer}); err != nil || len(answer.Answers) != 2 {
 			return
 		}
 		for i := range answer.Answers {

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -264,46 +263,28 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 
 // identityToken makes the token/identity call with the caller's token.
 func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool) (*mintedToken, *failure) {
-	release, f := v.enter(ctx)
-	if f != nil {
-		return nil, f
-	}
-	defer release()
 	path := req.Service + "/" + tokenapi.PathIdentityToken
-	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
-	r.ClientToken = token
 	body := req.vaultBody(v.ttl)
 	// token/identity takes no client address: its caller is the user's
 	// own Vault token, so the plugin cannot take it as the relay's word.
 	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount, tokenapi.FieldClientAddr} {
 		delete(body, k)
 	}
-	if err := r.SetJSONBody(body); err != nil {
-		return nil, v.trouble("unexpected", "cannot encode a token request", "path", path)
-	}
-	resp, err := v.client.RawRequestWithContext(ctx, r)
-	if resp != nil {
-		defer resp.Body.Close()
-	}
-	if err != nil {
-		var re *api.ResponseError
-		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
-			return nil, errVaultTokenRefused("vault refused the token (403): invalid or expired, or its policies lack update on " + path)
-		}
-		return nil, v.refusal(ctx, err, resp, req, unproven)
-	}
-	var a tokenapi.Answer
-	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, v.transportTrouble(ctx, err, path, unproven)
-		}
-		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
-	}
-	t, err := checkMinted(&a)
-	if err != nil {
-		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
-	}
-	t.RequestID = requestID
-	return t, nil
+	return v.tokenCall(ctx, &vaultCall{
+		path:        path,
+		body:        body,
+		callerToken: true,
+		token:       token,
+		unproven:    unproven,
+		req:         req,
+		refused: func(err error, resp *api.Response) *failure {
+			// The call carries the caller's token, not the relay's: a 403
+			// refuses that token (the client's 401), it says nothing of the
+			// relay's token or policy.
+			if statusCode(err) == http.StatusForbidden {
+				return errVaultTokenRefused("vault refused the token (403): invalid or expired, or its policies lack update on " + path)
+			}
+			return v.refusal(ctx, err, resp, req, unproven)
+		},
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 
@@ -29,59 +28,56 @@ func (v *vault) passwordLogin(ctx context.Context, mount, user, password string)
 	if !loginName(user) {
 		return nil, nil // login checked it; never a path of another kind
 	}
-	// The user is one escaped segment after the login path: NewRequest
-	// would clean it with the rest (path.Join).
-	r := v.client.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
-	r.URL.RawPath = r.URL.EscapedPath() + "/" + url.PathEscape(user)
-	r.URL.Path += "/" + user
-	return v.authLogin(ctx, r, "identity.password_mounts", mount, map[string]any{"password": password})
+	return v.authLogin(ctx, "identity.password_mounts", mount, user, map[string]any{"password": password})
 }
 
 // jwtLogin logs in at auth/<mount>/login with {role, jwt} without a token.
 // A refused JWT (a bad signature, audience or claim, expired, unknown
 // role) is (nil, nil); Vault's trouble is a failure.
 func (v *vault) jwtLogin(ctx context.Context, mount, role, jwt string) (*api.SecretAuth, *failure) {
-	r := v.client.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
-	return v.authLogin(ctx, r, "identity.jwt_logins", mount, map[string]any{"role": role, "jwt": jwt})
+	return v.authLogin(ctx, "identity.jwt_logins", mount, "", map[string]any{"role": role, "jwt": jwt})
 }
 
-// authLogin sends a login request r to an auth mount (named by the
-// setting key in the log) without a token. Vault's 400, 401 and 403 are
-// a refusal, (nil, nil).
-func (v *vault) authLogin(ctx context.Context, r *api.Request, key, mount string, body map[string]any) (*api.SecretAuth, *failure) {
-	release, f := v.enter(ctx)
-	if f != nil {
-		return nil, f
+// authLogin logs in at auth/<mount>/login (and the user's segment, when
+// user is set) without a token; key names the mount's setting in the log.
+// Vault's 400, 401 and 403 are a refusal, (nil, nil).
+func (v *vault) authLogin(ctx context.Context, key, mount, user string, body map[string]any) (*api.SecretAuth, *failure) {
+	path := "auth/" + mount + "/login"
+	noToken := func(error) *failure {
+		return v.trouble("bad_answer", "an auth mount's login answered no token", "mount", mount)
 	}
-	defer release()
-	r.ClientToken = ""
-	if err := r.SetJSONBody(body); err != nil {
-		return nil, v.trouble("unexpected", "cannot encode a login", "path", "auth/"+mount+"/login")
-	}
-	resp, err := v.client.RawRequestWithContext(ctx, r)
-	if resp != nil {
-		defer resp.Body.Close()
-	}
-	if err != nil {
-		var re *api.ResponseError
-		if errors.As(err, &re) {
-			switch {
-			case re.StatusCode == http.StatusBadRequest || re.StatusCode == http.StatusForbidden ||
-				re.StatusCode == http.StatusUnauthorized:
-				return nil, nil // wrong password or JWT, unknown user, or locked out by Vault
-			case re.StatusCode == http.StatusNotFound:
-				return nil, v.trouble("unexpected", key+" names no auth mount", "mount", mount)
-			case re.StatusCode == http.StatusTooManyRequests:
-				return nil, lockedOut("too many logins; retry after 1s", 1)
+	refused := false
+	var answer vaultAnswer
+	f := v.call(ctx, &vaultCall{
+		path:        path,
+		segment:     user,
+		body:        body,
+		callerToken: true, // none: login paths take no token
+		unproven:    true,
+		malformed:   noToken,
+		// An auth mount is not the plugin: its refusals have statuses only.
+		refused: func(err error, _ *api.Response) *failure {
+			switch statusCode(err) {
+			case http.StatusBadRequest, http.StatusForbidden, http.StatusUnauthorized:
+				refused = true // wrong password or JWT, unknown user, or locked out by Vault
+				return unauthorized("invalid username or password")
+			case http.StatusNotFound:
+				return v.trouble("unexpected", key+" names no auth mount", "mount", mount)
+			case http.StatusTooManyRequests:
+				return lockedOut("too many logins; retry after 1s", 1)
 			}
-		}
-		return nil, v.loginTrouble(ctx, err, "auth/"+mount+"/login")
+			return v.loginTrouble(ctx, err, path)
+		},
+	}, &answer)
+	switch {
+	case refused:
+		return nil, nil
+	case f != nil:
+		return nil, f
+	case answer.Auth == nil || answer.Auth.ClientToken == "":
+		return nil, noToken(nil)
 	}
-	secret, err := api.ParseSecret(resp.Body)
-	if err != nil || secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, v.trouble("bad_answer", "an auth mount's login answered no token", "mount", mount)
-	}
-	return secret.Auth, nil
+	return answer.Auth, nil
 }
 
 // loginTrouble is a login that got no answer or an error status.

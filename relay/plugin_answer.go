@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
@@ -39,60 +41,39 @@ type mintedToken struct {
 	RequestID string
 }
 
-// readData reads the data object of a Vault answer of at most limit bytes.
-func readData(body io.Reader, limit int) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > limit {
-		return nil, fmt.Errorf("answer larger than %d bytes", limit)
-	}
-	var answer struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &answer); err != nil {
-		return nil, errors.New("answer is not a JSON object")
-	}
-	if len(answer.Data) == 0 || string(answer.Data) == "null" {
-		return nil, errors.New("answer has no data")
-	}
-	return answer.Data, nil
+// vaultAnswer is Vault's answer as the relay reads it: the envelope of
+// every answer of Vault's API.
+type vaultAnswer struct {
+	// RequestID is Vault's request_id, for the access log; "" when it is
+	// longer than maxRequestIDBytes.
+	RequestID string `json:"request_id"`
+	// Data is a pointer to what the answer's data object is read into: a
+	// token, a batch's answers, a refusal.
+	Data any `json:"data"`
+	// Auth is a login's answer.
+	Auth *api.SecretAuth `json:"auth"`
 }
 
-// readAnswer decodes the data object of Vault's answer, of at most limit
-// bytes, into data (a pointer), in one pass over the bytes: a token answer
-// is mostly the token, and every extra pass over it is CPU per request.
-// It returns the answer's request_id, for the access log.
-func readAnswer(body io.Reader, limit int, data any) (string, error) {
+// readAnswer reads Vault's answer, of at most limit bytes, into a, in one
+// pass over the bytes: a token answer is mostly the token, and every
+// extra pass over it is CPU per request. It is the one way the relay
+// reads an answer: a token, a batch's answers, a login, a refusal.
+func readAnswer(body io.Reader, limit int, a *vaultAnswer) error {
 	lr := &io.LimitedReader{R: body, N: int64(limit) + 1}
-	envelope := struct {
-		RequestID string `json:"request_id"`
-		Data      any    `json:"data"`
-	}{Data: data}
-	if err := json.NewDecoder(lr).Decode(&envelope); err != nil {
+	if err := json.NewDecoder(lr).Decode(a); err != nil {
 		if lr.N <= 0 {
-			return "", fmt.Errorf("answer larger than %d bytes", limit)
+			return fmt.Errorf("answer larger than %d bytes", limit)
 		}
-		return "", fmt.Errorf("answer: %v", err)
+		return fmt.Errorf("answer: %v", err)
 	}
-	if len(envelope.RequestID) > maxRequestIDBytes {
-		envelope.RequestID = "" // a UUID; anything else is not worth a log line
+	if len(a.RequestID) > maxRequestIDBytes {
+		a.RequestID = "" // a UUID; anything else is not worth a log line
 	}
-	return envelope.RequestID, nil
+	return nil
 }
 
 // maxRequestIDBytes bounds a request_id kept for the log.
 const maxRequestIDBytes = 64
-
-// readMinted reads the plugin's answer from its data object.
-func readMinted(data []byte) (*mintedToken, error) {
-	var a tokenapi.Answer
-	if err := json.Unmarshal(data, &a); err != nil {
-		return nil, fmt.Errorf("answer: %v", err)
-	}
-	return checkMinted(&a)
-}
 
 // checkMinted checks the plugin's answer: a Vault field is input like any
 // other. The token itself is not read: the answer says whom it is for and
@@ -132,8 +113,7 @@ func checkMinted(a *tokenapi.Answer) (*mintedToken, error) {
 // error answer; false when the answer holds none (Vault's own refusals).
 func readRefusal(body io.Reader) (tokenapi.Refusal, bool) {
 	var r tokenapi.Refusal
-	data, err := readData(body, maxAnswerBytes)
-	if err != nil || json.Unmarshal(data, &r) != nil || r.Code == "" {
+	if readAnswer(body, maxAnswerBytes, &vaultAnswer{Data: &r}) != nil || r.Code == "" {
 		return tokenapi.Refusal{}, false
 	}
 	return r, true

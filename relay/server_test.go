@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -641,11 +642,15 @@ func TestMintedToken_readsThePluginAnswerStrictly(t *testing.T) {
 			"access": []map[string]any{{"type": "repository", "name": "a", "actions": []string{"pull"}}}}
 	}
 	read := func(d map[string]any) (*mintedToken, error) {
-		b, err := json.Marshal(d)
+		b, err := json.Marshal(map[string]any{"data": d})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return readMinted(b)
+		var a tokenapi.Answer
+		if err := readAnswer(bytes.NewReader(b), maxAnswerBytes, &vaultAnswer{Data: &a}); err != nil {
+			return nil, err
+		}
+		return checkMinted(&a) // as tokenCall reads a token
 	}
 	m, err := read(good())
 	if err != nil || m.Subject != "alice" || m.Issuer != "Token" || m.grantedScope() != "repository:a:pull" || m.ExpiresIn != 300 {

@@ -239,43 +239,13 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 // says it checks a password that got no token lately: it is not retried on
 // another node, and its timeout may be the plugin's queue of checks.
 func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (*mintedToken, *failure) {
-	release, f := v.enter(ctx)
-	if f != nil {
-		return nil, f
-	}
-	defer release()
-	ctx = retrySafe(ctx, !unproven) // a retry of an unproven password could count two failures
-	path := req.vaultPath()
-	body, err := json.Marshal(req.vaultBody(v.ttl))
-	if err != nil {
-		return nil, badRequest("cannot encode the request") // strings and numbers only: never happens
-	}
-	r := v.client.NewRequest(http.MethodPut, "/v1/"+path)
-	r.BodyBytes = body
-	// Not Logical().WriteRaw: it cancels its context when it returns, so the
-	// body of the answer (the token, or the refusal's code) could no longer
-	// be read. RawRequestWithContext leaves the context to the caller.
-	resp, err := v.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // deprecated for historical reasons only
-	if resp != nil {
-		defer resp.Body.Close()
-	}
-	if err != nil {
-		return nil, v.refusal(ctx, err, resp, req, unproven)
-	}
-	var a tokenapi.Answer
-	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, v.transportTrouble(ctx, err, path, unproven)
-		}
-		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
-	}
-	t, err := checkMinted(&a)
-	if err != nil {
-		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
-	}
-	t.RequestID = requestID
-	return t, nil
+	return v.tokenCall(ctx, &vaultCall{
+		path:      req.vaultPath(),
+		body:      req.vaultBody(v.ttl),
+		retrySafe: !unproven, // a retry of an unproven password could count two failures
+		unproven:  unproven,
+		req:       req,
+	})
 }
 
 // refusal turns Vault's refusal of a token request into the client's. The
