@@ -38,7 +38,7 @@ func TestLockout_refusalNeverTurnsBusy(t *testing.T) {
 		t.Errorf("locked-out user, every check taken: %v after %s, want locked out at once", err, time.Since(start))
 	}
 	start = time.Now()
-	_, err := f.b.Mint(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "mallory", Password: "right"})
+	_, err := f.b.TokenForLogin(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "mallory", Password: "right"})
 	if took := time.Since(start); errKind(err) != KindLockedOut || took >= batchCheckWait {
 		t.Errorf("locked-out user within a batch, every check taken: %v after %s, want locked out at once", err, took)
 	}
@@ -61,7 +61,7 @@ func TestCheckSlots_batchRequestsWaitLessAndGoFirst(t *testing.T) {
 
 	holdCheck(f.b)
 	start := time.Now()
-	_, err := f.b.Mint(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "gina", Password: "right"})
+	_, err := f.b.TokenForLogin(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "gina", Password: "right"})
 	if took := time.Since(start); errKind(err) != KindBusy || took >= passwordCheckWait {
 		t.Errorf("batch request, every check taken: %v after %s, want busy after about %s", err, took, batchCheckWait)
 	}
@@ -77,7 +77,7 @@ func TestCheckSlots_batchRequestsWaitLessAndGoFirst(t *testing.T) {
 	}()
 	waitQueued(t, f.b, 1, 1)
 	go func() {
-		if _, err := f.b.Mint(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "gina", Password: "right"}); err != nil {
+		if _, err := f.b.TokenForLogin(WithinBatch(f.ctx), f.s, TokenRequest{Service: "registry", Username: "gina", Password: "right"}); err != nil {
 			t.Errorf("batch request: %v", err)
 		}
 		order <- "batch"

@@ -96,7 +96,7 @@ func (f *fixture) mint(req TokenRequest) (*Token, error) {
 	if req.Service == "" {
 		req.Service = "registry"
 	}
-	return f.b.Mint(f.ctx, f.s, req)
+	return f.b.TokenForLogin(f.ctx, f.s, req)
 }
 
 // login mints a token for user and checks the outcome: want is the error's

@@ -263,10 +263,10 @@ type IdentityTokenRequest struct {
 	ClientAddr netip.Addr
 }
 
-// MintForIdentity grants the requested scopes that the entity's groups, the
+// TokenForIdentity grants the requested scopes that the entity's groups, the
 // entity and the anonymous access allow, and signs the token. An entity in
 // no configured group gets a token with no access, not an error.
-func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest) (*Token, error) {
+func (b *Backend) TokenForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest) (*Token, error) {
 	ids, scopes, cfg, err := b.identityRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err

@@ -34,9 +34,9 @@ func (b *Backend) issueEntityRefreshToken(ctx context.Context, s logical.Storage
 	return b.issueRefreshToken(ctx, s, cfg, refreshGrant{Subject: sub, Accessor: accessor, ClientID: clientID, TTL: cfg.IdentityRefreshTokenTTL})
 }
 
-// mintFromEntityRefresh mints a token from an entity's live refresh token,
+// entityTokenFromRefresh mints a token from an entity's live refresh token,
 // with the entity's access as it is now.
-func (b *Backend) mintFromEntityRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+func (b *Backend) entityTokenFromRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
 	if !cfg.IdentityRefreshTokens {
 		return nil, errInvalidRefreshToken
 	}

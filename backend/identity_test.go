@@ -30,7 +30,7 @@ func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
 	if _, err := f.b.WriteIdentityAccess(f.ctx, f.s, IdentityGroup, "ci", "repository:app:pull"); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := f.b.MintForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: "e1", Offline: true, Scopes: []string{"repository:app:pull"}})
+	tok, err := f.b.TokenForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: "e1", Offline: true, Scopes: []string{"repository:app:pull"}})
 	if err != nil || tok.RefreshToken == "" || tok.Subject != "bot" || len(tok.Access) != 1 {
 		t.Fatalf("mint: %v %+v", err, tok)
 	}
@@ -38,7 +38,7 @@ func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
 		t.Fatalf("pruned a live token: %d %v", n, err)
 	}
 	f.clock.Advance(cfg.IdentityRefreshTokenTTL + time.Second)
-	if _, err := f.b.MintFromRefresh(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: tok.RefreshToken}); err != errInvalidRefreshToken {
+	if _, err := f.b.TokenForRefreshToken(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: tok.RefreshToken}); err != errInvalidRefreshToken {
 		t.Errorf("expired refresh token: %v", err)
 	}
 	if n, err := f.b.PruneRefreshTokens(f.ctx, f.s); err != nil || n != 1 {

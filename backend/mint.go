@@ -58,9 +58,11 @@ type Token struct {
 // maxClientIDLen bounds client_id, which is stored with refresh tokens.
 const maxClientIDLen = 256
 
-// Mint authenticates the request, grants the requested scopes the user's
-// access allows, and signs the token: the whole token request in one place.
-func (b *Backend) Mint(ctx context.Context, s logical.Storage, req TokenRequest) (*Token, error) {
+// TokenForLogin answers a token request with a login: it authenticates
+// the user's or robot's name and password (none: anonymous access),
+// grants the requested scopes the access allows, and signs the token: the
+// whole token request in one place.
+func (b *Backend) TokenForLogin(ctx context.Context, s logical.Storage, req TokenRequest) (*Token, error) {
 	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
@@ -118,11 +120,11 @@ func (b *Backend) issueUserRefreshToken(ctx context.Context, s logical.Storage, 
 	return rt.Token, nil
 }
 
-// MintFromRefresh mints a token from a refresh token of any subject with
-// the subject's access as it is now. A user's token must have been issued
-// under the user's current credential generation; an entity's is checked
-// by mintFromEntityRefresh.
-func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
+// TokenForRefreshToken answers a token request with a refresh token of
+// any subject, with the subject's access as it is now. A user's refresh
+// token must have been issued under the user's current credential
+// generation; an entity's is checked by entityTokenFromRefresh.
+func (b *Backend) TokenForRefreshToken(ctx context.Context, s logical.Storage, req RefreshRequest) (*Token, error) {
 	scopes, cfg, err := b.openTokenRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
@@ -134,11 +136,11 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	var tok *Token
 	switch sub := rec.subject(); sub.Kind {
 	case SubjectUser:
-		tok, err = b.mintFromUserRefresh(ctx, s, cfg, scopes, req, hash, rec)
+		tok, err = b.userTokenFromRefresh(ctx, s, cfg, scopes, req, hash, rec)
 	case SubjectEntity:
-		tok, err = b.mintFromEntityRefresh(ctx, s, cfg, scopes, req, hash, rec)
+		tok, err = b.entityTokenFromRefresh(ctx, s, cfg, scopes, req, hash, rec)
 	case SubjectRobot:
-		tok, err = b.mintFromRobotRefresh(ctx, s, cfg, scopes, req, hash, rec)
+		tok, err = b.robotTokenFromRefresh(ctx, s, cfg, scopes, req, hash, rec)
 	default:
 		err = errInvalidRefreshToken
 	}
@@ -149,7 +151,7 @@ func (b *Backend) MintFromRefresh(ctx context.Context, s logical.Storage, req Re
 	return tok, nil
 }
 
-func (b *Backend) mintFromUserRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+func (b *Backend) userTokenFromRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
 	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}

@@ -155,7 +155,7 @@ func TestIdentityRefresh_deletedEntitysTokensPruned(t *testing.T) {
 	f := newFixture(t)
 	ids := f.identitiesOn("gone", "off")
 	for _, e := range []string{"gone", "off"} {
-		if _, err := f.b.MintForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: e, Offline: true}); err != nil {
+		if _, err := f.b.TokenForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: e, Offline: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

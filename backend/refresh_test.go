@@ -21,7 +21,7 @@ func (f *fixture) offlineLogin(user, password, clientID string) string {
 }
 
 func (f *fixture) refresh(rt, clientID string, scopes ...string) (*Token, error) {
-	return f.b.MintFromRefresh(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: rt, ClientID: clientID, Scopes: scopes})
+	return f.b.TokenForRefreshToken(f.ctx, f.s, RefreshRequest{Service: "registry", RefreshToken: rt, ClientID: clientID, Scopes: scopes})
 }
 
 func TestRefresh_issueAndUse(t *testing.T) {

@@ -462,9 +462,9 @@ func (b *Backend) issueRobotRefreshToken(ctx context.Context, s logical.Storage,
 	return rt.Token, nil
 }
 
-// mintFromRobotRefresh mints from a robot's refresh token of generation,
+// robotTokenFromRefresh mints from a robot's refresh token of generation,
 // with its role's access as it is now, while the robot is live.
-func (b *Backend) mintFromRobotRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
+func (b *Backend) robotTokenFromRefresh(ctx context.Context, s logical.Storage, cfg *Config, scopes []access.Scope, req RefreshRequest, hash string, rec *storedRefreshToken) (*Token, error) {
 	if cfg.RefreshTokenTTL == 0 {
 		return nil, errInvalidRefreshToken
 	}

@@ -99,7 +99,7 @@ func TestRobots_revokeFailingHalfwayLeavesTheRobotRefusedAndIsRetried(t *testing
 	if _, err := f.mint(TokenRequest{Username: c.Name, Password: c.Password}); errKind(err) != KindUnauthorized {
 		t.Errorf("robot after a failed revoke: %v, want 401", err)
 	}
-	if _, err := f.b.MintFromRefresh(f.ctx, f.s, RefreshRequest{RefreshToken: tok.RefreshToken}); errKind(err) != KindInvalidGrant {
+	if _, err := f.b.TokenForRefreshToken(f.ctx, f.s, RefreshRequest{RefreshToken: tok.RefreshToken}); errKind(err) != KindInvalidGrant {
 		t.Errorf("refresh after a failed revoke: %v, want invalid grant", err)
 	}
 	// Vault retries: the retry finishes the job, and a third is a no-op.

@@ -37,7 +37,7 @@ type identityTokenHandler struct {
 }
 
 func (h *identityTokenHandler) token(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.b.MintForIdentity(ctx, req.Storage, backend.IdentityTokenRequest{
+	tok, err := h.b.TokenForIdentity(ctx, req.Storage, backend.IdentityTokenRequest{
 		Service:  service(req),
 		EntityID: req.EntityID,
 		Accessor: req.ClientTokenAccessor,

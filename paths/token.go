@@ -76,7 +76,7 @@ func tokenPaths(b *backend.Backend) []*framework.Path {
 type tokenHandler struct{ b *backend.Backend }
 
 func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.mint(ctx, req, d)
+	tok, err := h.tokenFromFields(ctx, req, d)
 	if err != nil {
 		return refuse(err)
 	}
@@ -84,21 +84,21 @@ func (h *tokenHandler) token(ctx context.Context, req *logical.Request, d *frame
 }
 
 func (h *tokenHandler) refresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok, err := h.mintFromRefresh(ctx, req, d)
+	tok, err := h.tokenFromRefreshFields(ctx, req, d)
 	if err != nil {
 		return refuse(err)
 	}
 	return tokenResponse(tok), nil
 }
 
-// mint authenticates the user of a token request (d has tokenFields) and
-// mints the token.
-func (h *tokenHandler) mint(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
+// tokenFromFields reads a token request with a login (d has tokenFields)
+// and has the backend answer it (backend.TokenForLogin).
+func (h *tokenHandler) tokenFromFields(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
 	addr, err := backend.ParseClientAddr(d.Get(tokenapi.FieldClientAddr).(string))
 	if err != nil {
 		return nil, err
 	}
-	return h.b.Mint(ctx, req.Storage, backend.TokenRequest{
+	return h.b.TokenForLogin(ctx, req.Storage, backend.TokenRequest{
 		ClientAddr: addr,
 		Service:    service(req),
 		Username:   d.Get(tokenapi.FieldUsername).(string),
@@ -111,9 +111,10 @@ func (h *tokenHandler) mint(ctx context.Context, req *logical.Request, d *framew
 	})
 }
 
-// mintFromRefresh mints from a refresh token (d has refreshFields): a
-// user's, or a Vault identity's.
-func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
+// tokenFromRefreshFields reads a token request with a refresh token (d
+// has refreshFields), a user's, a robot's or a Vault identity's, and has
+// the backend answer it (backend.TokenForRefreshToken).
+func (h *tokenHandler) tokenFromRefreshFields(ctx context.Context, req *logical.Request, d *framework.FieldData) (*backend.Token, error) {
 	addr, err := backend.ParseClientAddr(d.Get(tokenapi.FieldClientAddr).(string))
 	if err != nil {
 		return nil, err
@@ -126,7 +127,7 @@ func (h *tokenHandler) mintFromRefresh(ctx context.Context, req *logical.Request
 		Scopes:       d.Get(tokenapi.FieldScope).([]string),
 		TTL:          time.Duration(d.Get(tokenapi.FieldTTL).(int)) * time.Second,
 	}
-	return h.b.MintFromRefresh(ctx, req.Storage, rr)
+	return h.b.TokenForRefreshToken(ctx, req.Storage, rr)
 }
 
 func tokenResponse(t *backend.Token) *logical.Response {

@@ -51,15 +51,15 @@ func (h *tokenHandler) batch(ctx context.Context, req *logical.Request, d *frame
 // batchEntry mints one request of a batch: a refresh-token grant when it
 // holds refresh_token, else a password (or anonymous) one.
 func (h *tokenHandler) batchEntry(ctx context.Context, req *logical.Request, m map[string]any) tokenapi.BatchAnswer {
-	mint, fields := h.mint, tokenFields
+	tokenFrom, fields := h.tokenFromFields, tokenFields
 	if _, ok := m[tokenapi.FieldRefreshToken]; ok {
-		mint, fields = h.mintFromRefresh, refreshFields
+		tokenFrom, fields = h.tokenFromRefreshFields, refreshFields
 	}
 	d := &framework.FieldData{Raw: m, Schema: fields}
 	if err := d.Validate(); err != nil {
 		return batchRefusal(tokenapi.CodeInvalidRequest, err.Error(), 0)
 	}
-	tok, err := mint(ctx, req, d)
+	tok, err := tokenFrom(ctx, req, d)
 	if err == nil {
 		return tokenapi.BatchAnswer{Status: http.StatusOK, Data: tokenAnswer(tok)}
 	}

@@ -47,7 +47,8 @@ func unknownService(service string) *failure {
 	return badRequest("unknown service %s", quote(service))
 }
 
-// errUnavailable is every Vault trouble as the client sees it.
+// errUnavailable is every Vault error (vault.unavailable) as the client
+// sees it.
 // statusClientClosed is nginx's status for a request whose client went
 // away before the answer: nobody reads it, but the log and the metrics
 // must not count it as a Vault outage.

@@ -23,7 +23,7 @@ import (
 // the plugin serve many tokens. The plugin checks and mints each request as
 // its single path would, so nothing of the lockout, the credential cache
 // or revocation changes; only requests safe to retry are batched (a
-// password that got no token lately goes alone, vault.mint).
+// password that got no token lately goes alone, vault.askPlugin).
 const (
 	// batchCalls bounds one mount's token calls in flight; a request
 	// arriving when they are all taken waits for the next batch. Measured
@@ -113,20 +113,20 @@ func (v *vault) batchingOff() map[string]string {
 // free and nobody waits, else in the next batch.
 func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
 	if time.Now().UnixNano() < b.offUntil.Load() {
-		return b.v.mintOne(ctx, req, false)
+		return b.v.askSingle(ctx, req, false)
 	}
 	b.mu.Lock()
 	if len(b.queue) == 0 && b.calls < batchCalls {
 		b.calls++
 		b.mu.Unlock()
-		t, f := b.v.mintOne(ctx, req, false)
+		t, f := b.v.askSingle(ctx, req, false)
 		b.callDone()
 		return t, f
 	}
 	if len(b.queue) >= b.v.batchQueue {
 		b.mu.Unlock()
 		b.v.metrics.vaultErrors.WithLabelValues("busy").Inc()
-		t, _ := b.v.loud.LoadOrStore("batch_queue", &throttle{interval: 10 * time.Second})
+		t, _ := b.v.logThrottles.LoadOrStore("batch_queue", &throttle{interval: 10 * time.Second})
 		if ok, held := t.(*throttle).allow(time.Now()); ok {
 			b.v.log.Warn("a mount's batch queue is full; answered 503 with Retry-After",
 				"service", b.service, "queued", b.v.batchQueue, "similar_warnings_not_logged", held)
@@ -148,7 +148,7 @@ func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, 
 			return nil, errCanceled
 		}
 		// The batch's own call marks Vault down if it times out.
-		return nil, b.v.trouble("timeout", "vault did not answer in time", "address", b.v.addr,
+		return nil, b.v.unavailable("timeout", "vault did not answer in time", "address", b.v.addr,
 			"path", b.service+"/"+tokenapi.PathTokenBatch, "timeout", b.v.timeout)
 	}
 }
@@ -181,7 +181,7 @@ func (b *batcher) run() {
 	case 0:
 	case 1:
 		e := entries[0]
-		t, f := b.v.mintOne(e.ctx, e.req, false)
+		t, f := b.v.askSingle(e.ctx, e.req, false)
 		e.done <- batchResult{t, f}
 	default:
 		b.send(entries)
@@ -220,13 +220,13 @@ func (b *batcher) send(entries []*batchEntry) {
 			// path, whose answer says what is wrong.
 			if status := statusCode(err); batchRefused(status) {
 				pathRefused = status
-				return errUnavailable // never sent: the requests go alone
+				return errUnavailable // never given: the requests go separately
 			}
 			return v.refusal(ctx, err, resp, entries[0].req, false)
 		},
 	}, &answer)
 	if pathRefused != 0 {
-		b.goAlone(pathRefused, entries)
+		b.sendSeparately(pathRefused, entries)
 		return
 	}
 	if f == nil && len(answers.Answers) != len(entries) {
@@ -260,7 +260,7 @@ type batchAnswer struct {
 	} `json:"data"`
 }
 
-// readBatchAnswer reads one answer of a batch as mintOne reads the single
+// readBatchAnswer reads one answer of a batch as askSingle reads the single
 // path's.
 func (v *vault) readBatchAnswer(path string, a *batchAnswer) batchResult {
 	switch {
@@ -271,7 +271,7 @@ func (v *vault) readBatchAnswer(path string, a *batchAnswer) batchResult {
 		}
 		return batchResult{t: t}
 	case a.Status >= 500:
-		return batchResult{f: v.trouble("server_error", "the plugin failed a token request of a batch", "path", path, "status", a.Status)}
+		return batchResult{f: v.unavailable("server_error", "the plugin failed a token request of a batch", "path", path, "status", a.Status)}
 	}
 	return batchResult{f: refused(a.Data.Refusal, a.Status)}
 }
@@ -279,14 +279,15 @@ func (v *vault) readBatchAnswer(path string, a *batchAnswer) batchResult {
 // batchRefused reports whether Vault's status for a batch call says the
 // path is not there for the relay: its policy lacks it (403), or the
 // plugin predates it (404, 405). Then each request goes alone, and its own
-// answer says whether the mount or the token is the trouble.
+// answer says whether the mount or the token is at fault.
 func batchRefused(status int) bool {
 	return status == http.StatusForbidden || status == http.StatusNotFound || status == http.StatusMethodNotAllowed
 }
 
-// goAlone sends each entry on its single path, after the batch path was
-// refused, and stops batching for the mount a while.
-func (b *batcher) goAlone(status int, entries []*batchEntry) {
+// sendSeparately sends each entry in a call of its own on its single
+// path, after the batch path was refused, and stops batching for the
+// mount a while.
+func (b *batcher) sendSeparately(status int, entries []*batchEntry) {
 	why := fmt.Sprintf("vault refused %s/%s (%d): each token request costs its own call; give the relay's policy "+
 		"update on <mount>/token/batch, and upgrade the plugin", b.service, tokenapi.PathTokenBatch, status)
 	b.offWhy.Store(&why)
@@ -299,7 +300,7 @@ func (b *batcher) goAlone(status int, entries []*batchEntry) {
 	var wg sync.WaitGroup
 	for _, e := range entries {
 		wg.Go(func() {
-			t, f := b.v.mintOne(e.ctx, e.req, false)
+			t, f := b.v.askSingle(e.ctx, e.req, false)
 			e.done <- batchResult{t, f}
 		})
 	}

@@ -48,7 +48,7 @@ type Config struct {
 	HTTP    HTTPConfig  `yaml:"http"`
 	Token   TokenConfig `yaml:"token"`
 	// Identity is this relay's extension: Vault identities as registry
-	// users (identity.go). godoauth's files have no such key.
+	// users (identity_config.go). godoauth's files have no such key.
 	Identity IdentityConfig `yaml:"identity"`
 
 	lines map[string]int // key path → line in the file, for errors
@@ -81,10 +81,11 @@ type VaultConfig struct {
 	// (relay/nodes_config.go).
 	Addresses []string `yaml:"addresses"`
 
-	// Extensions to godoauth's file, instead of auth_token (vaulttoken.go).
+	// Extensions to godoauth's file, instead of auth_token
+	// (vaulttoken_config.go).
 	AuthTokenFile string           `yaml:"auth_token_file"` // kept fresh by Vault Agent
 	AppRole       AppRoleConfig    `yaml:"approle"`
-	Kubernetes    KubernetesConfig `yaml:"kubernetes"` // vaultlogin.go
+	Kubernetes    KubernetesConfig `yaml:"kubernetes"`
 	// Batch, an extension: false sends every token request in a Vault
 	// call of its own (batch.go), for one audit entry per token at the
 	// price of Vault's per-request work. Default true.
@@ -337,9 +338,6 @@ func (c *Config) checkValues() error {
 	if v.Port < 0 || v.Port > 65535 {
 		return c.errorf("storage.vault.port", "want 1 to 65535, got %d", v.Port)
 	}
-	if err := c.checkAddresses(); err != nil {
-		return err
-	}
 	if err := checkTimeout(time.Duration(v.Timeout)); err != nil {
 		return c.errorf("storage.vault.timeout", "%s", err)
 	}
@@ -378,7 +376,22 @@ func (c *Config) checkValues() error {
 	if c.Token.Expiration < 0 || c.Token.Expiration > maxExpiration {
 		return c.errorf("token.expiration", "want 0 to %d seconds, got %d", maxExpiration, c.Token.Expiration)
 	}
-	return c.checkIdentity()
+	for _, check := range sectionChecks {
+		if err := check(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sectionChecks check the settings whose types and checks live beside the
+// feature they configure: storage.vault.addresses (nodes_config.go) and
+// identity (identity_config.go). The relay's own token, which the
+// environment may still supply, is checked by Validate
+// (vaulttoken_config.go).
+var sectionChecks = []func(*Config) error{
+	(*Config).checkAddresses,
+	(*Config).checkIdentity,
 }
 
 func checkTimeout(d time.Duration) error {

@@ -138,7 +138,7 @@ func (p *provenCredentials) enterProven(id credentialID) (leave func(), ok bool)
 }
 
 // settle remembers a credential that got a token and forgets one that was
-// refused for any reason but the plugin's busy refusal. Vault's trouble
+// refused for any reason but the plugin's busy refusal. Vault's error
 // (503) and a client that left say nothing of the credential.
 func (p *provenCredentials) settle(id credentialID, f *failure) {
 	switch {
@@ -184,7 +184,7 @@ func (v *vault) enterUnproven(ctx context.Context) (release func(), f *failure) 
 	}
 	// Said at most once a few seconds: a flood of wrong passwords, most
 	// likely, or a burst of logins larger than the plugin can check.
-	t, _ := v.loud.LoadOrStore("password_checks", &throttle{interval: 10 * time.Second})
+	t, _ := v.logThrottles.LoadOrStore("password_checks", &throttle{interval: 10 * time.Second})
 	if ok, held := t.(*throttle).allow(time.Now()); ok {
 		v.log.Warn("too many requests with passwords or Vault tokens that got no token lately; answered 429 with Retry-After",
 			"places", maxUnprovenCalls, "similar_warnings_not_logged", held)

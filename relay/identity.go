@@ -120,7 +120,7 @@ func (ids *identities) mintLoggedIn(ctx context.Context, v *vault, req *tokenReq
 }
 
 // loginFunc logs a user in at Vault: (nil, nil) when Vault refuses the
-// password or JWT, a failure for Vault's own trouble.
+// password or JWT, a failure for Vault's own error.
 type loginFunc func(context.Context) (*api.SecretAuth, *failure)
 
 // loggedIn is the outcome of one login, shared by the requests that
@@ -148,7 +148,7 @@ func (ids *identities) loginOnce(ctx context.Context, v *vault, req *tokenReques
 		l := r.Val.(loggedIn)
 		return l.token, l.until, l.f
 	case <-ctx.Done():
-		return "", time.Time{}, v.transportTrouble(ctx, ctx.Err(), "auth/login", true)
+		return "", time.Time{}, v.noAnswer(ctx, ctx.Err(), "auth/login", true)
 	}
 }
 

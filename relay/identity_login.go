@@ -23,7 +23,7 @@ func loginName(name string) bool {
 }
 
 // passwordLogin logs in at auth/<mount>/login/<user> without a token. A
-// refused password is (nil, nil); Vault's trouble is a failure.
+// refused password is (nil, nil); Vault's error is a failure.
 func (v *vault) passwordLogin(ctx context.Context, mount, user, password string) (*api.SecretAuth, *failure) {
 	if !loginName(user) {
 		return nil, nil // login checked it; never a path of another kind
@@ -33,7 +33,7 @@ func (v *vault) passwordLogin(ctx context.Context, mount, user, password string)
 
 // jwtLogin logs in at auth/<mount>/login with {role, jwt} without a token.
 // A refused JWT (a bad signature, audience or claim, expired, unknown
-// role) is (nil, nil); Vault's trouble is a failure.
+// role) is (nil, nil); Vault's error is a failure.
 func (v *vault) jwtLogin(ctx context.Context, mount, role, jwt string) (*api.SecretAuth, *failure) {
 	return v.authLogin(ctx, "identity.jwt_logins", mount, "", map[string]any{"role": role, "jwt": jwt})
 }
@@ -44,7 +44,7 @@ func (v *vault) jwtLogin(ctx context.Context, mount, role, jwt string) (*api.Sec
 func (v *vault) authLogin(ctx context.Context, key, mount, user string, body map[string]any) (*api.SecretAuth, *failure) {
 	path := "auth/" + mount + "/login"
 	noToken := func(error) *failure {
-		return v.trouble("bad_answer", "an auth mount's login answered no token", "mount", mount)
+		return v.unavailable("bad_answer", "an auth mount's login answered no token", "mount", mount)
 	}
 	refused := false
 	var answer vaultAnswer
@@ -62,11 +62,11 @@ func (v *vault) authLogin(ctx context.Context, key, mount, user string, body map
 				refused = true // wrong password or JWT, unknown user, or locked out by Vault
 				return unauthorized("invalid username or password")
 			case http.StatusNotFound:
-				return v.trouble("unexpected", key+" names no auth mount", "mount", mount)
+				return v.unavailable("unexpected", key+" names no auth mount", "mount", mount)
 			case http.StatusTooManyRequests:
 				return lockedOut("too many logins; retry after 1s", 1)
 			}
-			return v.loginTrouble(ctx, err, path)
+			return v.loginFailed(ctx, err, path)
 		},
 	}, &answer)
 	switch {
@@ -80,16 +80,16 @@ func (v *vault) authLogin(ctx context.Context, key, mount, user string, body map
 	return answer.Auth, nil
 }
 
-// loginTrouble is a login that got no answer or an error status.
-func (v *vault) loginTrouble(ctx context.Context, err error, path string) *failure {
+// loginFailed is a login that got no answer or an error status.
+func (v *vault) loginFailed(ctx context.Context, err error, path string) *failure {
 	var re *api.ResponseError
 	switch {
 	case !errors.As(err, &re):
-		return v.transportTrouble(ctx, err, path, true)
+		return v.noAnswer(ctx, err, path, true)
 	case re.StatusCode == http.StatusServiceUnavailable:
-		return v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path)
+		return v.unavailable("sealed", "vault is sealed or unavailable (503)", "path", path)
 	default:
-		return v.trouble("server_error", "vault answered an error", "path", path, "status", re.StatusCode,
+		return v.unavailable("server_error", "vault answered an error", "path", path, "status", re.StatusCode,
 			"error", pluginMessage(strings.Join(re.Errors, "; ")))
 	}
 }

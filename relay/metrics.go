@@ -39,8 +39,8 @@ func outcome(status int) string {
 	return "error"
 }
 
-// vaultTroubles are the kinds of the vault_errors_total counter.
-var vaultTroubles = []string{"unreachable", "timeout", "sealed", "forbidden", "server_error", "unexpected", "bad_answer", "busy"}
+// vaultErrorKinds are the kinds of the vault_errors_total counter.
+var vaultErrorKinds = []string{"unreachable", "timeout", "sealed", "forbidden", "server_error", "unexpected", "bad_answer", "busy"}
 
 type metrics struct {
 	registry    *prometheus.Registry
@@ -101,7 +101,7 @@ func newMetrics() *metrics {
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version.Resolve(Version), runtime.Version()).Set(1)
 	m.registry.MustRegister(m.vaultCalls, buildInfo)
-	for _, k := range vaultTroubles {
+	for _, k := range vaultErrorKinds {
 		m.vaultErrors.WithLabelValues(k)
 	}
 	m.registry.MustRegister(m.requests, m.duration, m.vaultErrors, m.failovers, m.batches, m.batched, m.batching,

@@ -32,7 +32,7 @@ type vaultCall struct {
 	// (retrySafe): it cannot count a failure twice.
 	retrySafe bool
 	// unproven says the call checks a credential that got no token lately
-	// (transportTrouble).
+	// (noAnswer).
 	unproven bool
 	// limit bounds the answer; 0 is maxAnswerBytes.
 	limit int
@@ -64,7 +64,7 @@ func (v *vault) call(ctx context.Context, c *vaultCall, answer *vaultAnswer) *fa
 	}
 	body, err := json.Marshal(c.body)
 	if err != nil { // strings and numbers only: never happens
-		return v.trouble("unexpected", "cannot encode a request", "path", c.path)
+		return v.unavailable("unexpected", "cannot encode a request", "path", c.path)
 	}
 	r := v.client.NewRequest(http.MethodPut, "/v1/"+c.path)
 	if c.segment != "" {
@@ -94,7 +94,7 @@ func (v *vault) call(ctx context.Context, c *vaultCall, answer *vaultAnswer) *fa
 	}
 	if err := readAnswer(resp.Body, limit, answer); err != nil {
 		if ctx.Err() != nil {
-			return v.transportTrouble(ctx, err, c.path, c.unproven)
+			return v.noAnswer(ctx, err, c.path, c.unproven)
 		}
 		if c.malformed != nil {
 			return c.malformed(err)
@@ -122,5 +122,5 @@ func (v *vault) tokenCall(ctx context.Context, c *vaultCall) (*mintedToken, *fai
 
 // malformed is a plugin's answer that the relay cannot take.
 func (v *vault) malformed(path string, err error) *failure {
-	return v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
+	return v.unavailable("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 }

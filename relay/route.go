@@ -7,12 +7,16 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// mint serves a token request: a Vault token as the password, a JWT of a
-// jwt_logins user, else the plugin's users, then the password auth mounts.
-func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
+// route sends a token request, whose service is a mount of the plugin,
+// the way its credentials say: a refresh token or none (anonymous) to the
+// plugin; a Vault token as the password (identity.vault_token_user) to
+// token/identity with that token; a jwt_logins user's JWT to its jwt
+// mount, then token/identity; else the plugin's users, and a password the
+// plugin refuses on to identity.password_mounts (identity.go).
+func (s *Server) route(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
 	ids, v := s.identities, s.vault
 	if req.RefreshToken != "" || req.Username == "" {
-		return v.mint(ctx, req)
+		return v.askPlugin(ctx, req)
 	}
 	if req.Username == ids.vaultTokenUser {
 		return v.mintForVaultToken(ctx, withoutRefresh(req), req.Password)
@@ -34,7 +38,7 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 		return ids.mintLoggedIn(ctx, v, req, key, token, until)
 	}
 	if len(ids.mounts) == 0 {
-		return v.mint(ctx, req)
+		return v.askPlugin(ctx, req)
 	}
 	key := ids.cache.key(req.Username, req.Password)
 	try := func(ctx context.Context) (*api.SecretAuth, *failure) {
@@ -48,7 +52,7 @@ func (s *Server) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fa
 	if t, f, ok := ids.reused(ctx, v, req, key, try); ok {
 		return t, f
 	}
-	t, f := v.mint(ctx, req)
+	t, f := v.askPlugin(ctx, req)
 	// The plugin refuses a name it does not hold like a wrong password, and
 	// counts it, so after lockout_threshold logins of an LDAP user it
 	// answers 429 for that name. Both refusals go on to the auth mounts,

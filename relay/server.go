@@ -293,7 +293,7 @@ func (s *Server) serveAuth(w http.ResponseWriter, r *http.Request) {
 			x.service = req.Service
 			s.served.add(req.Service)
 			var t *mintedToken
-			if t, f = s.mint(ctx, req); f == nil {
+			if t, f = s.route(ctx, req); f == nil {
 				x.status, x.granted, x.user, x.requestID = http.StatusOK, len(t.Access), t.Subject, t.RequestID
 				writeToken(w, t, oauth)
 				return

@@ -53,7 +53,7 @@ type vault struct {
 	batchQueue  int      // maxBatchQueue; tests lower it
 	batchers    sync.Map // service → *batcher (batch.go)
 
-	loud sync.Map // trouble kind → *throttle
+	logThrottles sync.Map // error kind → *throttle: one log line per kind a few seconds
 
 	// tokenRefused is told when Vault refuses a call because the relay's
 	// own token is invalid or expired (the token keeper looks it up again).
@@ -87,7 +87,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 			vc.Timeout, vc.HttpClient.Timeout = 0, 0
 			vc.HttpClient.Transport = nodes
 		} else {
-			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log, loud: throttle{interval: 10 * time.Second}}
+			vc.HttpClient.Transport = &pluginRelaunch{next: transport, log: log, warnings: throttle{interval: 10 * time.Second}}
 		}
 		vc.HttpClient.Transport = timedTransport{next: vc.HttpClient.Transport, calls: m.vaultCalls}
 		httpClient = vc.HttpClient
@@ -138,7 +138,7 @@ func (v *vault) enter(ctx context.Context) (release func(), f *failure) {
 	case errors.Is(err, errVaultDown):
 		return nil, errUnavailable
 	case err != nil:
-		return nil, v.trouble("busy", err.Error(), "slots", maxVaultCalls)
+		return nil, v.unavailable("busy", err.Error(), "slots", maxVaultCalls)
 	}
 	return release, nil
 }
@@ -166,12 +166,12 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 	resp, err := v.http.Do(req)
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, path, false)
+		return false, v.noAnswer(ctx, err, path, false)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBytes))
 	if err != nil {
-		return false, v.transportTrouble(ctx, err, path, false)
+		return false, v.noAnswer(ctx, err, path, false)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBytes)) // so the connection is reused
 	switch {
@@ -183,9 +183,9 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 		}
 		return exists, nil
 	case resp.StatusCode == http.StatusServiceUnavailable:
-		return false, v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path)
+		return false, v.unavailable("sealed", "vault is sealed or unavailable (503)", "path", path)
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return false, v.trouble("server_error", "vault answered an error", "path", path,
+		return false, v.unavailable("server_error", "vault answered an error", "path", path,
 			"status", resp.StatusCode)
 	default:
 		if v.log.IsDebug() {
@@ -195,11 +195,13 @@ func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
 	}
 }
 
-// mint gets a token from the plugin. A password that got no token lately
-// waits for a place among maxUnprovenCalls first and goes alone; every
-// other request may go in a batch with others for the same mount
-// (batch.go): it is safe to retry, so a batch of them is too.
-func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
+// askPlugin gets a token from the plugin's token paths (token,
+// token/refresh) with the relay's own Vault token: for a plugin user's
+// password, a refresh token, or anonymous access. An unproven password
+// (doc.go) waits for a place among maxUnprovenCalls first and goes
+// alone; every other request may go in a batch with others for the same
+// mount (batch.go): it is safe to retry, so a batch of them is too.
+func (v *vault) askPlugin(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
 	id, password := v.credentials.id(req)
 	var t *mintedToken
 	var f *failure
@@ -219,12 +221,12 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 		if lf != nil {
 			return nil, lf
 		}
-		t, f = v.mintOne(ctx, req, true)
+		t, f = v.askSingle(ctx, req, true)
 		leave()
 	case v.batch:
 		t, f = v.batcher(req.Service).submit(ctx, req)
 	default:
-		t, f = v.mintOne(ctx, req, false)
+		t, f = v.askSingle(ctx, req, false)
 	}
 	if f == nil {
 		v.issuer.check(req.Service, t.Issuer)
@@ -235,10 +237,11 @@ func (v *vault) mint(ctx context.Context, req *tokenRequest) (*mintedToken, *fai
 	return t, f
 }
 
-// mintOne sends one token request to the plugin's single path. unproven
-// says it checks a password that got no token lately: it is not retried on
-// another node, and its timeout may be the plugin's queue of checks.
-func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (*mintedToken, *failure) {
+// askSingle sends one token request to the plugin's single path (token,
+// token/refresh). unproven says it checks a password that got no token
+// lately: it is not retried on another node, and its timeout may be the
+// plugin's queue of checks.
+func (v *vault) askSingle(ctx context.Context, req *tokenRequest, unproven bool) (*mintedToken, *failure) {
 	return v.tokenCall(ctx, &vaultCall{
 		path:      req.vaultPath(),
 		body:      req.vaultBody(v.ttl),
@@ -252,11 +255,11 @@ func (v *vault) mintOne(ctx context.Context, req *tokenRequest, unproven bool) (
 // plugin's refusals carry a code (tokenapi.Refusal), which alone decides
 // the answer; Vault's own refusals (no such mount, a denied token, sealed)
 // have only their status. unproven says the request checks a credential
-// that got no token lately (transportTrouble).
+// that got no token lately (noAnswer).
 func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req *tokenRequest, unproven bool) *failure {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
-		return v.transportTrouble(ctx, err, req.vaultPath(), unproven)
+		return v.noAnswer(ctx, err, req.vaultPath(), unproven)
 	}
 	if resp != nil {
 		if r, ok := readRefusal(resp.Body); ok {
@@ -274,10 +277,10 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		if v.tokenRefused != nil {
 			v.tokenRefused()
 		}
-		return v.trouble("forbidden", "vault refused the relay's token (403): token invalid or expired",
+		return v.unavailable("forbidden", "vault refused the relay's token (403): token invalid or expired",
 			"path", path)
 	case code == http.StatusForbidden:
-		return v.trouble("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
+		return v.unavailable("forbidden", fmt.Sprintf("vault refused the relay's token (403): check its policy allows "+
 			"update on %[1]s/token, %[1]s/token/refresh and %[1]s/token/batch, and that the token has not expired", req.Service),
 			"path", path)
 	case code == http.StatusNotFound:
@@ -291,45 +294,45 @@ func (v *vault) refusal(ctx context.Context, err error, resp *api.Response, req 
 		}
 		return lockedOut("too many requests", retryAfter(secs))
 	case code == http.StatusServiceUnavailable:
-		return v.trouble("sealed", "vault is sealed or unavailable (503)", "path", path, "error", msg)
+		return v.unavailable("sealed", "vault is sealed or unavailable (503)", "path", path, "error", msg)
 	case code >= 500:
-		return v.trouble("server_error", "vault answered an error", "path", path, "status", code, "error", msg)
+		return v.unavailable("server_error", "vault answered an error", "path", path, "status", code, "error", msg)
 	default:
-		return v.trouble("unexpected", "vault answered an unexpected status", "path", path, "status", code, "error", msg)
+		return v.unavailable("unexpected", "vault answered an unexpected status", "path", path, "status", code, "error", msg)
 	}
 }
 
-// transportTrouble handles a call that got no answer: a timeout or an
+// noAnswer handles a call that got no answer: a timeout or an
 // unreachable Vault marks Vault down for a moment. Not the timeout of an
 // unproven request (a password or a Vault token that got no token
 // lately): the plugin may have queued it behind a flood of wrong
 // passwords, or a made-up token may be slow to refuse, which says nothing
 // about Vault; anyone could send such requests to mark Vault down for
 // everyone.
-func (v *vault) transportTrouble(ctx context.Context, err error, path string, unproven bool) *failure {
+func (v *vault) noAnswer(ctx context.Context, err error, path string, unproven bool) *failure {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return errCanceled // the client went away; nothing to tell anyone
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		if unproven {
-			return v.trouble("timeout", "vault did not answer an unproven request (a password check, a Vault token) in time; "+
+			return v.unavailable("timeout", "vault did not answer an unproven request (a password check, a Vault token) in time; "+
 				"the plugin queues password checks for up to 2s when many arrive at once: storage.vault.timeout should be longer",
 				"address", v.addr, "path", path, "timeout", v.timeout)
 		}
 		v.markDown()
-		return v.trouble("timeout", "vault did not answer in time", "address", v.addr, "path", path,
+		return v.unavailable("timeout", "vault did not answer in time", "address", v.addr, "path", path,
 			"timeout", v.timeout)
 	}
 	v.markDown()
-	return v.trouble("unreachable", "vault is unreachable", "address", v.addr, "path", path, "error", err)
+	return v.unavailable("unreachable", "vault is unreachable", "address", v.addr, "path", path, "error", err)
 }
 
-// trouble logs why the relay cannot serve (loudly, at most once a few
+// unavailable logs why the relay cannot serve (loudly, at most once a few
 // seconds per kind) and answers the client a plain 503.
-func (v *vault) trouble(kind, msg string, args ...any) *failure {
+func (v *vault) unavailable(kind, msg string, args ...any) *failure {
 	v.metrics.vaultErrors.WithLabelValues(kind).Inc()
-	t, _ := v.loud.LoadOrStore(kind, &throttle{interval: 10 * time.Second})
+	t, _ := v.logThrottles.LoadOrStore(kind, &throttle{interval: 10 * time.Second})
 	if ok, held := t.(*throttle).allow(time.Now()); ok {
 		if held > 0 {
 			args = append(args, "similar_errors_not_logged", held)
@@ -380,9 +383,9 @@ func (v *vault) health(ctx context.Context) (string, bool) {
 // nodes does for a cluster, while the request's deadline leaves time for
 // an answer (busyRetryNeeds).
 type pluginRelaunch struct {
-	next http.RoundTripper
-	log  hclog.Logger
-	loud throttle
+	next     http.RoundTripper
+	log      hclog.Logger
+	warnings throttle // one warning every few seconds
 }
 
 // maxErrorBody bounds what is read of a 500 to tell a dead plugin's answer.
@@ -427,7 +430,7 @@ func (p *pluginRelaunch) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		drain(resp)
-		if ok, held := p.loud.allow(time.Now()); ok {
+		if ok, held := p.warnings.allow(time.Now()); ok {
 			p.log.Warn(why+": the call is tried again", "path", req.URL.Path, "similar_not_logged", held)
 		}
 		select {

@@ -50,7 +50,7 @@ const (
 )
 
 // Kinds of godoauth_relay_vault_token_errors_total.
-var tokenTroubles = []string{"invalid", "renew", "login", "file", "max_ttl", "not_renewable"}
+var tokenErrorKinds = []string{"invalid", "renew", "login", "file", "max_ttl", "not_renewable"}
 
 // tokenKeeper keeps the relay's Vault token valid.
 type tokenKeeper struct {
@@ -58,19 +58,19 @@ type tokenKeeper struct {
 	cfg    VaultConfig
 	log    hclog.Logger
 
-	renewals prometheus.Counter
-	logins   prometheus.Counter
-	reloads  prometheus.Counter
-	troubles *prometheus.CounterVec
-	expiry   atomic.Int64 // unix seconds when the token expires; 0: never or unknown
-	lease    atomic.Int64 // seconds the last renewal or login gave; 0: the relay will not extend the token
+	renewals     prometheus.Counter
+	logins       prometheus.Counter
+	reloads      prometheus.Counter
+	errorsByKind *prometheus.CounterVec
+	expiry       atomic.Int64 // unix seconds when the token expires; 0: never or unknown
+	lease        atomic.Int64 // seconds the last renewal or login gave; 0: the relay will not extend the token
 
 	refused  atomic.Pointer[string] // why Vault refuses the relay's token now; nil: it does not
 	checking atomic.Bool            // a recheck (lookup-self) is under way
 	checked  atomic.Int64           // unix nanoseconds of the last recheck
 
-	fileTrouble string // the last error of auth_token_file, said once
-	rejected    string // the last token of auth_token_file that Vault refused, not checked again
+	fileError string // the last error of auth_token_file, said once
+	rejected  string // the last token of auth_token_file that Vault refused, not checked again
 }
 
 func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg prometheus.Registerer) *tokenKeeper {
@@ -90,7 +90,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 			Name: "godoauth_relay_vault_token_file_reads_total",
 			Help: "Times the relay took a new token from storage.vault.auth_token_file (after Vault took it in lookup-self).",
 		}),
-		troubles: prometheus.NewCounterVec(prometheus.CounterOpts{
+		errorsByKind: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godoauth_relay_vault_token_errors_total",
 			Help: "Trouble with the relay's own Vault token, by kind: invalid (Vault says the token is invalid or " +
 				"expired, at start, after a change of token or on a refused call; a new token_file that Vault refuses " +
@@ -99,8 +99,8 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 				"nears its max TTL and cannot be renewed further), not_renewable (the token expires and cannot be renewed).",
 		}, []string{"kind"}),
 	}
-	for _, kind := range tokenTroubles {
-		k.troubles.WithLabelValues(kind)
+	for _, kind := range tokenErrorKinds {
+		k.errorsByKind.WithLabelValues(kind)
 	}
 	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "godoauth_relay_vault_token_expiry_timestamp_seconds",
@@ -123,7 +123,7 @@ func newTokenKeeper(cfg VaultConfig, client *api.Client, log hclog.Logger, reg p
 		}
 		return 0
 	})
-	reg.MustRegister(k.renewals, k.logins, k.reloads, k.troubles, expiry, lease, refused)
+	reg.MustRegister(k.renewals, k.logins, k.reloads, k.errorsByKind, expiry, lease, refused)
 	return k
 }
 
@@ -162,7 +162,7 @@ func (k *tokenKeeper) keepGiven(ctx context.Context) {
 		}
 		switch code := statusCode(err); {
 		case err == nil && (secret == nil || secret.Auth == nil):
-			k.trouble("renew", "vault answered a renewal of the relay's token with no data; retrying")
+			k.tokenError("renew", "vault answered a renewal of the relay's token with no data; retrying")
 		case err == nil && secret.Auth.LeaseDuration == 0:
 			k.log.Info("the relay's Vault token never expires: nothing to renew")
 			k.accept()
@@ -192,12 +192,12 @@ func (k *tokenKeeper) keepGiven(ctx context.Context) {
 			k.notRenewable(ctx)
 			return
 		case code == http.StatusForbidden:
-			k.trouble("renew", "the relay's Vault token may not renew itself: its policy lacks update on "+
+			k.tokenError("renew", "the relay's Vault token may not renew itself: its policy lacks update on "+
 				"auth/token/renew-self (see deploy/policies/relay.hcl). Until then renew it yourself within each "+
 				"period (vault token renew), or every registry is down once it expires", "retry_in", retryMax*10)
 			wait = retryMax * 10
 		default:
-			k.trouble("renew", "cannot renew the relay's Vault token; retrying", "error", err,
+			k.tokenError("renew", "cannot renew the relay's Vault token; retrying", "error", err,
 				"expires", k.expires(), "retry_in", wait)
 		}
 		if !sleep(ctx, jitter(wait)) {
@@ -253,7 +253,7 @@ func (k *tokenKeeper) invalid(ctx context.Context, call string) {
 	} else {
 		msg += " and is restarted"
 	}
-	k.trouble("invalid", msg, "call", call)
+	k.tokenError("invalid", msg, "call", call)
 	k.lease.Store(0)
 	<-ctx.Done() // a token file's change ends ctx; a configured token stays refused
 }
@@ -266,7 +266,7 @@ func (k *tokenKeeper) notRenewable(ctx context.Context) {
 	k.lease.Store(0)
 	switch {
 	case err != nil:
-		k.trouble("not_renewable", "the relay's Vault token cannot be renewed and the relay cannot tell when it "+
+		k.tokenError("not_renewable", "the relay's Vault token cannot be renewed and the relay cannot tell when it "+
 			"expires; use a periodic token (vault token create -period=…) or AppRole", "error", err)
 	case ttl == 0:
 		k.log.Info("the relay's Vault token never expires: nothing to renew")
@@ -279,7 +279,7 @@ func (k *tokenKeeper) notRenewable(ctx context.Context) {
 		k.waitForExpiry(ctx)
 	default:
 		k.setExpiry(int(ttl.Seconds()))
-		k.trouble("not_renewable", "the relay's Vault token cannot be renewed and expires; every token request "+
+		k.tokenError("not_renewable", "the relay's Vault token cannot be renewed and expires; every token request "+
 			"answers 503 after that. Use a periodic token (vault token create -period=…) or AppRole",
 			"expires", k.expires())
 		k.waitForExpiry(ctx)
@@ -316,7 +316,7 @@ func (k *tokenKeeper) keepLoggedIn(ctx context.Context, secret *api.Secret, err 
 			if k.client.Token() == "" || isInvalidToken(err) {
 				k.refuse("no token: the " + k.loginName() + " login failed")
 			}
-			k.trouble("login", "cannot log in to Vault with "+k.loginName()+"; retrying", "mount", k.loginMount(),
+			k.tokenError("login", "cannot log in to Vault with "+k.loginName()+"; retrying", "mount", k.loginMount(),
 				"error", err, "retry_in", wait)
 			if !sleep(ctx, jitter(wait)) {
 				return
@@ -361,7 +361,7 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) error {
 		RenewBehavior: api.RenewBehaviorErrorOnErrors, // so that each failure is seen and counted
 	})
 	if err != nil {
-		k.trouble("renew", "cannot watch the relay's Vault token", "error", err)
+		k.tokenError("renew", "cannot watch the relay's Vault token", "error", err)
 		return err
 	}
 	go w.Start()
@@ -385,7 +385,7 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) error {
 			}
 		case err := <-w.DoneCh():
 			if err != nil {
-				k.trouble("renew", "cannot renew the relay's Vault token", "error", err, "expires", k.expires())
+				k.tokenError("renew", "cannot renew the relay's Vault token", "error", err, "expires", k.expires())
 				return err
 			}
 			k.maxTTL("the relay's Vault token reached its max TTL: it can no longer be renewed")
@@ -395,13 +395,13 @@ func (k *tokenKeeper) watch(ctx context.Context, secret *api.Secret) error {
 }
 
 // maxTTL tells that the token nears or reached its max TTL: routine with
-// AppRole (the relay logs in again), trouble with a token it was given.
+// AppRole (the relay logs in again), an error with a token it was given.
 func (k *tokenKeeper) maxTTL(msg string) {
 	if k.logsIn() {
 		k.log.Info(msg+"; logging in again with "+k.loginName(), "expires", k.expires())
 		return
 	}
-	k.trouble("max_ttl", msg, "expires", k.expires(), "action",
+	k.tokenError("max_ttl", msg, "expires", k.expires(), "action",
 		"give the relay a new token before then (a periodic one: vault token create -period=…), or use AppRole")
 }
 
@@ -460,7 +460,7 @@ func (k *tokenKeeper) readTokenFile(inUse string) (token string, changed bool) {
 	}
 	if token == inUse || token == k.rejected {
 		if token == inUse {
-			k.fileTrouble = ""
+			k.fileError = ""
 		}
 		return token, false
 	}
@@ -484,8 +484,8 @@ func (k *tokenKeeper) vet(ctx context.Context, token string, first bool) bool {
 		return true // valid (a 403 without "invalid token" is a policy without lookup-self)
 	case isInvalidToken(err):
 		// Said for each token refused; the same token is not checked again.
-		k.rejected, k.fileTrouble = token, ""
-		k.trouble("file", "vault refuses the new token in auth_token_file (token invalid or expired: "+
+		k.rejected, k.fileError = token, ""
+		k.tokenError("file", "vault refuses the new token in auth_token_file (token invalid or expired: "+
 			"a truncated or stale write?); keeping the token in use", "file", k.cfg.AuthTokenFile, "call", "lookup-self")
 		return false
 	case statusCode(err) == 0 || statusCode(err) == http.StatusServiceUnavailable:
@@ -501,18 +501,18 @@ func (k *tokenKeeper) vet(ctx context.Context, token string, first bool) bool {
 // use makes token the relay's.
 func (k *tokenKeeper) use(token, old string) {
 	k.client.SetToken(token)
-	k.fileTrouble = ""
+	k.fileError = ""
 	k.reloads.Inc()
 	k.log.Info("using the Vault token from auth_token_file", "file", k.cfg.AuthTokenFile, "first", old == "")
 }
 
-// fileSays logs a trouble of the token file once until it changes.
+// fileSays logs an error of the token file once until it changes.
 func (k *tokenKeeper) fileSays(key, msg string, args ...any) {
-	if key == k.fileTrouble {
+	if key == k.fileError {
 		return
 	}
-	k.fileTrouble = key
-	k.trouble("file", msg, append([]any{"file", k.cfg.AuthTokenFile}, args...)...)
+	k.fileError = key
+	k.tokenError("file", msg, append([]any{"file", k.cfg.AuthTokenFile}, args...)...)
 }
 
 // readSmallFile reads a token or secret ID: one line, blanks around it dropped.
@@ -537,8 +537,8 @@ func readSmallFile(path string) (string, error) {
 	return s, nil
 }
 
-func (k *tokenKeeper) trouble(kind, msg string, args ...any) {
-	k.troubles.WithLabelValues(kind).Inc()
+func (k *tokenKeeper) tokenError(kind, msg string, args ...any) {
+	k.errorsByKind.WithLabelValues(kind).Inc()
 	k.log.Error(msg, args...)
 }
 
@@ -573,7 +573,7 @@ func (k *tokenKeeper) recheck() {
 		case isInvalidToken(err):
 			if k.refusedReason() == "" {
 				k.refuse("token invalid or expired")
-				k.trouble("invalid", "vault refuses the relay's token: token invalid or expired; every token "+
+				k.tokenError("invalid", "vault refuses the relay's token: token invalid or expired; every token "+
 					"request answers 503 and /healthz is 503 until the relay gets a new token", "call", "lookup-self")
 			}
 		case err == nil || statusCode(err) == http.StatusForbidden:

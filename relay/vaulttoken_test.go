@@ -87,10 +87,10 @@ func TestTokenKeeper_forbiddenRenewalIsLoud(t *testing.T) {
 	defer cancel()
 	s.token.start(ctx)
 	deadline := time.Now().Add(5 * time.Second)
-	for counterValue(s.token.troubles.WithLabelValues("renew")) < 1 && time.Now().Before(deadline) {
+	for counterValue(s.token.errorsByKind.WithLabelValues("renew")) < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := counterValue(s.token.troubles.WithLabelValues("renew")); n != 1 {
+	if n := counterValue(s.token.errorsByKind.WithLabelValues("renew")); n != 1 {
 		t.Fatalf("renew troubles %v, want 1", n)
 	}
 	if !strings.Contains(logs.String(), "[ERROR]") || !strings.Contains(logs.String(), "auth/token/renew-self") {
@@ -141,7 +141,7 @@ func TestTokenKeeper_tokenFileFollowed(t *testing.T) {
 	if got := s.vault.client.Token(); got != "hvs.second" {
 		t.Errorf("token after the file emptied %q, want hvs.second kept", got)
 	}
-	if n := counterValue(s.token.troubles.WithLabelValues("file")); n != 1 {
+	if n := counterValue(s.token.errorsByKind.WithLabelValues("file")); n != 1 {
 		t.Errorf("file troubles %v over three polls of an empty file, want 1 (said once)", n)
 	}
 }
@@ -278,7 +278,7 @@ func TestTokenKeeper_refusedTokenFileKeepsTheWorkingToken(t *testing.T) {
 	defer cancel()
 	s.token.start(ctx)
 	writeTokenFile(t, file, "hvs.file-go") // cut short
-	waitUntil(t, "the file error", func() bool { return counterValue(s.token.troubles.WithLabelValues("file")) >= 1 })
+	waitUntil(t, "the file error", func() bool { return counterValue(s.token.errorsByKind.WithLabelValues("file")) >= 1 })
 	time.Sleep(3 * tokenFilePoll)
 	if got := s.vault.client.Token(); got != "hvs.file-good" {
 		t.Fatalf("token in use %q, want the working hvs.file-good", got)
@@ -286,7 +286,7 @@ func TestTokenKeeper_refusedTokenFileKeepsTheWorkingToken(t *testing.T) {
 	if n := countOf(tv.called("auth/token/lookup-self"), "hvs.file-go"); n != 1 {
 		t.Errorf("the refused token was looked up %d times, want once", n)
 	}
-	if n := counterValue(s.token.troubles.WithLabelValues("file")); n != 1 {
+	if n := counterValue(s.token.errorsByKind.WithLabelValues("file")); n != 1 {
 		t.Errorf("file troubles %v, want 1", n)
 	}
 	if !strings.Contains(logs.String(), "[ERROR]") || !strings.Contains(logs.String(), "refuses the new token in auth_token_file") {
@@ -311,7 +311,7 @@ func TestTokenKeeper_invalidTokenBlamedOnTheToken(t *testing.T) {
 	defer cancel()
 	s.token.start(ctx)
 	waitUntil(t, "the invalid-token error", func() bool {
-		return counterValue(s.token.troubles.WithLabelValues("invalid")) >= 1
+		return counterValue(s.token.errorsByKind.WithLabelValues("invalid")) >= 1
 	})
 	log := logs.String()
 	if !strings.Contains(log, "[ERROR]") || !strings.Contains(log, "token invalid or expired") {
