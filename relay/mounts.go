@@ -2,9 +2,15 @@ package relay
 
 import (
 	"context"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 const (
@@ -65,3 +71,63 @@ func (c *mountCache) check(ctx context.Context, service string,
 // forget drops what is remembered of service (Vault said it has no such
 // mount any more).
 func (c *mountCache) forget(service string) { c.answers.delete(service) }
+
+const (
+	// maxProbeBytes bounds the PEM bundle read from <service>/ca/pem.
+	maxProbeBytes = 64 << 10
+	// pemContentType is what the plugin's ca/pem answers with (Vault's own
+	// PKI engine answers application/pem-file, so its mounts don't pass).
+	pemContentType = "application/x-pem-file"
+)
+
+// checkMount makes sure service names a mount of this plugin.
+func (v *vault) checkMount(ctx context.Context, service string) *failure {
+	return v.mounts.check(ctx, service, v.probe)
+}
+
+// probe reads <service>/ca/pem without a token: a plugin mount answers a
+// PEM bundle.
+func (v *vault) probe(ctx context.Context, service string) (bool, *failure) {
+	release, f := v.enter(ctx)
+	if f != nil {
+		return false, f
+	}
+	defer release()
+	path := service + "/" + tokenapi.PathCAPEM
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.probeBase+path, nil)
+	if err != nil {
+		return false, unknownService(service)
+	}
+	for k, vs := range v.probeHeader {
+		req.Header[k] = vs
+	}
+	resp, err := v.http.Do(req)
+	if err != nil {
+		return false, v.noAnswer(ctx, err, path, false)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBytes))
+	if err != nil {
+		return false, v.noAnswer(ctx, err, path, false)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBytes)) // so the connection is reused
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		exists := ct == pemContentType && strings.HasPrefix(strings.TrimSpace(string(body)), "-----BEGIN ")
+		if !exists && v.log.IsDebug() {
+			v.log.Debug("mount is not a registry plugin mount", "service", service, "content_type", ct)
+		}
+		return exists, nil
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		return false, v.unavailable("sealed", "vault is sealed or unavailable (503)", "path", path)
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return false, v.unavailable("server_error", "vault answered an error", "path", path,
+			"status", resp.StatusCode)
+	default:
+		if v.log.IsDebug() {
+			v.log.Debug("no registry plugin mount", "service", service, "status", resp.StatusCode)
+		}
+		return false, nil
+	}
+}
