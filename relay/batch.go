@@ -207,7 +207,7 @@ func (b *batcher) send(entries []*batchEntry) {
 	f := v.call(ctx, &vaultCall{
 		path:      path,
 		body:      map[string]any{tokenapi.FieldRequests: requests},
-		retrySafe: true,
+		retrySafe: true, // only requests safe to retry are batched (askPlugin)
 		limit:     maxBatchAnswerBytes,
 		req:       entries[0].req,
 		sent: func() {
