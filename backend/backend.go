@@ -32,10 +32,11 @@ type Backend struct {
 	users     sync.Map               // name → *cachedUser
 	records   *userRecords           // user records as stored (records.go)
 
-	roles       *recordCache[Role]     // robot roles as stored, access parsed (robots.go)
-	robots      *recordCache[Robot]    // robot records as stored
-	robotMACKey atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
-	robotKeyMu  sync.Mutex             // serialises loading or making it
+	roles       *recordCache[Role]            // robot roles as stored, access parsed (robots.go)
+	robots      *recordCache[Robot]           // robot records as stored
+	sessions    *recordCache[IdentitySession] // identity sessions as stored (identity_session.go)
+	robotMACKey atomic.Pointer[[]byte]        // HMAC key of robot secrets; nil until loaded
+	robotKeyMu  sync.Mutex                    // serialises loading or making it
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
@@ -87,6 +88,7 @@ func New(opts Options) *Backend {
 		records:        newUserRecords(userRecordsKept),
 		roles:          newRecordCache[Role](rolesKept),
 		robots:         newRecordCache[Robot](robotRecordsKept),
+		sessions:       newRecordCache[IdentitySession](identitySessionsKept),
 	}
 }
 
@@ -108,6 +110,8 @@ func (b *Backend) Invalidate(_ context.Context, key string) {
 		b.robots.drop(strings.TrimPrefix(key, robotPrefix))
 	case key == RobotKeyPath:
 		b.robotMACKey.Store(nil)
+	case strings.HasPrefix(key, identitySessionPrefix):
+		b.sessions.drop(strings.TrimPrefix(key, identitySessionPrefix))
 	}
 }
 
@@ -123,6 +127,7 @@ func (b *Backend) dropCredentials() {
 	b.records.clear()
 	b.roles.clear()
 	b.robots.clear()
+	b.sessions.clear()
 	b.robotMACKey.Store(nil)
 }
 
