@@ -302,14 +302,14 @@ func (ids *identities) reused(ctx context.Context, v *vault, req *tokenRequest, 
 		return nil, nil, false
 	}
 	if renew {
-		ids.renewAhead(ctx, v, req, key, try)
+		ids.renewAhead(ctx, v, req, key, token, try)
 	}
 	t, f = v.mintForVaultToken(ctx, withoutRefresh(req), token)
 	if f == nil || f.status != http.StatusUnauthorized {
 		ids.logins.WithLabelValues("reused").Inc()
 		return t, f, true
 	}
-	ids.cache.drop(key) // revoked meanwhile: log in again
+	ids.cache.dropToken(key, token) // revoked meanwhile: log in again
 	return nil, nil, false
 }
 
@@ -360,7 +360,9 @@ func (ids *identities) loginOnce(ctx context.Context, v *vault, req *tokenReques
 // background: one login (loginOnce's flight), whose token replaces the
 // cached one when Vault takes the credentials again, and is dropped
 // otherwise (the next request then logs in, and is refused, as usual).
-func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenRequest, key credentialID, try loginFunc) {
+// The token it replaces is revoked (revokeLater): a login each reuse
+// period must not leave a live Vault token behind each time.
+func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenRequest, key credentialID, old string, try loginFunc) {
 	if !ids.cache.claimRenewal(key) {
 		return // one renewal per entry
 	}
@@ -371,6 +373,9 @@ func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenReque
 		case f == nil && until.After(time.Now()):
 			ids.cache.put(key, token, until)
 			v.credentials.remember(v.credentials.vaultTokenID(r.Service, token))
+			if token != old {
+				v.revokeLater(old)
+			}
 		case f != nil && f.status == http.StatusUnauthorized:
 			ids.cache.drop(key)
 		}
@@ -524,6 +529,16 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		return nil, errVaultTokenRefused("malformed Vault token")
 	}
 	id := v.credentials.vaultTokenID(req.Service, token)
+	if t, f, ok := v.mintWithSession(ctx, req, token, id); ok {
+		return t, f
+	}
+	return v.mintForVaultTokenAlone(ctx, req, token, id)
+}
+
+// mintForVaultTokenAlone is mintForVaultToken's own token/identity call
+// with the caller's token; a token proven lately also asks for an
+// identity session, so that its next requests may share batches.
+func (v *vault) mintForVaultTokenAlone(ctx context.Context, req *tokenRequest, token string, id credentialID) (*mintedToken, *failure) {
 	unproven := !v.credentials.proven(id)
 	if unproven {
 		leave, f := v.enterUnproven(ctx)
@@ -532,7 +547,12 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		}
 		defer leave()
 	}
-	t, f := v.identityToken(ctx, req, token, unproven)
+	var ask *credentialID
+	if !unproven && v.sessions.claim(id) {
+		defer v.sessions.release(id)
+		ask = &id
+	}
+	t, f := v.identityToken(ctx, req, token, unproven, ask)
 	switch {
 	case f == nil:
 		v.issuer.check(req.Service, t.Issuer)
@@ -548,8 +568,9 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 	return t, f
 }
 
-// identityToken makes the token/identity call with the caller's token.
-func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool) (*mintedToken, *failure) {
+// identityToken makes the token/identity call with the caller's token;
+// with ask, it also asks for an identity session, kept under *ask.
+func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool, ask *credentialID) (*mintedToken, *failure) {
 	release, f := v.enter(ctx)
 	if f != nil {
 		return nil, f
@@ -563,6 +584,9 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 	// own Vault token, so the plugin cannot take it as the relay's word.
 	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount, tokenapi.FieldClientAddr} {
 		delete(body, k)
+	}
+	if ask != nil {
+		body[tokenapi.FieldIdentitySession] = true
 	}
 	if err := r.SetJSONBody(body); err != nil {
 		return nil, v.trouble("unexpected", "cannot encode a token request", "path", path)
@@ -578,7 +602,7 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 		}
 		return nil, v.refusal(ctx, err, resp, req, unproven)
 	}
-	var a tokenapi.Answer
+	var a sessionAnswer
 	requestID, err := readAnswer(resp.Body, maxAnswerBytes, &a)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -586,11 +610,14 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 		}
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
-	t, err := checkMinted(&a)
+	t, err := checkMinted(&a.Answer)
 	if err != nil {
 		return nil, v.trouble("bad_answer", "the plugin's answer is malformed", "path", path, "error", err)
 	}
 	t.RequestID = requestID
+	if ask != nil {
+		v.sessions.keep(*ask, &a)
+	}
 	return t, nil
 }
 
@@ -648,3 +675,36 @@ func (c *vaultTokenCache) claimRenewal(id credentialID) bool {
 }
 
 func (c *vaultTokenCache) drop(id credentialID) { c.entries.delete(id) }
+
+// dropToken drops id's entry if it still holds token: a request refused
+// with a token that was replaced meanwhile leaves the new one.
+func (c *vaultTokenCache) dropToken(id credentialID, token string) {
+	if e, ok := c.entries.get(id); ok && e.token == token {
+		c.entries.delete(id)
+	}
+}
+
+// revokeLater revokes a Vault token the relay logged in for and no longer
+// uses (auth/token/revoke-self with that token, which Vault's default
+// policy allows), after the Vault timeout: requests that took it just
+// before it was replaced finish first. A failure leaves it to its TTL.
+func (v *vault) revokeLater(token string) {
+	time.AfterFunc(v.timeout, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+		defer cancel()
+		release, f := v.enter(ctx)
+		if f != nil {
+			return
+		}
+		defer release()
+		r := v.client.NewRequest(http.MethodPut, "/v1/auth/token/revoke-self")
+		r.ClientToken = token
+		resp, err := v.client.RawRequestWithContext(ctx, r)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			v.log.Debug("could not revoke a replaced Vault login token; it ends at its TTL", "error", err)
+		}
+	})
+}
