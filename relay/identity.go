@@ -563,6 +563,9 @@ func (v *vault) mintForVaultTokenAlone(ctx context.Context, req *tokenRequest, t
 			reason = fmt.Sprintf("%d %s", f.status, f.msg)
 		}
 		f = errVaultTokenRefused(reason)
+		// Vault refused the token: its session, if any, goes too, so no
+		// batch serves it in the moment before Vault revokes the lease.
+		v.sessions.drop(id)
 	}
 	v.credentials.settle(id, f)
 	return t, f
