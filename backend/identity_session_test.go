@@ -40,7 +40,7 @@ func TestIdentitySession_expiresAndIsPruned(t *testing.T) {
 	if err != nil || tok.Subject != "bot" || len(tok.Access) != 1 || tok.RefreshToken != "" {
 		t.Fatalf("mint with the session: %v %+v", err, tok)
 	}
-	if _, err := f.b.MintForIdentitySession(f.ctx, f.s, s.Secret[:len(s.Secret)-1]+"A", req); err != errInvalidSession {
+	if _, err := f.b.MintForIdentitySession(f.ctx, f.s, otherSecret(s.Secret), req); err != errInvalidSession {
 		t.Errorf("a made-up secret: %v", err)
 	}
 	if n, err := f.b.PruneIdentitySessions(f.ctx, f.s); err != nil || n != 0 {
@@ -60,6 +60,14 @@ func TestIdentitySession_expiresAndIsPruned(t *testing.T) {
 	if err := f.b.RevokeIdentitySession(f.ctx, f.s, s.ID); err != nil {
 		t.Errorf("revoking a pruned session: %v", err)
 	}
+}
+
+// otherSecret is secret with its first character changed.
+func otherSecret(secret string) string {
+	if secret[0] == 'A' {
+		return "B" + secret[1:]
+	}
+	return "A" + secret[1:]
 }
 
 func containsString(b []byte, s string) bool {

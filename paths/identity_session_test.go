@@ -3,6 +3,7 @@ package paths_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -70,7 +71,7 @@ func TestIdentitySession_batchMintsEachForItsOwnEntity(t *testing.T) {
 		map[string]any{tokenapi.FieldIdentitySession: alice, "scope": scopes},
 		map[string]any{tokenapi.FieldIdentitySession: ci, "scope": scopes, "ttl": 60},
 		map[string]any{tokenapi.FieldIdentitySession: "made-up", "scope": scopes},
-		map[string]any{tokenapi.FieldIdentitySession: alice[:len(alice)-1] + "A", "scope": scopes},
+		map[string]any{tokenapi.FieldIdentitySession: strings.Map(func(r rune) rune { return r ^ 1 }, alice), "scope": scopes},
 		map[string]any{tokenapi.FieldIdentitySession: alice, "offline_token": true},
 	)
 	want := []struct {
