@@ -269,11 +269,17 @@ type IdentityTokenRequest struct {
 // entity and the anonymous access allow, and signs the token. An entity in
 // no configured group gets a token with no access, not an error.
 func (b *Backend) MintForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest) (*Token, error) {
+	return b.mintForIdentity(ctx, s, req, nil)
+}
+
+// mintForIdentity is MintForIdentity, resolving the entity through memo
+// (nil: at once).
+func (b *Backend) mintForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest, memo *identityMemo) (*Token, error) {
 	ids, scopes, cfg, err := b.identityRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	id, err := b.ResolveIdentity(ctx, s, cfg, ids, req.EntityID)
+	id, err := memo.resolve(req.EntityID, func() (*Identity, error) { return b.ResolveIdentity(ctx, s, cfg, ids, req.EntityID) })
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -106,7 +107,7 @@ func (b *Backend) MintForIdentitySession(ctx context.Context, s logical.Storage,
 		return nil, errInvalidSession
 	}
 	req.EntityID, req.Accessor, req.Offline = rec.EntityID, "", false
-	tok, err := b.MintForIdentity(ctx, s, req)
+	tok, err := b.mintForIdentity(ctx, s, req, identityMemoOf(ctx))
 	if e, ok := AsError(err); ok && e.Kind == KindUnauthorized {
 		return nil, errInvalidSession // the entity was deleted or disabled
 	}
@@ -165,4 +166,49 @@ func (b *Backend) PruneIdentitySessions(ctx context.Context, s logical.Storage) 
 		pruned++
 	}
 	return pruned, nil
+}
+
+// identityMemo resolves each entity once per token/batch call: the
+// requests of a batch are answered at one moment, so those of one entity
+// see its groups and access as they are then, read once.
+type identityMemo struct {
+	mu      sync.Mutex
+	entries map[string]*memoIdentity
+}
+
+type memoIdentity struct {
+	once sync.Once
+	id   *Identity
+	err  error
+}
+
+type identityMemoKey struct{}
+
+// WithIdentityMemo gives the requests of one batch a shared memo of the
+// entities they resolve.
+func WithIdentityMemo(ctx context.Context) context.Context {
+	return context.WithValue(ctx, identityMemoKey{}, &identityMemo{entries: map[string]*memoIdentity{}})
+}
+
+// identityMemoOf is ctx's memo; nil outside a batch.
+func identityMemoOf(ctx context.Context) *identityMemo {
+	m, _ := ctx.Value(identityMemoKey{}).(*identityMemo)
+	return m
+}
+
+// resolve is ResolveIdentity, once per entity of the memo; a nil memo
+// resolves every time.
+func (m *identityMemo) resolve(entityID string, resolve func() (*Identity, error)) (*Identity, error) {
+	if m == nil {
+		return resolve()
+	}
+	m.mu.Lock()
+	e, ok := m.entries[entityID]
+	if !ok {
+		e = &memoIdentity{}
+		m.entries[entityID] = e
+	}
+	m.mu.Unlock()
+	e.once.Do(func() { e.id, e.err = resolve() })
+	return e.id, e.err
 }

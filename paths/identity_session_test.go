@@ -151,3 +151,31 @@ func TestIdentitySession_isNoRefreshTokenAndOnlyForBatches(t *testing.T) {
 		t.Errorf("token took a session's secret as a password: %v", resp.Data)
 	}
 }
+
+// A batch resolves each entity once, however many of its requests hold
+// that entity's session: they are answered at one moment.
+func TestIdentitySession_batchResolvesEachEntityOnce(t *testing.T) {
+	m, ids := newIdentityMount(t)
+	m.ok(update, "groups/devs", map[string]any{"access": "repository:app/*:pull"})
+	alice, _ := m.askSession("e-alice")
+	ci, _ := m.askSession("e-ci")
+	before := ids.lookups.Load()
+	var requests []map[string]any
+	for range 10 {
+		requests = append(requests, map[string]any{tokenapi.FieldIdentitySession: alice, "scope": []string{"repository:app/x:pull"}},
+			map[string]any{tokenapi.FieldIdentitySession: ci, "scope": []string{"repository:app/x:pull"}})
+	}
+	for i, a := range m.batch(requests...) {
+		status, sub, access := sessionGrant(t, a)
+		want, wantAccess := "alice", "repository:app/x:pull"
+		if i%2 == 1 {
+			want, wantAccess = "ci-app", ""
+		}
+		if status != 200 || sub != want || access != wantAccess {
+			t.Errorf("answer %d: %d %q %q, want %q %q", i, status, sub, access, want, wantAccess)
+		}
+	}
+	if n := ids.lookups.Load() - before; n != 2 {
+		t.Errorf("%d entity lookups for a batch of 20 requests of 2 entities, want 2", n)
+	}
+}

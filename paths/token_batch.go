@@ -40,7 +40,9 @@ func (h *tokenHandler) batch(ctx context.Context, req *logical.Request, d *frame
 	// The batch answers when its slowest request does: each request's
 	// waits for a password check have their own short budget and go
 	// first (backend.WithinBatch).
-	ctx = backend.WithinBatch(ctx)
+	// Requests made with identity sessions resolve each entity once per
+	// call (backend.WithIdentityMemo).
+	ctx = backend.WithIdentityMemo(backend.WithinBatch(ctx))
 	var wg sync.WaitGroup
 	for i, m := range entries {
 		wg.Go(func() { answers[i] = h.batchEntry(ctx, req, m) })
