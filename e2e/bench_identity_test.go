@@ -165,8 +165,10 @@ type timedResult struct {
 	windows []time.Duration
 	p50     time.Duration
 	p99     time.Duration
-	// gap is the longest time between two successful answers.
-	gap time.Duration
+	// gap is the longest time between two successful answers, ending
+	// gapAt after the start; slowest is the slowest answer, at slowestAt.
+	gap, gapAt         time.Duration
+	slowest, slowestAt time.Duration
 }
 
 // timedLoad sends tg's request over conns keep-alive connections for d,
@@ -215,7 +217,12 @@ func timedLoad(tg target, conns int, d time.Duration) timedResult {
 			continue
 		}
 		r.ok++
-		r.gap = max(r.gap, a.at-last)
+		if a.at-last > r.gap {
+			r.gap, r.gapAt = a.at-last, a.at
+		}
+		if a.took > r.slowest {
+			r.slowest, r.slowestAt = a.took, a.at
+		}
 		last = a.at
 		all = append(all, a.took)
 		if i := int(a.at / expiryReuse); i < len(windows) {
@@ -248,8 +255,8 @@ func writeExpiryTable(w io.Writer, r timedResult, logins float64) {
 		seps = append(seps, "--:")
 		vals = append(vals, millis(p))
 	}
-	fmt.Fprintf(w, "| tokens/s | failed | p50 | p99 | %s | longest gap between tokens | Vault logins |\n", strings.Join(cols, " | "))
-	fmt.Fprintf(w, "|--:|--:|--:|--:|%s|--:|--:|\n", strings.Join(seps, "|"))
-	fmt.Fprintf(w, "| %.0f | %d | %s | %s | %s | %s | %.0f |\n\n", float64(r.ok)/r.duration.Seconds(), r.bad,
-		millis(r.p50), millis(r.p99), strings.Join(vals, " | "), millis(r.gap), logins)
+	fmt.Fprintf(w, "| tokens/s | failed | p50 | p99 | %s | longest gap between tokens (ending at) | slowest answer (at) | Vault logins |\n", strings.Join(cols, " | "))
+	fmt.Fprintf(w, "|--:|--:|--:|--:|%s|--:|--:|--:|\n", strings.Join(seps, "|"))
+	fmt.Fprintf(w, "| %.0f | %d | %s | %s | %s | %s (%.1fs) | %s (%.1fs) | %.0f |\n\n", float64(r.ok)/r.duration.Seconds(), r.bad,
+		millis(r.p50), millis(r.p99), strings.Join(vals, " | "), millis(r.gap), r.gapAt.Seconds(), millis(r.slowest), r.slowestAt.Seconds(), logins)
 }
