@@ -119,6 +119,9 @@ func TestBench_identity(t *testing.T) {
 
 // median is the run with the median rate of runs.
 func median(runs []wrkResult) wrkResult {
+	if len(runs) == 0 {
+		return wrkResult{}
+	}
 	s := slices.Clone(runs)
 	slices.SortFunc(s, func(a, b wrkResult) int {
 		switch {
