@@ -32,10 +32,14 @@ type Backend struct {
 	users     sync.Map               // name → *cachedUser
 	records   *userRecords           // user records as stored (records.go)
 
-	roles       *recordCache[Role]     // robot roles as stored, access parsed (robots.go)
-	robots      *recordCache[Robot]    // robot records as stored
-	robotMACKey atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
-	robotKeyMu  sync.Mutex             // serialises loading or making it
+	roles    *recordCache[Role]            // robot roles as stored, access parsed (robots.go)
+	robots   *recordCache[Robot]           // robot records as stored
+	sessions *recordCache[IdentitySession] // identity sessions as stored (identity_session.go)
+	// identityRecords keeps the access records of groups and entities
+	// (identity.go), by storage key.
+	identityRecords *recordCache[IdentityAccess]
+	robotMACKey     atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
+	robotKeyMu      sync.Mutex             // serialises loading or making it
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
@@ -78,15 +82,17 @@ func New(opts Options) *Backend {
 		panic("backend: no randomness: " + err.Error())
 	}
 	return &Backend{
-		logger:         opts.Logger,
-		now:            opts.Now,
-		userLocks:      locksutil.CreateLocks(),
-		credKey:        key,
-		passwordChecks: newCheckSlots(opts.PasswordChecks),
-		checks:         newCheckState(unknownNamesTracked),
-		records:        newUserRecords(userRecordsKept),
-		roles:          newRecordCache[Role](rolesKept),
-		robots:         newRecordCache[Robot](robotRecordsKept),
+		logger:          opts.Logger,
+		now:             opts.Now,
+		userLocks:       locksutil.CreateLocks(),
+		credKey:         key,
+		passwordChecks:  newCheckSlots(opts.PasswordChecks),
+		checks:          newCheckState(unknownNamesTracked),
+		records:         newUserRecords(userRecordsKept),
+		roles:           newRecordCache[Role](rolesKept),
+		robots:          newRecordCache[Robot](robotRecordsKept),
+		sessions:        newRecordCache[IdentitySession](identitySessionsKept),
+		identityRecords: newRecordCache[IdentityAccess](identityRecordsKept),
 	}
 }
 
@@ -108,6 +114,10 @@ func (b *Backend) Invalidate(_ context.Context, key string) {
 		b.robots.drop(strings.TrimPrefix(key, robotPrefix))
 	case key == RobotKeyPath:
 		b.robotMACKey.Store(nil)
+	case strings.HasPrefix(key, string(IdentityGroup)+"/") || strings.HasPrefix(key, string(IdentityEntity)+"/"):
+		b.identityRecords.drop(key)
+	case strings.HasPrefix(key, identitySessionPrefix):
+		b.sessions.drop(strings.TrimPrefix(key, identitySessionPrefix))
 	}
 }
 
@@ -123,6 +133,8 @@ func (b *Backend) dropCredentials() {
 	b.records.clear()
 	b.roles.clear()
 	b.robots.clear()
+	b.sessions.clear()
+	b.identityRecords.clear()
 	b.robotMACKey.Store(nil)
 }
 

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -37,10 +36,11 @@ const (
 
 // IdentityAccess is the access string given to one Vault group or entity.
 type IdentityAccess struct {
-	Name    string    `json:"name"`
-	Access  string    `json:"access"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	Name    string      `json:"name"`
+	Access  string      `json:"access"`
+	Created time.Time   `json:"created"`
+	Updated time.Time   `json:"updated"`
+	parsed  access.List // Access parsed, when read through the cache
 }
 
 // IdentitySource is what the plugin reads of Vault's identity store: the
@@ -60,6 +60,10 @@ func (b *Backend) identitySource() (IdentitySource, error) {
 	}
 	return b.identities, nil
 }
+
+// identityRecordsKept bounds the group and entity access records kept in
+// memory; past it, a record is read from storage again.
+const identityRecordsKept = 16384
 
 func identityKey(kind IdentityKind, name string) string { return string(kind) + "/" + name }
 
@@ -100,29 +104,30 @@ func (b *Backend) WriteIdentityAccess(ctx context.Context, s logical.Storage, ki
 	if err != nil {
 		return false, err
 	}
-	if err := s.Put(ctx, entry); err != nil {
+	err = s.Put(ctx, entry)
+	b.identityRecords.drop(identityKey(kind, name))
+	if err != nil {
 		return false, fmt.Errorf("store %s access: %w", kind.noun(), err)
 	}
 	return old == nil, nil
 }
 
 // ReadIdentityAccess returns the stored record, or nil if there is none.
+// Records are kept in memory (records.go): every identity token request
+// reads those of the entity's groups, and a write drops them here.
 func (b *Backend) ReadIdentityAccess(ctx context.Context, s logical.Storage, kind IdentityKind, name string) (*IdentityAccess, error) {
 	if !access.ValidUserName(name) {
 		return nil, nil
 	}
-	entry, err := s.Get(ctx, identityKey(kind, name))
-	if err != nil {
-		return nil, fmt.Errorf("read %s access: %w", kind.noun(), err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	rec := new(IdentityAccess)
-	if err := json.Unmarshal(entry.Value, rec); err != nil {
-		return nil, fmt.Errorf("decode %s access %s: %w", kind.noun(), quote(name), err)
-	}
-	return rec, nil
+	key := identityKey(kind, name)
+	return readRecord(ctx, s, b.identityRecords, key, kind.noun()+" access", key, func(r *IdentityAccess) {
+		var err error
+		if r.parsed, err = access.Parse(r.Access); err != nil {
+			// Validated on write; a record that no longer parses grants nothing.
+			b.logger.Error("stored access string does not parse; granting nothing", kind.noun(), name, "error", err)
+			r.parsed = nil
+		}
+	})
 }
 
 // ListIdentityAccess lists the names of the groups or entities given access.
@@ -135,7 +140,9 @@ func (b *Backend) DeleteIdentityAccess(ctx context.Context, s logical.Storage, k
 	if err := checkIdentityName(kind, name); err != nil {
 		return err
 	}
-	if err := s.Delete(ctx, identityKey(kind, name)); err != nil {
+	err := s.Delete(ctx, identityKey(kind, name))
+	b.identityRecords.drop(identityKey(kind, name))
+	if err != nil {
 		return fmt.Errorf("delete %s access: %w", kind.noun(), err)
 	}
 	return nil
@@ -148,12 +155,7 @@ func (b *Backend) identityAccess(ctx context.Context, s logical.Storage, kind Id
 	if err != nil || rec == nil {
 		return nil, err
 	}
-	a, err := access.Parse(rec.Access)
-	if err != nil {
-		b.logger.Error("stored access string does not parse; granting nothing", kind.noun(), name, "error", err)
-		return nil, nil
-	}
-	return a, nil
+	return rec.parsed, nil
 }
 
 // Identity is a Vault entity as a registry user: its token's subject, the
@@ -267,11 +269,17 @@ type IdentityTokenRequest struct {
 // entity and the anonymous access allow, and signs the token. An entity in
 // no configured group gets a token with no access, not an error.
 func (b *Backend) TokenForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest) (*Token, error) {
+	return b.tokenForIdentity(ctx, s, req, nil)
+}
+
+// tokenForIdentity is TokenForIdentity, resolving the entity through memo
+// (nil: at once).
+func (b *Backend) tokenForIdentity(ctx context.Context, s logical.Storage, req IdentityTokenRequest, memo *identityMemo) (*Token, error) {
 	ids, scopes, cfg, err := b.identityRequest(ctx, s, req.Scopes, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	id, err := b.ResolveIdentity(ctx, s, cfg, ids, req.EntityID)
+	id, err := memo.resolve(req.EntityID, func() (*Identity, error) { return b.ResolveIdentity(ctx, s, cfg, ids, req.EntityID) })
 	if err != nil {
 		return nil, err
 	}

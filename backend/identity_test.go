@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +49,62 @@ func TestIdentityRefresh_expiredTokensArePruned(t *testing.T) {
 		if keys, _ := logical.CollectKeysWithPrefix(f.ctx, f.s, prefix); len(keys) != 0 {
 			t.Errorf("left %v", keys)
 		}
+	}
+}
+
+// Group and entity access records are kept in memory: a write or delete
+// through the plugin applies to the next token, and a change another node
+// made applies once Vault invalidates the key.
+func TestIdentityAccess_cachedUntilWrittenOrInvalidated(t *testing.T) {
+	f := newFixture(t)
+	f.b.SetIdentitySource(&stubIdentities{
+		entities: map[string]*logical.Entity{"e1": {ID: "e1", Name: "bot"}},
+		groups:   map[string][]*logical.Group{"e1": {{Name: "ci"}}},
+	})
+	grant := func() string {
+		t.Helper()
+		tok, err := f.b.TokenForIdentity(f.ctx, f.s, IdentityTokenRequest{Service: "registry", EntityID: "e1", Scopes: []string{"repository:app:pull,push"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tok.Access) == 0 {
+			return ""
+		}
+		return strings.Join(tok.Access[0].Actions, ",")
+	}
+	write := func(text string) {
+		t.Helper()
+		if _, err := f.b.WriteIdentityAccess(f.ctx, f.s, IdentityGroup, "ci", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("repository:app:pull")
+	if g := grant(); g != "pull" {
+		t.Fatalf("grant %q, want pull", g)
+	}
+	write("repository:app:pull,push")
+	if g := grant(); g != "pull,push" {
+		t.Errorf("after a write: %q, want pull,push", g)
+	}
+	// Another node's write: storage changes under this node's cache.
+	entry, err := logical.StorageEntryJSON(identityKey(IdentityGroup, "ci"), &IdentityAccess{Name: "ci", Access: "repository:app:push"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.Put(f.ctx, entry); err != nil {
+		t.Fatal(err)
+	}
+	if g := grant(); g != "pull,push" {
+		t.Errorf("before the invalidation: %q, want the cached pull,push", g)
+	}
+	f.b.Invalidate(f.ctx, identityKey(IdentityGroup, "ci"))
+	if g := grant(); g != "push" {
+		t.Errorf("after the invalidation: %q, want push", g)
+	}
+	if err := f.b.DeleteIdentityAccess(f.ctx, f.s, IdentityGroup, "ci"); err != nil {
+		t.Fatal(err)
+	}
+	if g := grant(); g != "" {
+		t.Errorf("after a delete: %q, want nothing", g)
 	}
 }

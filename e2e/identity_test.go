@@ -4,12 +4,14 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -546,4 +548,155 @@ func TestIdentity_ldapBehindTheRelay(t *testing.T) {
 	st.pushFails(t, "erin", "erin-ldap-pw", "release/app:v3")
 	st.pushPullAs(t, "frank", "frank-ldap-pw", "release/app:v4")
 	assertLogsFree(t, []string{"erin-ldap-pw", "frank-ldap-pw", ldap.Pass}, st.relay.Proc)
+}
+
+// TestIdentity_sessionsShareBatches: the requests of two Vault tokens of
+// different entities, sent at once, share the relay's token/batch calls
+// (identity sessions, issued as leases of each token), and each gets its
+// own entity's grant; after `vault token revoke` the next requests with
+// that token are refused within a second, while the other token's go on,
+// and the revoked token's session lease is gone.
+func TestIdentity_sessionsShareBatches(t *testing.T) {
+	st := NewStack(t, "registry")
+	v := st.Vault
+	v.CLIInput(t, readFileString(t, filepath.Join("..", "deploy", "policies", "identity.hcl")), "policy", "write", identityPolicy, "-")
+	relay := StartRelayWith(t, v, func(c string) string { return c }, "registry")
+	v.CLI(t, "auth", "enable", "userpass")
+	tokens, subs := map[string]string{}, map[string]string{}
+	for _, u := range []struct{ name, group, access string }{
+		{"alice", "devs", "repository:team/*:pull,push"},
+		{"bob", "ops", "repository:ops/*:pull"},
+	} {
+		v.root(t, http.MethodPut, "auth/userpass/users/"+u.name, map[string]any{"password": u.name + "-pw", "token_policies": identityPolicy})
+		token, id := v.login(t, "auth/userpass/login/"+u.name, map[string]any{"password": u.name + "-pw"})
+		tokens[u.name], subs[u.name] = token, v.entityName(t, id)
+		v.root(t, http.MethodPut, "identity/group", map[string]any{"name": u.group, "member_entity_ids": []string{id}})
+		v.CLI(t, "write", "registry/groups/"+u.group, "access="+u.access)
+	}
+	wantGrant := map[string]string{"alice": "repository:team/app:pull,push", "bob": ""}
+	scopes := []string{"repository:team/app:pull,push"}
+	for name, tok := range tokens {
+		// The first request proves the token, the second asks a session.
+		for range 2 {
+			if c := scopedToken(t, relay, "vault", tok, scopes...); c.Sub != subs[name] || grantString(c) != wantGrant[name] {
+				t.Fatalf("%s alone: sub %q grant %q", name, c.Sub, grantString(c))
+			}
+		}
+	}
+	sessions := leaseCount(t, v, "registry/token/identity")
+	if sessions != 2 {
+		t.Errorf("%d session leases under registry/token/identity, want 2 (one per Vault token)", sessions)
+	}
+	batchedBefore := metricValue(t, relay, "godoauth_relay_vault_batched_token_requests_total")
+	for round := range 3 {
+		for _, r := range identityBurst(relay, tokens, 32, scopes) {
+			switch {
+			case r.err != nil:
+				t.Fatalf("round %d, %s: %v", round, r.name, r.err)
+			case r.code != http.StatusOK || r.claims.Sub != subs[r.name] || grantString(r.claims) != wantGrant[r.name]:
+				t.Fatalf("round %d, %s's Vault token: %d sub %q grant %q; want sub %q grant %q",
+					round, r.name, r.code, r.claims.Sub, grantString(r.claims), subs[r.name], wantGrant[r.name])
+			}
+		}
+	}
+	batched := metricValue(t, relay, "godoauth_relay_vault_batched_token_requests_total") - batchedBefore
+	t.Logf("of 192 identity requests sent 64 at a time, %.0f went in batches", batched)
+	if batched < 64 {
+		t.Errorf("%.0f of 192 identity requests went in batches; want most", batched)
+	}
+
+	// Revoke alice's token: Vault revokes her session with it.
+	v.CLI(t, "token", "revoke", tokens["alice"])
+	revoked := time.Now()
+	// Bursts until one holds a refusal of alice's; within that burst some
+	// may still have been served (Vault revokes the lease a moment after
+	// the token), never in the next.
+	var refusedAfter time.Duration
+	for refusedAfter == 0 && time.Since(revoked) < 5*time.Second {
+		for _, r := range identityBurst(relay, tokens, 16, scopes) {
+			switch {
+			case r.err != nil:
+				t.Fatalf("%s after the revocation: %v", r.name, r.err)
+			case r.name == "bob" && (r.code != http.StatusOK || r.claims.Sub != subs["bob"]):
+				t.Fatalf("bob after alice's revocation: %d %q", r.code, r.claims.Sub)
+			case r.name == "alice" && r.code != http.StatusOK && refusedAfter == 0:
+				refusedAfter = time.Since(revoked)
+			}
+		}
+	}
+	t.Logf("the revoked token was first refused %s after `vault token revoke`", refusedAfter.Round(time.Millisecond))
+	if refusedAfter == 0 || refusedAfter > time.Second {
+		t.Errorf("the revoked token was refused after %s; want within a second", refusedAfter)
+	}
+	for _, r := range identityBurst(relay, map[string]string{"alice": tokens["alice"]}, 16, scopes) {
+		if r.err != nil || r.code != http.StatusUnauthorized {
+			t.Errorf("alice, revoked: %d %v; want 401", r.code, r.err)
+		}
+	}
+	if n := leaseCount(t, v, "registry/token/identity"); n != sessions-1 {
+		t.Errorf("%d session leases after revoking one of %d tokens; want %d", n, sessions, sessions-1)
+	}
+	assertLogsFree(t, []string{tokens["alice"], tokens["bob"], "alice-pw", "bob-pw"}, relay.Proc)
+}
+
+// identityAnswer is one answer of identityBurst.
+type identityAnswer struct {
+	name   string
+	code   int
+	claims claimSet
+	err    error
+}
+
+// identityBurst sends n token requests at once for each named Vault token as the
+// password, and returns the answers.
+func identityBurst(r *Relay, tokens map[string]string, n int, scopes []string) []identityAnswer {
+	q := url.Values{"service": {"registry"}, "scope": scopes}
+	var mu sync.Mutex
+	var out []identityAnswer
+	var wg sync.WaitGroup
+	for name, tok := range tokens {
+		for range n {
+			wg.Go(func() {
+				res := identityAnswer{name: name}
+				req, err := http.NewRequest(http.MethodGet, r.URL+"/auth?"+q.Encode(), nil)
+				if err == nil {
+					req.SetBasicAuth("vault", tok)
+					res.code, res.claims, res.err = getClaims(req)
+				} else {
+					res.err = err
+				}
+				mu.Lock()
+				out = append(out, res)
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// getClaims sends req and decodes the claims of a 200's token.
+func getClaims(req *http.Request) (int, claimSet, error) {
+	var c claimSet
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, c, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, c, nil
+	}
+	parts := strings.Split(body.Token, ".")
+	if len(parts) != 3 {
+		return resp.StatusCode, c, fmt.Errorf("token has %d parts", len(parts))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return resp.StatusCode, c, err
+	}
+	return resp.StatusCode, c, json.Unmarshal(raw, &c)
 }

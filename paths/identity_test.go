@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,9 +22,13 @@ type identityStore struct {
 	logical.StaticSystemView
 	entities map[string]*logical.Entity // by id
 	groups   map[string][]*logical.Group
+	lookups  atomic.Int32 // EntityInfo calls
 }
 
-func (s *identityStore) EntityInfo(id string) (*logical.Entity, error) { return s.entities[id], nil }
+func (s *identityStore) EntityInfo(id string) (*logical.Entity, error) {
+	s.lookups.Add(1)
+	return s.entities[id], nil
+}
 func (s *identityStore) GroupsForEntity(id string) ([]*logical.Group, error) {
 	return s.groups[id], nil
 }

@@ -143,7 +143,7 @@ const (
 
 // Secrets are the kinds of Vault lease the plugin's answers carry.
 func Secrets(b *backend.Backend) []*framework.Secret {
-	return []*framework.Secret{identityRefreshSecret(b), robotSecret(b)}
+	return []*framework.Secret{identityRefreshSecret(b), robotSecret(b), identitySessionSecret(b)}
 }
 
 const userRefreshTokensHelpSynopsis = "List or revoke a user's refresh tokens."

@@ -74,6 +74,21 @@ type batchEntry struct {
 	ctx  context.Context
 	req  *tokenRequest
 	done chan batchResult // buffered: the sender never waits for a reader
+	// fallback, when set, serves the request on its own instead of the
+	// token path (a Vault identity's request, made with its session in a
+	// batch: identitysession.go); refused says the batch refused its
+	// session (401).
+	fallback func(ctx context.Context, refused bool) (*mintedToken, *failure)
+}
+
+// alone serves e on its own: its fallback, else the single token path.
+func (b *batcher) alone(e *batchEntry) batchResult {
+	if e.fallback != nil {
+		t, f := e.fallback(e.ctx, false)
+		return batchResult{t, f}
+	}
+	t, f := b.v.askSingle(e.ctx, e.req, false)
+	return batchResult{t, f}
 }
 
 type batchResult struct {
@@ -112,16 +127,23 @@ func (v *vault) batchingOff() map[string]string {
 // submit gets a token for req: at once on the single path when a call is
 // free and nobody waits, else in the next batch.
 func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, *failure) {
+	return b.submitEntry(&batchEntry{ctx: ctx, req: req, done: make(chan batchResult, 1)})
+}
+
+// submitEntry is submit for an entry that may have a fallback.
+func (b *batcher) submitEntry(e *batchEntry) (*mintedToken, *failure) {
+	ctx := e.ctx
 	if time.Now().UnixNano() < b.offUntil.Load() {
-		return b.v.askSingle(ctx, req, false)
+		r := b.alone(e)
+		return r.t, r.f
 	}
 	b.mu.Lock()
 	if len(b.queue) == 0 && b.calls < batchCalls {
 		b.calls++
 		b.mu.Unlock()
-		t, f := b.v.askSingle(ctx, req, false)
+		r := b.alone(e)
 		b.callDone()
-		return t, f
+		return r.t, r.f
 	}
 	if len(b.queue) >= b.v.batchQueue {
 		b.mu.Unlock()
@@ -133,7 +155,6 @@ func (b *batcher) submit(ctx context.Context, req *tokenRequest) (*mintedToken, 
 		}
 		return nil, errBatchQueueFull
 	}
-	e := &batchEntry{ctx: ctx, req: req, done: make(chan batchResult, 1)}
 	b.queue = append(b.queue, e)
 	if b.calls < batchCalls {
 		b.calls++
@@ -181,8 +202,7 @@ func (b *batcher) run() {
 	case 0:
 	case 1:
 		e := entries[0]
-		t, f := b.v.askSingle(e.ctx, e.req, false)
-		e.done <- batchResult{t, f}
+		e.done <- b.alone(e)
 	default:
 		b.send(entries)
 	}
@@ -243,6 +263,15 @@ func (b *batcher) send(entries []*batchEntry) {
 	}
 	for i, e := range entries {
 		r := v.readBatchAnswer(path, &answers.Answers[i])
+		if e.fallback != nil && r.f != nil && r.f.status == http.StatusUnauthorized {
+			// A session revoked or expired: the request goes on its own,
+			// whose answer says whether its Vault token still holds.
+			go func() {
+				t, f := e.fallback(e.ctx, true)
+				e.done <- batchResult{t, f}
+			}()
+			continue
+		}
 		if r.t != nil {
 			r.t.RequestID = answer.RequestID
 		}
@@ -299,10 +328,7 @@ func (b *batcher) sendSeparately(status int, entries []*batchEntry) {
 	}
 	var wg sync.WaitGroup
 	for _, e := range entries {
-		wg.Go(func() {
-			t, f := b.v.askSingle(e.ctx, e.req, false)
-			e.done <- batchResult{t, f}
-		})
+		wg.Go(func() { e.done <- b.alone(e) })
 	}
 	wg.Wait()
 }

@@ -98,14 +98,14 @@ func (ids *identities) reused(ctx context.Context, v *vault, req *tokenRequest, 
 		return nil, nil, false
 	}
 	if renew {
-		ids.renewAhead(ctx, v, req, key, try)
+		ids.renewAhead(ctx, v, req, key, token, try)
 	}
 	t, f = v.mintForVaultToken(ctx, withoutRefresh(req), token)
 	if f == nil || f.status != http.StatusUnauthorized {
 		ids.logins.WithLabelValues("reused").Inc()
 		return t, f, true
 	}
-	ids.cache.drop(key) // revoked meanwhile: log in again
+	ids.cache.dropToken(key, token) // revoked meanwhile: log in again
 	return nil, nil, false
 }
 
@@ -156,7 +156,9 @@ func (ids *identities) loginOnce(ctx context.Context, v *vault, req *tokenReques
 // background: one login (loginOnce's flight), whose token replaces the
 // cached one when Vault takes the credentials again, and is dropped
 // otherwise (the next request then logs in, and is refused, as usual).
-func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenRequest, key credentialID, try loginFunc) {
+// The token it replaces is revoked (revokeLater): a login each reuse
+// period must not leave a live Vault token behind each time.
+func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenRequest, key credentialID, old string, try loginFunc) {
 	if !ids.cache.claimRenewal(key) {
 		return // one renewal per entry
 	}
@@ -167,6 +169,9 @@ func (ids *identities) renewAhead(ctx context.Context, v *vault, req *tokenReque
 		case f == nil && until.After(time.Now()):
 			ids.cache.put(key, token, until)
 			v.credentials.remember(v.credentials.vaultTokenID(r.Service, token))
+			if token != old {
+				v.revokeLater(old)
+			}
 		case f != nil && f.status == http.StatusUnauthorized:
 			ids.cache.drop(key)
 		}
@@ -237,6 +242,16 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		return nil, errVaultTokenRefused("malformed Vault token")
 	}
 	id := v.credentials.vaultTokenID(req.Service, token)
+	if t, f, ok := v.mintWithSession(ctx, req, token, id); ok {
+		return t, f
+	}
+	return v.mintForVaultTokenAlone(ctx, req, token, id)
+}
+
+// mintForVaultTokenAlone is mintForVaultToken's own token/identity call
+// with the caller's token; a token proven lately also asks for an
+// identity session, so that its next requests may share batches.
+func (v *vault) mintForVaultTokenAlone(ctx context.Context, req *tokenRequest, token string, id credentialID) (*mintedToken, *failure) {
 	unproven := !v.credentials.proven(id)
 	if unproven {
 		leave, f := v.enterUnproven(ctx)
@@ -245,7 +260,12 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 		}
 		defer leave()
 	}
-	t, f := v.identityToken(ctx, req, token, unproven)
+	var ask *credentialID
+	if !unproven && v.sessions.claim(id) {
+		defer v.sessions.release(id)
+		ask = &id
+	}
+	t, f := v.identityToken(ctx, req, token, unproven, ask)
 	switch {
 	case f == nil:
 		v.issuer.check(req.Service, t.Issuer)
@@ -256,13 +276,17 @@ func (v *vault) mintForVaultToken(ctx context.Context, req *tokenRequest, token 
 			reason = fmt.Sprintf("%d %s", f.status, f.msg)
 		}
 		f = errVaultTokenRefused(reason)
+		// Vault refused the token: its session, if any, goes too, so no
+		// batch serves it in the moment before Vault revokes the lease.
+		v.sessions.drop(id)
 	}
 	v.credentials.settle(id, f)
 	return t, f
 }
 
-// identityToken makes the token/identity call with the caller's token.
-func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool) (*mintedToken, *failure) {
+// identityToken makes the token/identity call with the caller's token;
+// with ask, it also asks for an identity session, kept under *ask.
+func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token string, unproven bool, ask *credentialID) (*mintedToken, *failure) {
 	path := req.Service + "/" + tokenapi.PathIdentityToken
 	body := req.vaultBody(v.ttl)
 	// token/identity takes no client address: its caller is the user's
@@ -270,7 +294,11 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 	for _, k := range []string{tokenapi.FieldUsername, tokenapi.FieldPassword, tokenapi.FieldAccount, tokenapi.FieldClientAddr} {
 		delete(body, k)
 	}
-	return v.tokenCall(ctx, &vaultCall{
+	if ask != nil {
+		body[tokenapi.FieldIdentitySession] = true
+	}
+	var a sessionAnswer
+	t, f := v.tokenCallInto(ctx, &vaultCall{
 		path:        path,
 		body:        body,
 		callerToken: true,
@@ -286,5 +314,36 @@ func (v *vault) identityToken(ctx context.Context, req *tokenRequest, token stri
 			}
 			return v.refusal(ctx, err, resp, req, unproven)
 		},
+	}, &a, &a.Answer)
+	if f == nil && ask != nil {
+		v.sessions.keep(*ask, &a)
+	}
+	return t, f
+}
+
+// revokeLater revokes a Vault token the relay logged in for and no longer
+// uses (auth/token/revoke-self with that token, which Vault's default
+// policy allows), after the Vault timeout: requests that took it just
+// before it was replaced finish first. A failure leaves it to its TTL.
+func (v *vault) revokeLater(token string) {
+	time.AfterFunc(v.timeout, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+		defer cancel()
+		var failed error
+		f := v.call(ctx, &vaultCall{
+			path:        "auth/token/revoke-self",
+			body:        map[string]any{},
+			callerToken: true,
+			token:       token,
+			refused: func(err error, _ *api.Response) *failure {
+				failed = err
+				return errVaultTokenRefused("revoke-self refused")
+			},
+			// Vault answers 204, no body: nothing to read.
+			malformed: func(error) *failure { return nil },
+		}, &vaultAnswer{})
+		if f != nil {
+			v.log.Debug("could not revoke a replaced Vault login token; it ends at its TTL", "error", failed, "reason", f.msg)
+		}
 	})
 }

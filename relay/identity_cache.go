@@ -62,3 +62,11 @@ func (c *vaultTokenCache) claimRenewal(id credentialID) bool {
 }
 
 func (c *vaultTokenCache) drop(id credentialID) { c.entries.delete(id) }
+
+// dropToken drops id's entry if it still holds token: a request refused
+// with a token that was replaced meanwhile leaves the new one.
+func (c *vaultTokenCache) dropToken(id credentialID, token string) {
+	if e, ok := c.entries.get(id); ok && e.token == token {
+		c.entries.delete(id)
+	}
+}

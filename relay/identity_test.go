@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +32,80 @@ type identityVault struct {
 	// loginDelay delays each LDAP login's answer.
 	loginDelay time.Duration
 	plugin     atomic.Int32 // registry/token calls
+	// distinct makes each login's token its own (hvs.alice-<n>).
+	distinct bool
+	// delay delays token/identity and token/batch answers, so that
+	// concurrent requests overlap.
+	delay time.Duration
+	// Identity sessions (identitysession.go): asked on token/identity,
+	// used in token/batch (one request each in sessionUses).
+	sessionsAsked, sessionUses, batches atomic.Int32
+
+	mu      sync.Mutex
+	revoked map[string]bool // Vault tokens revoked (revoke-self, or the test)
+}
+
+// revoke revokes a Vault token, as `vault token revoke` does: Vault
+// refuses it, and revokes its leases (its sessions) with it.
+func (iv *identityVault) revoke(tok string) {
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	if iv.revoked == nil {
+		iv.revoked = map[string]bool{}
+	}
+	iv.revoked[tok] = true
+}
+
+func (iv *identityVault) isRevoked(tok string) bool {
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	return iv.revoked[tok]
+}
+
+// identityOf is the subject the plugin grants a live Vault token of the
+// stand-in, "" for none.
+func (iv *identityVault) identityOf(tok string) string {
+	switch {
+	case iv.isRevoked(tok):
+		return ""
+	case tok == "hvs.ci":
+		return "group/app"
+	case tok == "hvs.alice" || strings.HasPrefix(tok, "hvs.alice-"):
+		return "alice"
+	}
+	return ""
+}
+
+// identityBatch answers token/batch's session requests as the plugin does:
+// each for the entity of the Vault token that asked for the session, while
+// that token is live.
+func (iv *identityVault) identityBatch(w http.ResponseWriter, tok string, body map[string]any) {
+	iv.batches.Add(1)
+	time.Sleep(iv.delay)
+	if tok != relayToken {
+		vaultError(w, 403, "permission denied")
+		return
+	}
+	requests, _ := body["requests"].([]any)
+	answers := make([]map[string]any, len(requests))
+	for i, r := range requests {
+		req, _ := r.(map[string]any)
+		session, _ := req[tokenapi.FieldIdentitySession].(string)
+		_, password := req["password"]
+		_, addr := req["client_addr"]
+		sub := iv.identityOf(strings.TrimPrefix(session, "session-of-"))
+		switch {
+		case password || addr || req["offline_token"] != nil:
+			answers[i] = map[string]any{"status": 400, "data": map[string]any{"code": "invalid_request", "message": "not a session request"}}
+		case !strings.HasPrefix(session, "session-of-") || sub == "":
+			answers[i] = map[string]any{"status": 401, "data": map[string]any{"code": "invalid_credentials", "message": "identity session unknown, expired or revoked"}}
+		default:
+			iv.sessionUses.Add(1)
+			jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
+			answers[i] = map[string]any{"status": 200, "data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}}
+		}
+	}
+	writeJSON(w, 200, map[string]any{"data": map[string]any{"answers": answers}})
 }
 
 func newIdentityVault(t *testing.T) *identityVault {
@@ -50,7 +125,12 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	answer := func(sub string) {
 		jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
-		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}})
+		data := map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}
+		if ask, _ := body[tokenapi.FieldIdentitySession].(bool); ask {
+			iv.sessionsAsked.Add(1)
+			data[tokenapi.FieldIdentitySession], data[tokenapi.FieldIdentitySessionTTL] = "session-of-"+tok, 60
+		}
+		writeJSON(w, 200, map[string]any{"data": data})
 	}
 	switch path {
 	case "sys/health":
@@ -67,8 +147,14 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 		} else {
 			vaultError(w, 401, "invalid username or password")
 		}
+	case "registry/token/batch":
+		iv.identityBatch(w, tok, body)
+	case "auth/token/revoke-self":
+		iv.revoke(tok)
+		w.WriteHeader(http.StatusNoContent)
 	case "registry/token/identity":
 		iv.calls.Add(1)
+		time.Sleep(iv.delay)
 		if off, _ := body["offline_token"].(bool); off {
 			vaultError(w, 400, "the relay asked a refresh token for an identity")
 			return
@@ -89,14 +175,11 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidRequest,
 				Message: "this Vault token has no identity entity (a root token, or a token of no auth method)"})
 			return
-		case body["password"] == nil && tok == "hvs.ci":
-			answer("group/app")
-			return
-		case body["password"] != nil || tok != "hvs.alice":
+		case body["password"] != nil || iv.identityOf(tok) == "":
 			vaultError(w, 403, "permission denied")
 			return
 		}
-		answer("alice")
+		answer(iv.identityOf(tok))
 	case "auth/ldap/login/alice":
 		if tok != "" {
 			vaultError(w, 400, "a login carries no token")
@@ -107,8 +190,12 @@ func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		time.Sleep(iv.loginDelay)
-		iv.logins.Add(1)
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.alice", "lease_duration": iv.lease}})
+		n := iv.logins.Add(1)
+		token := "hvs.alice"
+		if iv.distinct {
+			token = fmt.Sprintf("hvs.alice-%d", n)
+		}
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": token, "lease_duration": iv.lease}})
 	case "auth/jwt/login":
 		iv.jwtLogin(w, tok, body)
 	default:
@@ -398,5 +485,171 @@ func TestIdentity_reusedTokenRenewedAhead(t *testing.T) {
 	}
 	if n := iv.logins.Load(); n < 3 || n > 4 {
 		t.Errorf("%d logins over 4.5s of 2s reuses, want 3 or 4 (one at start, one ahead of each end)", n)
+	}
+}
+
+// A reused login's token replaced ahead of its end is revoked (revoke-self
+// with that token), after the requests that took it finish; the token in
+// use is not, and no request meets a revoked token.
+func TestIdentity_replacedTokenRevoked(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.lease, iv.distinct = 4, true // reused for 2s; renewed ahead from 1.6s
+	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) {
+		c.Identity.PasswordMounts = []string{"ldap"}
+		c.Storage.Vault.Timeout = Duration(300 * time.Millisecond)
+	})
+	end := time.Now().Add(3 * time.Second)
+	for time.Now().Before(end) {
+		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n := int(iv.logins.Load())
+	if n < 2 {
+		t.Fatalf("%d logins in 3s of 2s reuses, want 2 or more", n)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !iv.isRevoked("hvs.alice-1") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 1; i <= n; i++ {
+		tok := fmt.Sprintf("hvs.alice-%d", i)
+		if revoked := iv.isRevoked(tok); revoked != (i < n) {
+			t.Errorf("%s (login %d of %d): revoked %v, want %v", tok, i, n, revoked, i < n)
+		}
+	}
+	if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 || int(iv.logins.Load()) != n {
+		t.Errorf("after the revocations: %d, %d logins (want the last token reused)", w.Code, iv.logins.Load())
+	}
+	if strings.Contains(logs.String(), "hvs.alice") {
+		t.Error("the log holds a Vault token")
+	}
+}
+
+// concurrently sends n requests at once for each Vault token as the
+// password and returns the subjects of the tokens each got ("" refused).
+func concurrently(t *testing.T, s *Server, n int, tokens ...string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, tok := range tokens {
+		for range n {
+			wg.Go(func() {
+				w := get(s, "service=registry&scope=repository:a/b:pull", basic("vault", tok))
+				sub := ""
+				if w.Code == 200 {
+					sub = jwtSubject(t, w.Body.String())
+				} else if w.Code != 401 {
+					t.Errorf("%s: %d %s", tok, w.Code, w.Body)
+				}
+				mu.Lock()
+				out[tok] = append(out[tok], sub)
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// jwtSubject is the sub claim of the token in a relay's answer.
+func jwtSubject(t *testing.T, body string) string {
+	t.Helper()
+	var a struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(body), &a); err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(a.Token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", a.Token)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Sub
+}
+
+// The requests of two Vault tokens proven lately share token/batch calls,
+// each with the session its own token asked for, and each gets its own
+// entity's token; the session is never in an answer or the log.
+func TestIdentitySession_batchesEachTokenWithItsOwnSession(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.delay = 20 * time.Millisecond
+	s, logs := newTestRelay(t, iv.srv.URL)
+	for _, tok := range []string{"hvs.alice", "hvs.ci"} {
+		// The first request proves the token; the second asks a session.
+		for range 2 {
+			if w := get(s, "service=registry", basic("vault", tok)); w.Code != 200 || strings.Contains(w.Body.String(), "session") {
+				t.Fatalf("%s: %d %s", tok, w.Code, w.Body)
+			}
+		}
+	}
+	if n := iv.sessionsAsked.Load(); n != 2 {
+		t.Fatalf("%d sessions asked, want 2 (one per token, on its second request)", n)
+	}
+	calls := iv.calls.Load()
+	got := concurrently(t, s, 40, "hvs.alice", "hvs.ci")
+	want := map[string]string{"hvs.alice": "alice", "hvs.ci": "group/app"}
+	for tok, subs := range got {
+		for _, sub := range subs {
+			if sub != want[tok] {
+				t.Fatalf("a request with %s got a token for %q, want %q", tok, sub, want[tok])
+			}
+		}
+	}
+	uses, direct := iv.sessionUses.Load(), iv.calls.Load()-calls
+	if uses < 40 || uses+direct != 80 {
+		t.Errorf("of 80 requests %d went in batches with a session, %d alone; want most batched", uses, direct)
+	}
+	if n := iv.sessionsAsked.Load(); n != 2 {
+		t.Errorf("%d sessions asked, want still 2", n)
+	}
+	if strings.Contains(logs.String(), "session-of-") || strings.Contains(logs.String(), "hvs.") {
+		t.Error("the log holds a session or a Vault token")
+	}
+}
+
+// A Vault token revoked: Vault revokes its session with it, the batch
+// refuses the session, and each request goes on alone with the token and
+// is refused as before; the other token's session goes on.
+func TestIdentitySession_revokedTokenIsRefused(t *testing.T) {
+	iv := newIdentityVault(t)
+	iv.delay = 20 * time.Millisecond
+	s, _ := newTestRelay(t, iv.srv.URL)
+	for _, tok := range []string{"hvs.alice", "hvs.ci", "hvs.alice", "hvs.ci"} {
+		if w := get(s, "service=registry", basic("vault", tok)); w.Code != 200 {
+			t.Fatalf("%s: %d %s", tok, w.Code, w.Body)
+		}
+	}
+	iv.revoke("hvs.alice")
+	got := concurrently(t, s, 20, "hvs.alice", "hvs.ci")
+	for _, sub := range got["hvs.alice"] {
+		if sub != "" {
+			t.Fatalf("a revoked token got a token for %q", sub)
+		}
+	}
+	for _, sub := range got["hvs.ci"] {
+		if sub != "group/app" {
+			t.Fatalf("hvs.ci got %q", sub)
+		}
+	}
+	if iv.sessionUses.Load() == 0 {
+		t.Error("no request went in a batch with a session")
+	}
+	// The refused session is dropped: the next request goes alone at once.
+	batches := iv.batches.Load()
+	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != 401 || iv.batches.Load() != batches {
+		t.Errorf("after the refusal: %d, %d batch calls", w.Code, iv.batches.Load()-batches)
 	}
 }

@@ -108,11 +108,18 @@ func (v *vault) call(ctx context.Context, c *vaultCall, answer *vaultAnswer) *fa
 // token/identity.
 func (v *vault) tokenCall(ctx context.Context, c *vaultCall) (*mintedToken, *failure) {
 	var a tokenapi.Answer
-	answer := vaultAnswer{Data: &a}
+	return v.tokenCallInto(ctx, c, &a, &a)
+}
+
+// tokenCallInto is tokenCall reading the answer's data into data, which
+// holds the token's fields at a (token/identity's answer may carry an
+// identity session beside them).
+func (v *vault) tokenCallInto(ctx context.Context, c *vaultCall, data any, a *tokenapi.Answer) (*mintedToken, *failure) {
+	answer := vaultAnswer{Data: data}
 	if f := v.call(ctx, c, &answer); f != nil {
 		return nil, f
 	}
-	t, err := checkMinted(&a)
+	t, err := checkMinted(a)
 	if err != nil {
 		return nil, v.malformed(c.path, err)
 	}

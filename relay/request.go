@@ -35,6 +35,9 @@ type tokenRequest struct {
 	// ClientAddr is the client's IP address (clientaddr.go), sent to the
 	// plugin for access entries with networks; empty when unknown.
 	ClientAddr string
+	// IdentitySession, when set, makes this a request of a batch made
+	// with a Vault identity's session (identitysession.go).
+	IdentitySession string
 }
 
 // vaultPath is the plugin path the request goes to.
@@ -53,6 +56,14 @@ func (r *tokenRequest) vaultBody(ttl int64) map[string]any {
 		scopes = []string{}
 	}
 	body := map[string]any{tokenapi.FieldScope: scopes, tokenapi.FieldClientID: r.ClientID}
+	if r.IdentitySession != "" {
+		// As token/identity: no password, no refresh token, no address.
+		body[tokenapi.FieldIdentitySession] = r.IdentitySession
+		if ttl > 0 {
+			body[tokenapi.FieldTTL] = ttl
+		}
+		return body
+	}
 	if r.RefreshToken != "" {
 		body[tokenapi.FieldRefreshToken] = r.RefreshToken
 	} else {

@@ -33,6 +33,7 @@ type vault struct {
 	nodes       *nodes // the cluster's nodes (relay/nodes.go)
 	admission   *admission
 	credentials *provenCredentials
+	sessions    *identitySessions // Vault identities' sessions (identitysession.go)
 	mounts      *mountCache
 	issuer      *issuerCheck
 	batch       bool     // storage.vault.batch
@@ -110,6 +111,7 @@ func newVault(cfg *Config, log hclog.Logger, m *metrics) (*vault, error) {
 		metrics:     m,
 		admission:   adm,
 		credentials: creds,
+		sessions:    newIdentitySessions(),
 		mounts:      newMountCache(cfg.probeTimeout()),
 		issuer:      &issuerCheck{want: cfg.Token.Issuer, log: log},
 		batch:       cfg.Storage.Vault.Batch == nil || *cfg.Storage.Vault.Batch,

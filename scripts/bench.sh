@@ -15,10 +15,14 @@
 #      Robot accounts (e2e/bench_robots_test.go): creds/ issue rate at 8
 #      callers, then a warm robot's token against a warm user's with
 #      10,000 robots live.
+#      Vault identities (e2e/bench_identity_test.go): a Vault token as the
+#      password and a password-mount password beside a plugin user and the
+#      floor at 64 connections; the password-mount path across several
+#      short token_reuse periods (p99 per period, longest gap).
 #   3. gnuplot draws tokens/s and p99 against connections.
 #
 # Run through `make bench` (which builds bin/ first). Needs scripts/install.sh
-# to have run (vault, wrk, gnuplot). Takes about eight minutes on two cores.
+# to have run (vault, wrk, gnuplot). Takes about twelve minutes on two cores.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,6 +85,10 @@ echo "== Robot accounts: creds/ issue rate, warm robot vs warm user token"
 BENCH_REPORT=$WORK/robots.md \
 	go test -tags 'e2e bench' -run '^TestBench_robots$' -count=1 -v -timeout 20m ./e2e/
 
+echo "== Vault identities: a Vault token and a password-mount password beside a plugin user; token_reuse expiry"
+BENCH_REPORT=$WORK/identity.md \
+	go test -tags 'e2e bench' -run '^TestBench_identity$' -count=1 -v -timeout 20m ./e2e/
+
 echo "== Picture: ${PNG#"$ROOT"/}"
 gnuplot <<EOF
 set terminal pngcairo size 1200,520 font "sans,11" noenhanced
@@ -128,5 +136,6 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	echo
 	cat "$WORK/load.md"
 	cat "$WORK/robots.md"
+	cat "$WORK/identity.md"
 } >"$OUT"
 echo "== Wrote ${OUT#"$ROOT"/} and ${PNG#"$ROOT"/}"

@@ -42,12 +42,22 @@ const (
 	// saw it (the peer, or X-Forwarded-For from a trusted proxy); access
 	// entries with networks match it. Absent: the address is unknown.
 	FieldClientAddr = "client_addr"
+	// FieldIdentitySession, true on PathIdentityToken, also asks for an
+	// identity session: the answer's data then holds the session's secret
+	// under the same name, and its life in seconds under
+	// FieldIdentitySessionTTL, as a Vault lease of the caller's token. A
+	// request of PathTokenBatch that holds the secret under this name is
+	// minted as PathIdentityToken would for the session's entity.
+	FieldIdentitySession    = "identity_session"
+	FieldIdentitySessionTTL = "identity_session_ttl"
 )
 
 // Fields of PathTokenBatch.
 const (
 	// FieldRequests is the list of requests: each an object with the
-	// fields of PathToken, or of PathRefresh when it has refresh_token.
+	// fields of PathToken, or of PathRefresh when it has refresh_token, or
+	// scope, client_id and ttl with an identity session's secret
+	// (FieldIdentitySession).
 	FieldRequests = "requests"
 	// FieldAnswers is the list of BatchAnswer, one per request, in order.
 	FieldAnswers = "answers"

@@ -10,3 +10,12 @@
 path "registry/token/identity" {
   capabilities = ["update"]
 }
+
+# With identity.password_mounts or jwt_logins, the relay revokes the Vault
+# token a login got once a newer login has replaced it (token_reuse), with
+# that token itself. Vault's default policy allows it; a role made with
+# token_no_default_policy needs this rule (without it the token lives to
+# its TTL).
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}
