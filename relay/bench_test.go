@@ -12,9 +12,8 @@ import (
 // BenchmarkAuth_GET is one token request through the relay's HTTP server
 // to a stand-in Vault over loopback, both in this process.
 func BenchmarkAuth_GET(b *testing.B) {
-	fv := newFakeVault(&testing.T{}, "registry")
-	defer fv.srv.Close()
-	cfg := testConfig(fv.srv.URL)
+	fv := newPluginVault(b, "registry")
+	cfg := testConfig(fv.URL)
 	cfg.Log.Level = "info"
 	s, err := New(cfg, NewLogger("info", io.Discard))
 	if err != nil {
@@ -48,9 +47,8 @@ func BenchmarkAuth_GET(b *testing.B) {
 // BenchmarkHandler_POST is the relay's own work for an OAuth2 request,
 // without the client's HTTP round trip.
 func BenchmarkHandler_POST(b *testing.B) {
-	fv := newFakeVault(&testing.T{}, "registry")
-	defer fv.srv.Close()
-	s, err := New(testConfig(fv.srv.URL), NewLogger("info", io.Discard))
+	fv := newPluginVault(b, "registry")
+	s, err := New(testConfig(fv.URL), NewLogger("info", io.Discard))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -165,7 +165,7 @@ func TestMain_badFlagsAreOneLine(t *testing.T) {
 
 // TestMain_servesRotatesLogsAndStopsOnSIGTERM runs the command as a process.
 func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "relay.log")
 	addr := freeAddr(t)
@@ -175,7 +175,7 @@ func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "GODOAUTH_RELAY_TEST_MAIN=1", "VAULT_ADDR="+fv.srv.URL, "VAULT_TOKEN="+relayToken)
+	cmd.Env = append(os.Environ(), "GODOAUTH_RELAY_TEST_MAIN=1", "VAULT_ADDR="+fv.URL, "VAULT_TOKEN="+relayToken)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -240,9 +240,9 @@ func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
 }
 
 func TestServe_TLS(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	certFile, keyFile, pool := selfSigned(t)
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.TLS = TLSConfig{Certificate: certFile, Key: keyFile} })
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.TLS = TLSConfig{Certificate: certFile, Key: keyFile} })
 	addr := serveLoopback(t, s)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	resp, err := client.Get("https://" + addr + "/server-ping")
