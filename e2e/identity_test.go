@@ -40,7 +40,7 @@ func newIdentityStack(t *testing.T, identityYAML string) *identityStack {
 	st := &identityStack{Stack: NewStack(t, "registry")}
 	st.svc = st.Services["registry"]
 	st.Vault.CLIInput(t, readFileString(t, filepath.Join("..", "deploy", "policies", "identity.hcl")), "policy", "write", identityPolicy, "-")
-	st.relay = StartRelayWith(t, st.Vault, func(c string) string { return c + identityYAML }, "registry")
+	st.relay = StartRelay(t, RelayOptions{Vault: st.Vault, Services: []string{"registry"}, Extra: identityYAML})
 	for _, kind := range registryKinds {
 		st.regs = append(st.regs, StartRegistry(t, kind, st.relay, st.svc))
 	}
@@ -332,9 +332,8 @@ func TestIdentity_userpassBehindTheRelay(t *testing.T) {
 
 	// Why batch tokens: a relay that logs in for every request (no reuse)
 	// leaves a lease per login with service tokens, none with batch ones.
-	plain := StartRelayWith(t, v, func(c string) string {
-		return c + "identity:\n  password_mounts: [userpass]\n  token_reuse: 0s\n"
-	}, "registry")
+	plain := StartRelay(t, RelayOptions{Vault: v, Services: []string{"registry"},
+		Extra: "identity:\n  password_mounts: [userpass]\n  token_reuse: 0s\n"})
 	for range 3 {
 		scopedToken(t, plain, "carol", "carol-pw", "repository:team/app:pull")
 	}

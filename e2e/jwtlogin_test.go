@@ -4,10 +4,6 @@ package e2e
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,20 +20,12 @@ type ciIssuer struct {
 
 func newCIIssuer(t testing.TB) *ciIssuer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ciIssuer{t: t, key: key}
+	return &ciIssuer{t: t, key: newKey(t)}
 }
 
 // publicPEM is the key Vault's jwt_validation_pubkeys takes.
 func (c *ciIssuer) publicPEM() string {
-	der, err := x509.MarshalPKIXPublicKey(&c.key.PublicKey)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return publicKeyPEM(c.t, c.key)
 }
 
 const ciJWTIssuer = "https://gitlab.example.test"
