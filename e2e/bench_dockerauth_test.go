@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // docker_auth (cesanta/docker_auth's auth_server) side by side, when
@@ -58,9 +61,8 @@ func startDockerAuth(t *testing.T, hash string) *dockerAuth {
 	certPath, keyPath := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
 	// A self-signed P-256 certificate and its key, as docker_auth's
 	// token.certificate and token.key.
-	ca := newTestCA(t, "docker_auth bench")
-	mustWrite(t, certPath, ca.PEM)
-	mustWrite(t, keyPath, ca.KeyPEM(t, true))
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "docker_auth bench"}})
+	ca.WriteFiles(t, certPath, keyPath, true)
 	port := freePort(t)
 	configPath := filepath.Join(dir, "auth_config.yml")
 	mustWrite(t, configPath, fmt.Appendf(nil, dockerAuthConfig, port, tokenIssuer, certPath, keyPath,

@@ -4,12 +4,14 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
@@ -124,7 +126,7 @@ func TestContract_importIntoAFreshMountLeavesOnlyTheImportedCA(t *testing.T) {
 	if !bytes.Equal(generated, svc.CAPEM(t)) {
 		t.Fatal("a second read of ca/pem answered another CA")
 	}
-	ca := newTestCA(t, "Token")
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "Token"}})
 	certPEM, keyPEM := ca.PEM, ca.KeyPEM(t, false)
 	v.CLI(t, "write", "registry/ca/import", "certificate="+string(certPEM), "private_key="+string(keyPEM))
 	if got := svc.CAPEM(t); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(certPEM)) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // ciIssuer signs CI-shaped JWTs (GitLab's id_tokens) with an ES256 key.
@@ -20,12 +22,12 @@ type ciIssuer struct {
 
 func newCIIssuer(t testing.TB) *ciIssuer {
 	t.Helper()
-	return &ciIssuer{t: t, key: newKey(t)}
+	return &ciIssuer{t: t, key: testcert.NewKey(t)}
 }
 
 // publicPEM is the key Vault's jwt_validation_pubkeys takes.
 func (c *ciIssuer) publicPEM() string {
-	return publicKeyPEM(c.t, c.key)
+	return testcert.PublicKeyPEM(c.t, c.key)
 }
 
 const ciJWTIssuer = "https://gitlab.example.test"

@@ -19,6 +19,7 @@ import (
 	configv1 "k8s.io/kubelet/config/v1"
 
 	"github.com/vault-registry/vault-plugin-registry/credprovider/kubeletexec"
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // The kubelet credential provider without a cluster, with real parts: a
@@ -55,12 +56,12 @@ type saIssuerKey struct {
 
 func newSAIssuer(t testing.TB) *saIssuerKey {
 	t.Helper()
-	return &saIssuerKey{key: newKey(t)}
+	return &saIssuerKey{key: testcert.NewKey(t)}
 }
 
 func (k *saIssuerKey) publicPEM(t testing.TB) string {
 	t.Helper()
-	return publicKeyPEM(t, k.key)
+	return testcert.PublicKeyPEM(t, k.key)
 }
 
 // token is a projected service-account token for a pod of sa, with the

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // relayPolicyFile is the relay's least-privilege policy as deploy/ ships it.
@@ -470,8 +472,8 @@ func serviceAccountToken(t *testing.T, key *ecdsa.PrivateKey, namespace, name st
 // account's token gets no login, an ERROR, and /healthz 503.
 func TestRelayToken_kubernetesLogin(t *testing.T) {
 	v, _ := tokenSetup(t)
-	key := newKey(t)
-	pubFile := writeTemp(t, publicKeyPEM(t, key))
+	key := testcert.NewKey(t)
+	pubFile := writeTemp(t, testcert.PublicKeyPEM(t, key))
 	v.CLI(t, "auth", "enable", "jwt")
 	v.CLI(t, "write", "auth/jwt/config", "jwt_validation_pubkeys=@"+pubFile,
 		"bound_issuer=https://kubernetes.default.svc.cluster.local")

@@ -5,6 +5,7 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"math/big"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // TLS end to end: the relay reaches Vault over TLS, trusting only the CA
@@ -58,8 +61,9 @@ func tokenOver(t *testing.T, client *http.Client, url, service string, u user, s
 // log says why), and so does one trusting only the system roots.
 func TestTLS_relayToVaultTrustsOnlyVaultCACert(t *testing.T) {
 	dir := t.TempDir()
-	vaultCA, otherCA := newTestCA(t, "vault test CA"), newTestCA(t, "some other CA")
-	certFile, keyFile, _ := vaultCA.issue(t, dir, "vault")
+	vaultCA := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "vault test CA"}})
+	otherCA := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "some other CA"}})
+	certFile, keyFile, _ := vaultCA.Issue(t, dir, "vault")
 	caFile, otherFile := filepath.Join(dir, "vault-ca.pem"), filepath.Join(dir, "other-ca.pem")
 	mustWrite(t, caFile, vaultCA.PEM)
 	mustWrite(t, otherFile, otherCA.PEM)
@@ -142,8 +146,8 @@ func TestTLS_relayServesTheNewCertificateAfterSIGHUP(t *testing.T) {
 	svc.AddUsers(t, tess)
 
 	dir := t.TempDir()
-	ca := newTestCA(t, "relay test CA")
-	certFile, keyFile, first := ca.issue(t, dir, "relay")
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "relay test CA"}})
+	certFile, keyFile, first := ca.Issue(t, dir, "relay")
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, DisableKeepAlives: true}}
 	r := StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}, Cert: certFile, Key: keyFile, Client: client, Ready: "/server-ping"})
@@ -154,7 +158,7 @@ func TestTLS_relayServesTheNewCertificateAfterSIGHUP(t *testing.T) {
 		t.Fatalf("served certificate serial %v (%v), want %v", serial, err, first)
 	}
 
-	_, _, second := ca.issue(t, dir, "relay") // the same files, a new pair
+	_, _, second := ca.Issue(t, dir, "relay") // the same files, a new pair
 	if err := syscall.Kill(pidOf(r.Proc), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
