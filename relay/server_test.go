@@ -65,7 +65,7 @@ func TestAuth_POSTPasswordGrantAnswersOAuth2(t *testing.T) {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	body := decodeJSON(t, w)
-	if body["scope"] != "repository:a/b:pull,push repository:c:pull" || body["refresh_token"] == "" ||
+	if rt, _ := body["refresh_token"].(string); body["scope"] != "repository:a/b:pull,push repository:c:pull" || rt == "" ||
 		body["token_type"] != "Bearer" || body["access_token"] == "" || body["expires_in"] != float64(300) {
 		t.Errorf("answer = %v", body)
 	}
@@ -93,7 +93,7 @@ func TestAuth_POSTRefreshGrant(t *testing.T) {
 	if path != "PUT registry/token/refresh" || !reflect.DeepEqual(sent, want) {
 		t.Errorf("vault call %s %v", path, sent)
 	}
-	if decodeJSON(t, w)["refresh_token"] == "" {
+	if got, _ := decodeJSON(t, w)["refresh_token"].(string); got == "" {
 		t.Error("refresh token not returned")
 	}
 }
