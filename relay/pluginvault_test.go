@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/vault-registry/vault-plugin-registry/plugin"
 	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
@@ -48,7 +49,8 @@ type pluginVault struct {
 	lastPath string
 	lastBody map[string]any // the last token request (a batch's last one)
 	lastAuth string
-	users    map[string]bool // made in the plugin
+	users    map[string]bool   // made in the plugin
+	hashes   map[string]string // password → its bcrypt hash
 
 	// token answers token, token/refresh and token/batch calls (body: the
 	// call's, with "requests" for a batch) instead of the plugin; nil: the
@@ -62,7 +64,7 @@ type pluginVault struct {
 
 func newPluginVault(t testing.TB, mounts ...string) *pluginVault {
 	t.Helper()
-	fv := &pluginVault{Server: plugintest.NewServer(t, plugin.Factory, relayToken, mounts...), users: map[string]bool{}}
+	fv := &pluginVault{Server: plugintest.NewServer(t, plugin.Factory, relayToken, mounts...), users: map[string]bool{}, hashes: map[string]string{}}
 	for _, m := range mounts {
 		fv.MustCall(m, logical.UpdateOperation, "config", map[string]any{
 			"issuer": "Token", "ttl": 300, "max_ttl": 300, "anonymous_access": "repository:**:pull"})
@@ -150,9 +152,20 @@ func (fv *pluginVault) makeUser(mount string, body map[string]any) {
 	if fv.users[mount+"/"+user] {
 		return
 	}
+	// One hash a password, given as password_hash: a burst of new users
+	// costs storage writes, not a bcrypt hash each.
+	hash, ok := fv.hashes[password]
+	if !ok {
+		b, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			return
+		}
+		hash = string(b)
+		fv.hashes[password] = hash
+	}
 	// Called in the server's goroutine: a failure shows as the token
 	// request's refusal.
-	if code, _, _ := fv.Call(mount, logical.UpdateOperation, "users/"+user, map[string]any{"password": password, "access": testUserAccess}); code < 400 {
+	if code, _, _ := fv.Call(mount, logical.UpdateOperation, "users/"+user, map[string]any{"password_hash": hash, "access": testUserAccess}); code < 400 {
 		fv.users[mount+"/"+user] = true
 	}
 }
