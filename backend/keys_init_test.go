@@ -42,7 +42,7 @@ func TestKeys_readOfAFreshMountWritesNothing(t *testing.T) {
 func godoauthPair(t *testing.T) (certPEM, keyPEM string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	cert := selfSigned(t, key, &key.PublicKey)
+	cert := selfSigned(t, key)
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	return pemBlock("CERTIFICATE", cert.Raw), pemBlock("PRIVATE KEY", der)
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,11 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 func states(r *KeyRing) map[string]int {
@@ -173,27 +175,18 @@ func TestKeys_generateCAKeepsOldCAInBundleUntilItsTokensExpire(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T, key any, pub any) *x509.Certificate {
+// selfSigned is a certificate of key's, valid 2020 to 2036.
+func selfSigned(t *testing.T, key crypto.Signer) *x509.Certificate {
 	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "godoauth"},
-		NotBefore:    time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter:     time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert
+	return testcert.New(t, testcert.Options{Key: key, Subject: pkix.Name{CommonName: "godoauth"},
+		NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC)}).Cert
 }
 
 func TestKeys_importGodoauthKeyPair(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rsaCert := selfSigned(t, rsaKey, &rsaKey.PublicKey)
-	ecCert := selfSigned(t, ecKey, &ecKey.PublicKey)
+	rsaCert := selfSigned(t, rsaKey)
+	ecCert := selfSigned(t, ecKey)
 	pkcs8 := func(k any) string {
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
 		return pemBlock("PRIVATE KEY", der)
@@ -238,9 +231,9 @@ func TestKeys_importGodoauthKeyPair(t *testing.T) {
 func TestKeys_importRefusesBadInput(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	cert := pemBlock("CERTIFICATE", selfSigned(t, rsaKey, &rsaKey.PublicKey).Raw)
+	cert := pemBlock("CERTIFICATE", selfSigned(t, rsaKey).Raw)
 	smallKey, _ := rsa.GenerateKey(rand.Reader, 1024)
-	smallCert := pemBlock("CERTIFICATE", selfSigned(t, smallKey, &smallKey.PublicKey).Raw)
+	smallCert := pemBlock("CERTIFICATE", selfSigned(t, smallKey).Raw)
 	sec1, _ := x509.MarshalECPrivateKey(otherKey)
 	for _, tc := range []struct{ name, cert, key, want string }{
 		{"garbage certificate", "hello", pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey)), "certificate"},
@@ -364,7 +357,7 @@ func TestKeys_stagedCAIsPublishedFirstAndActivatedByRotate(t *testing.T) {
 
 func TestKeys_importedAnchorMovesToStagedCA(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	cert := pemBlock("CERTIFICATE", selfSigned(t, rsaKey, &rsaKey.PublicKey).Raw)
+	cert := pemBlock("CERTIFICATE", selfSigned(t, rsaKey).Raw)
 	f := newFixture(t)
 	if _, err := f.b.ImportCA(f.ctx, f.s, cert, pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey))); err != nil {
 		t.Fatal(err)

@@ -36,9 +36,7 @@ func TestAccess_denyAndNetworks(t *testing.T) {
 
 	// A proxy on 127.0.0.3 in front of a relay that trusts it, and in front
 	// of the stack's relay, which does not.
-	trusting := StartRelayWith(t, st.Vault, func(c string) string {
-		return replaceOnce(t, c, "  timeout: 10s\n", "  timeout: 10s\n  trusted_proxies: [127.0.0.3]\n")
-	}, "registry")
+	trusting := StartRelay(t, RelayOptions{Vault: st.Vault, Services: []string{"registry"}, TrustedProxies: []string{"127.0.0.3"}})
 	viaTrusting := startProxy(t, "127.0.0.3", trusting.URL)
 	viaUntrusted := startProxy(t, "127.0.0.3", st.Relay.URL)
 
@@ -209,7 +207,7 @@ func TestAccess_rollingUpgradeEitherOrder(t *testing.T) {
 			}
 		}
 		v.CLI(t, "write", "old/users/dev", "password=pw", "access=repository:team/**:*")
-		relay := StartRelay(t, v, "old")
+		relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{"old"}})
 		code, _, body := relay.Token(t, "old", "dev", "pw", "repository:team/app:push")
 		if code != http.StatusOK {
 			t.Fatalf("new relay, old plugin: %d %s", code, body)
@@ -222,7 +220,7 @@ func TestAccess_rollingUpgradeEitherOrder(t *testing.T) {
 	t.Run("plugin first: the old relay sends no address", func(t *testing.T) {
 		svc.WriteConfig(t, "anonymous_access=repository:mirror/**:pull@127.0.0.1/32;repository:pub/**:pull")
 		svc.WriteUser(t, "dev", "pw", "repository:team/**:*;!repository:team/secret/**:pull@127.0.0.0/8")
-		relay := startRelayBinary(t, v, oldRelayBin, v.RelayToken(t, "registry"))
+		relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{"registry"}, Binary: oldRelayBin})
 		for _, c := range []struct {
 			user, password, scope, repo string
 			want                        []string

@@ -3,23 +3,18 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // docker_auth (cesanta/docker_auth's auth_server) side by side, when
@@ -64,7 +59,10 @@ func startDockerAuth(t *testing.T, hash string) *dockerAuth {
 	}
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	writeES256Pair(t, certPath, keyPath)
+	// A self-signed P-256 certificate and its key, as docker_auth's
+	// token.certificate and token.key.
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "docker_auth bench"}})
+	ca.WriteFiles(t, certPath, keyPath, true)
 	port := freePort(t)
 	configPath := filepath.Join(dir, "auth_config.yml")
 	mustWrite(t, configPath, fmt.Appendf(nil, dockerAuthConfig, port, tokenIssuer, certPath, keyPath,
@@ -107,31 +105,4 @@ func jwtAlg(token string) string {
 	}
 	_ = json.Unmarshal(raw, &h)
 	return h.Alg
-}
-
-// writeES256Pair writes a self-signed P-256 certificate and its key, as
-// docker_auth's token.certificate and token.key.
-func writeES256Pair(t *testing.T, certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "docker_auth bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustWrite(t, certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	mustWrite(t, keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }

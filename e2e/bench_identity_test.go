@@ -64,7 +64,7 @@ func TestBench_identity(t *testing.T) {
 	vaultToken, entityID := v.login(t, "auth/userpass/login/"+identityUser, map[string]any{"password": identityPassword})
 	v.root(t, http.MethodPut, "identity/group", map[string]any{"name": "bench", "member_entity_ids": []string{entityID}})
 	v.CLI(t, "write", benchService+"/groups/bench", "access="+benchScope)
-	b.relay = StartRelayWith(t, v, func(c string) string { return c + "identity:\n  password_mounts: [userpass]\n" }, benchService)
+	b.relay = StartRelay(t, RelayOptions{Vault: v, Services: []string{benchService}, Extra: "identity:\n  password_mounts: [userpass]\n"})
 
 	basic := func(user, password string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
@@ -96,9 +96,8 @@ func TestBench_identity(t *testing.T) {
 	roundLogins := identityLogins(t, b.relay)["login"] - loginsBefore
 
 	// The expiry run: its own relay, token_reuse short.
-	expiryRelay := StartRelayWith(t, v, func(c string) string {
-		return c + fmt.Sprintf("identity:\n  password_mounts: [userpass]\n  token_reuse: %s\n", expiryReuse)
-	}, benchService)
+	expiryRelay := StartRelay(t, RelayOptions{Vault: v, Services: []string{benchService},
+		Extra: fmt.Sprintf("identity:\n  password_mounts: [userpass]\n  token_reuse: %s\n", expiryReuse)})
 	expiryTarget := target{url: expiryRelay.URL + tokenQuery, auth: basic(identityUser, identityPassword)}
 	b.warm(expiryTarget)
 	expiryBefore := identityLogins(t, expiryRelay)["login"]

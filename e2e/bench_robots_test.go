@@ -42,7 +42,7 @@ func TestBench_robots(t *testing.T) {
 	mustWrite(t, b.script, []byte(wrkReport))
 	b.vault = StartVault(t)
 	b.svc = b.vault.EnableService(t, benchService)
-	b.relay = StartRelayWithToken(t, b.vault, b.vault.RelayToken(t, benchService))
+	b.relay = StartRelay(t, RelayOptions{Vault: b.vault, Services: []string{benchService}})
 	b.vaultPID = b.vault.Proc.cmd.Process.Pid
 	b.pluginPID = pluginPID(t, b.vaultPID)
 	// A user at the default bcrypt cost, as TestBench_load has it.

@@ -177,9 +177,9 @@ func newLoadBench(t *testing.T) *loadBench {
 	b.svc = b.vault.EnableService(t, benchService)
 	pprofAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	b.relayPprof = "http://" + pprofAddr + "/debug/pprof/"
-	b.relay = StartRelayWithToken(t, b.vault, b.vault.RelayToken(t, benchService), "-pprof", pprofAddr)
-	b.batchRelay = StartRelayWithToken(t, b.vault, b.batchToken())
-	b.aloneRelay = startRelayWith(t, b.vault, "info", "    auth_token: "+b.vault.RelayToken(t, benchService)+"\n    batch: false")
+	b.relay = StartRelay(t, RelayOptions{Vault: b.vault, Services: []string{benchService}, Args: []string{"-pprof", pprofAddr}})
+	b.batchRelay = StartRelay(t, RelayOptions{Vault: b.vault, Token: b.batchToken()})
+	b.aloneRelay = StartRelay(t, RelayOptions{Vault: b.vault, Services: []string{benchService}, NoBatch: true})
 	b.floorURL = b.vault.Addr + "/v1/" + benchService + "/ca/pem"
 	b.writeUsers([]string{benchUser}, accessOf(1))
 	b.useUser(benchUser)

@@ -4,20 +4,14 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
@@ -103,7 +97,7 @@ func TestContract_throughRealVault(t *testing.T) {
 	}
 
 	// Through the relay: the code decides, the words are the plugin's.
-	relay := StartRelay(t, v, "registry")
+	relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{"registry"}})
 	code, _, body := relay.Token(t, "registry", "carol", "nope") // alice has one failure already
 	if code != 401 || !strings.Contains(string(body), `"message":"invalid username or password"`) ||
 		strings.Contains(string(body), "error occurred") {
@@ -132,16 +126,8 @@ func TestContract_importIntoAFreshMountLeavesOnlyTheImportedCA(t *testing.T) {
 	if !bytes.Equal(generated, svc.CAPEM(t)) {
 		t.Fatal("a second read of ca/pem answered another CA")
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Token"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "Token"}})
+	certPEM, keyPEM := ca.PEM, ca.KeyPEM(t, false)
 	v.CLI(t, "write", "registry/ca/import", "certificate="+string(certPEM), "private_key="+string(keyPEM))
 	if got := svc.CAPEM(t); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(certPEM)) {
 		t.Fatalf("ca/pem after importing into a fresh mount:\n%s\nwant the imported certificate alone", got)

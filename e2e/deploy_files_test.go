@@ -259,7 +259,7 @@ func TestDeploy_containerImage(t *testing.T) {
 	st.Services["registry"].WriteUser(t, "alice", "alice-pw-c0de", "repository:linux/app:pull")
 	port := freePort(t)
 	confDir := t.TempDir()
-	conf := fmt.Sprintf(relayConfig, portOf(t, st.Vault.Addr), st.Vault.RelayToken(t, "registry"), port, tokenIssuer)
+	conf := RelayYAML(t, RelayOptions{Vault: st.Vault, Services: []string{"registry"}}, port)
 	if err := os.WriteFile(filepath.Join(confDir, "config.yml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func newFaultStack(t *testing.T, c *Cluster) *faultStack {
 	st.svc = st.v.EnableService(t, "registry")
 	st.svc.WriteConfig(t, "lockout_threshold=3")
 	st.svc.AddUsers(t, append(haUsers, lockedUser)...)
-	st.relay = StartRelay(t, st.v, st.svc.Name)
+	st.relay = StartRelay(t, RelayOptions{Vault: st.v, Services: []string{st.svc.Name}})
 	for _, kind := range registryKinds {
 		st.regs = append(st.regs, StartRegistry(t, kind, st.relay, st.svc))
 	}
@@ -307,7 +307,7 @@ func TestFaults_snapshotRestored(t *testing.T) {
 		if ca := st2.svc.CAPEM(t); !bytes.Equal(ca, before.ca) {
 			t.Error("the new node's CA differs from the snapshot's: registries would need a new bundle")
 		}
-		st2.relay = StartRelay(t, v2, st.svc.Name)
+		st2.relay = StartRelay(t, RelayOptions{Vault: v2, Services: []string{st.svc.Name}})
 		checkIntact(t, c2, st2.relay, st2.svc, before, st.regs)
 		checkGone(t, st2.relay)
 	})

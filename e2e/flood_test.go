@@ -39,15 +39,8 @@ const (
 
 // relayDefaults is the harness relay with the relay's default timeouts
 // (storage.vault.timeout 3s, http.timeout 5s), batching on or off.
-func relayDefaults(t testing.TB, batch bool) func(string) string {
-	return func(c string) string {
-		vault := "    timeout: 3s\n"
-		if !batch {
-			vault += "    batch: false\n"
-		}
-		c = replaceOnce(t, c, "    timeout: 5s\n", vault)
-		return replaceOnce(t, c, "  timeout: 10s\n", "  timeout: 5s\n")
-	}
+func relayDefaults(v *Vault, service string, batch bool) RelayOptions {
+	return RelayOptions{Vault: v, Services: []string{service}, VaultTimeout: 3 * time.Second, HTTPTimeout: 5 * time.Second, NoBatch: !batch}
 }
 
 // flood runs attackers connections, each sending the request ask builds
@@ -142,7 +135,7 @@ func TestSecurity_lockedOutUserFloodStallsNoBatch(t *testing.T) {
 			mallory := user{"mallory", "mallory-pw-4e1a77", "repository:mallory/*:*"}
 			gina := user{"gina", "gina-pw-90b3c2", "repository:gina/*:*"}
 			svc.AddUsers(t, mallory, gina)
-			relay := StartRelayWith(t, v, relayDefaults(t, c.batch), svc.Name)
+			relay := StartRelay(t, relayDefaults(v, svc.Name, c.batch))
 			for _, u := range []user{mallory, gina} { // both proven now
 				if code, _, body := relay.Token(t, svc.Name, u.name, u.password, "repository:"+u.name+"/app:pull"); code != http.StatusOK {
 					t.Fatalf("first token of %s: %d %s", u.name, code, truncate(body, 200))
@@ -204,7 +197,7 @@ func TestSecurity_madeUpVaultTokensStayUnproven(t *testing.T) {
 	svc := v.EnableService(t, "registry")
 	gina := user{"gina", "gina-pw-90b3c2", "repository:gina/*:*"}
 	svc.AddUsers(t, gina)
-	relay := StartRelayWith(t, v, relayDefaults(t, true), svc.Name)
+	relay := StartRelay(t, relayDefaults(v, svc.Name, true))
 	if code, _, body := relay.Token(t, svc.Name, gina.name, gina.password, "repository:gina/app:pull"); code != http.StatusOK {
 		t.Fatalf("first token of %s: %d %s", gina.name, code, truncate(body, 200))
 	}

@@ -38,47 +38,11 @@ var haUsers = []user{
 // lockedUser is locked out before each event and must stay locked after it.
 var lockedUser = user{"lars", "lars-pw-e5a6b0", "repository:lars/**:pull"}
 
-// haRelayConfig: storage.vault.addresses lists every node; each attempt
-// may take storage.vault.timeout, and http.timeout bounds the retries.
-const haRelayConfig = `---
-version: 0.1
-log:
-  level: info
-storage:
-  vault:
-    addresses: [%s]
-    auth_token: %s
-    timeout: 3s
-http:
-  addr: 127.0.0.1:%d
-  timeout: 15s
-token:
-  issuer: %s
-  expiration: 300
-`
-
-// StartClusterRelay starts the relay with every node of c in its
-// configuration.
-func StartClusterRelay(t testing.TB, c *Cluster, services ...string) *Relay {
-	t.Helper()
-	port := freePort(t)
-	r := &Relay{
-		URL:        fmt.Sprintf("http://127.0.0.1:%d", port),
-		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
-		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
-	}
-	var quoted []string
-	for _, a := range c.Addrs() {
-		quoted = append(quoted, fmt.Sprintf("%q", a))
-	}
-	token := c.Leader(t).RelayToken(t, services...)
-	config := fmt.Sprintf(haRelayConfig, strings.Join(quoted, ", "), token, port, tokenIssuer)
-	mustWrite(t, r.ConfigPath, []byte(config))
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
-	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/healthz", http.StatusOK)
-	})
-	return r
+// haRelayOptions: storage.vault.addresses lists every node of c; each
+// attempt may take storage.vault.timeout, and http.timeout bounds the
+// retries.
+func haRelayOptions(t testing.TB, c *Cluster, services ...string) RelayOptions {
+	return RelayOptions{Vault: c.Leader(t), Services: services, Nodes: c.Addrs(), VaultTimeout: 3 * time.Second, HTTPTimeout: 15 * time.Second}
 }
 
 // load is constant token traffic through the relay: rate requests a
@@ -335,20 +299,6 @@ func (c *Cluster) waitVoters(t testing.TB, n int) {
 	})
 }
 
-// relayFailovers reads godoauth_relay_vault_failovers_total.
-func relayFailovers(t testing.TB, r *Relay) float64 {
-	t.Helper()
-	for _, line := range strings.Split(r.Metrics(t), "\n") {
-		if m := metricLine.FindStringSubmatch(line); m != nil && m[1] == "godoauth_relay_vault_failovers_total" {
-			var f float64
-			fmt.Sscan(m[3], &f)
-			return f
-		}
-	}
-	t.Fatal("no godoauth_relay_vault_failovers_total in /metrics")
-	return 0
-}
-
 func TestHA_threeNodeCluster(t *testing.T) {
 	c := StartCluster(t, 3)
 	leader := c.Leader(t)
@@ -357,7 +307,7 @@ func TestHA_threeNodeCluster(t *testing.T) {
 	// Users written through a standby: it forwards writes to the active node.
 	standby := &Service{Name: svc.Name, Vault: c.Standby(t), BundlePath: svc.BundlePath}
 	standby.AddUsers(t, append(haUsers, lockedUser)...)
-	relay := StartClusterRelay(t, c, svc.Name)
+	relay := StartRelay(t, haRelayOptions(t, c, svc.Name))
 	var regs []*Registry
 	for _, rk := range registryKinds {
 		regs = append(regs, StartRegistry(t, rk, relay, svc))
@@ -425,7 +375,7 @@ func TestHA_threeNodeCluster(t *testing.T) {
 
 	t.Run("leader_killed_under_load", func(t *testing.T) {
 		before := snapshot(t, c, relay, svc)
-		failoversBefore := relayFailovers(t, relay)
+		failoversBefore := relay.Metric(t, "godoauth_relay_vault_failovers_total")
 		var killed int
 		var election time.Duration
 		underLoad(t, relay, svc.Name, "leader_sigkill", func() {
@@ -439,7 +389,7 @@ func TestHA_threeNodeCluster(t *testing.T) {
 			c.Start(t, killed)
 			c.waitVoters(t, 3)
 		}()
-		t.Logf("MEASURE ha leader_sigkill new_leader_after=%s relay_failovers=%.0f", ms(election), relayFailovers(t, relay)-failoversBefore)
+		t.Logf("MEASURE ha leader_sigkill new_leader_after=%s relay_failovers=%.0f", ms(election), relay.Metric(t, "godoauth_relay_vault_failovers_total")-failoversBefore)
 		checkIntact(t, c, relay, svc, before, regs)
 	})
 

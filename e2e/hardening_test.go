@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -136,9 +135,7 @@ func TestHardening_secretsNeverLogged(t *testing.T) {
 	sam := user{"sam", "sam-pw-Zq81-secret", "repository:sam/**:*"}
 	svc.AddUsers(t, sam)
 	relayLog := filepath.Join(t.TempDir(), "relay.log")
-	relay := StartRelayWith(t, v, func(config string) string {
-		return replaceOnce(t, config, "log:\n  level: info\n", "log:\n  level: debug\n  file: "+relayLog+"\n")
-	}, svc.Name)
+	relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}, LogLevel: "debug", LogFile: relayLog})
 
 	var secrets []string
 	secret := func(kind, s string) {
@@ -299,23 +296,6 @@ func readFileString(t testing.TB, path string) string {
 	return string(b)
 }
 
-// relayGauge reads one sample without labels from the relay's /metrics.
-func relayGauge(t testing.TB, r *Relay, name string) float64 {
-	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(r.Metrics(t)))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("the relay's /metrics has no %s", name)
-	return 0
-}
-
 // goroutinePeak samples the relay's go_goroutines every 20ms until the
 // returned function is called, which returns the highest value seen.
 func goroutinePeak(r *Relay) func() float64 {
@@ -434,7 +414,7 @@ func TestHardening_vaultFaults(t *testing.T) {
 	other.AddUsers(t, pat)
 
 	t.Run("relay token without the service", func(t *testing.T) {
-		relay := StartRelay(t, v, other.Name) // its policy names only "other"
+		relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{other.Name}}) // its policy names only "other"
 		code, hdr, body := relay.Token(t, svc.Name, pat.name, pat.password, "repository:pat/app:pull")
 		if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
 			t.Errorf("GET /auth for a service the relay's policy lacks: %d (Retry-After %q) %s, want 503 with Retry-After",
@@ -456,9 +436,7 @@ func TestHardening_vaultFaults(t *testing.T) {
 
 	// One relay for the outages, with a short storage.vault.timeout.
 	const vaultTimeout = time.Second
-	relay := StartRelayWith(t, v, func(config string) string {
-		return replaceOnce(t, config, "    timeout: 5s\n", "    timeout: "+vaultTimeout.String()+"\n")
-	}, svc.Name)
+	relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}, VaultTimeout: vaultTimeout})
 	if code, _, body := relay.Token(t, svc.Name, pat.name, pat.password, "repository:pat/app:pull"); code != http.StatusOK {
 		t.Fatalf("GET /auth with Vault up: %d %s", code, truncate(body, 200))
 	}
@@ -476,7 +454,7 @@ func TestHardening_vaultFaults(t *testing.T) {
 		ms(quantile(healthy, 0.5)), ms(quantile(healthy, 0.99)), ms(quantile(healthy, 1)))
 	settle := func() float64 {
 		time.Sleep(2 * time.Second) // idle connections and finished handlers go
-		return relayGauge(t, relay, "go_goroutines")
+		return relay.Metric(t, "go_goroutines")
 	}
 
 	t.Run("paused Vault (slower than storage.vault.timeout)", func(t *testing.T) {

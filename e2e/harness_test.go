@@ -13,6 +13,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"text/template"
 	"time"
 )
 
@@ -608,59 +610,171 @@ type Relay struct {
 	Proc       *Process
 }
 
-// relayConfig is godoauth's configuration format, which the relay reads
-// unchanged.
-const relayConfig = `---
+// RelayOptions says how StartRelay starts a relay. With only Vault and
+// Services set it is the usual one: godoauth's YAML (relayYAML) at log
+// level info, with a token whose policy lets it mint tokens for Services
+// only.
+type RelayOptions struct {
+	Vault    *Vault
+	Services []string // the mounts the relay's token may mint for (Vault.RelayToken)
+	// Token is the relay's Vault token instead of a new one for Services;
+	// TokenFile is storage.vault.auth_token_file instead; Auth replaces
+	// the auth_token line whole (approle, kubernetes; indented as
+	// storage.vault's keys).
+	Token, TokenFile, Auth string
+	// VaultAddr is the address the relay calls instead of Vault's (its TLS
+	// listener); Nodes lists every node of a cluster instead
+	// (storage.vault.addresses).
+	VaultAddr string
+	Nodes     []string
+	// VaultTimeout and HTTPTimeout are storage.vault.timeout (default 5s)
+	// and http.timeout (default 10s); NoBatch sets storage.vault.batch false.
+	VaultTimeout, HTTPTimeout time.Duration
+	NoBatch                   bool
+	LogLevel, LogFile         string // default info, the process's stderr
+	// TrustedProxies is http.trusted_proxies; Cert and Key are http.tls
+	// (the relay then serves https, and Client, trusting its CA, checks
+	// it is up).
+	TrustedProxies []string
+	Cert, Key      string
+	Client         *http.Client
+	Extra          string // YAML sections appended (identity:, godoauth's token keys)
+
+	// ConfigFile is a configuration to run as it is (godoauth's own file)
+	// instead of relayYAML's; Port is then the port of its http.addr.
+	ConfigFile string
+	Port       int
+
+	Binary string   // another build of the relay (the last release's); default bins.relay
+	Args   []string // extra command-line arguments (-pprof)
+	Env    []string // extra environment (VAULT_CACERT)
+	// Ready is the path that must answer 200 before StartRelay returns:
+	// default /healthz; /livez for a relay whose token Vault refuses,
+	// /server-ping for one that cannot reach Vault.
+	Ready string
+}
+
+// relayYAML is godoauth's configuration format, which the relay reads
+// unchanged: the one template of every relay the tests start.
+var relayYAML = template.Must(template.New("relay").Parse(`---
 version: 0.1
 log:
-  level: info
+  level: {{.LogLevel}}
+{{- with .LogFile}}
+  file: {{.}}
+{{- end}}
 storage:
   vault:
-    proto: http
-    host: 127.0.0.1
-    port: %d
-    auth_token: %s
-    timeout: 5s
+{{- if .Nodes}}
+    addresses: [{{.Nodes}}]
+{{- else}}
+    proto: {{.Proto}}
+    host: {{.Host}}
+    port: {{.VaultPort}}
+{{- end}}
+{{.Auth}}
+    timeout: {{.VaultTimeout}}
+{{- if .NoBatch}}
+    batch: false
+{{- end}}
 http:
-  addr: 127.0.0.1:%d
-  timeout: 10s
+  addr: 127.0.0.1:{{.Port}}
+  timeout: {{.HTTPTimeout}}
+{{- with .TrustedProxies}}
+  trusted_proxies: [{{.}}]
+{{- end}}
+{{- if .Cert}}
+  tls:
+    certificate: {{.Cert}}
+    key: {{.Key}}
+{{- end}}
 token:
-  issuer: %s
+  issuer: {{.Issuer}}
   expiration: 300
-`
+{{.Extra}}`))
 
-// StartRelay starts the relay with a token that may mint tokens for the
-// given services only.
-func StartRelay(t testing.TB, v *Vault, services ...string) *Relay {
+// RelayYAML is the relay's configuration for o, listening on port; a
+// token for o.Services is made unless o names one.
+func RelayYAML(t testing.TB, o RelayOptions, port int) string {
 	t.Helper()
-	return StartRelayWithToken(t, v, v.RelayToken(t, services...))
-}
-
-// StartRelayWithToken starts the relay with the Vault token given and
-// extra command-line arguments (e.g. -pprof).
-func StartRelayWithToken(t testing.TB, v *Vault, token string, args ...string) *Relay {
-	t.Helper()
-	return startRelayBinary(t, v, bins.relay, token, args...)
-}
-
-// startRelayBinary is StartRelayWithToken with a relay binary of another
-// build (the last release's, in the rolling-upgrade tests).
-func startRelayBinary(t testing.TB, v *Vault, bin, token string, args ...string) *Relay {
-	t.Helper()
-	vaultPort := portOf(t, v.Addr)
-	port := freePort(t)
-	r := &Relay{
-		URL:        fmt.Sprintf("http://127.0.0.1:%d", port),
-		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
-		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
+	d := struct {
+		RelayOptions
+		Proto, Host, VaultPort, Port, Issuer string
+		Nodes, TrustedProxies                string
+		VaultTimeout, HTTPTimeout            time.Duration
+	}{RelayOptions: o, Port: strconv.Itoa(port), Issuer: tokenIssuer,
+		VaultTimeout: cmp.Or(o.VaultTimeout, 5*time.Second), HTTPTimeout: cmp.Or(o.HTTPTimeout, 10*time.Second)}
+	d.LogLevel = cmp.Or(o.LogLevel, "info")
+	if len(o.Nodes) > 0 {
+		var quoted []string
+		for _, a := range o.Nodes {
+			quoted = append(quoted, strconv.Quote(a))
+		}
+		d.Nodes = strings.Join(quoted, ", ")
+	} else {
+		u, err := url.Parse(cmp.Or(o.VaultAddr, o.Vault.Addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Proto, d.Host, d.VaultPort = u.Scheme, u.Hostname(), u.Port()
 	}
-	config := fmt.Sprintf(relayConfig, vaultPort, token, port, tokenIssuer)
-	if err := os.WriteFile(r.ConfigPath, []byte(config), 0o600); err != nil {
+	d.TrustedProxies = strings.Join(o.TrustedProxies, ", ")
+	switch {
+	case o.Auth != "":
+	case o.TokenFile != "":
+		d.Auth = "    auth_token_file: " + o.TokenFile
+	default:
+		token := o.Token
+		if token == "" {
+			token = o.Vault.RelayToken(t, o.Services...)
+		}
+		d.Auth = "    auth_token: " + token
+	}
+	var b strings.Builder
+	if err := relayYAML.Execute(&b, d); err != nil {
 		t.Fatal(err)
 	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bin, append([]string{"-config", r.ConfigPath}, args...)...)
+	return b.String()
+}
+
+// StartRelay starts a relay as o says and waits until it is up.
+func StartRelay(t testing.TB, o RelayOptions) *Relay {
+	t.Helper()
+	port := o.Port
+	if port == 0 {
+		port = freePort(t)
+	}
+	scheme := "http"
+	if o.Cert != "" {
+		scheme = "https"
+	}
+	r := &Relay{
+		URL:        fmt.Sprintf("%s://127.0.0.1:%d", scheme, port),
+		Realm:      fmt.Sprintf("%s://localhost:%d/auth", scheme, port),
+		ConfigPath: o.ConfigFile,
+	}
+	if r.ConfigPath == "" {
+		r.ConfigPath = filepath.Join(t.TempDir(), "godoauth.yaml")
+		if err := os.WriteFile(r.ConfigPath, []byte(RelayYAML(t, o, port)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Proc = StartProcess(t, "relay", append(baseEnv(t.TempDir()), o.Env...), cmp.Or(o.Binary, bins.relay),
+		append([]string{"-config", r.ConfigPath}, o.Args...)...)
+	ready := r.URL + cmp.Or(o.Ready, "/healthz")
 	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/healthz", http.StatusOK)
+		if o.Client == nil {
+			return wantStatus(ready, http.StatusOK)
+		}
+		resp, err := o.Client.Get(ready)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %d", ready, resp.StatusCode)
+		}
+		return nil
 	})
 	return r
 }
@@ -695,6 +809,23 @@ func (r *Relay) Metrics(t testing.TB) string {
 		t.Fatalf("GET /metrics: %d", code)
 	}
 	return string(body)
+}
+
+// Metric reads one sample of the relay's /metrics: a name without labels,
+// or with all of them as the relay writes them (name{kind="renew"}).
+func (r *Relay) Metric(t testing.TB, name string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(r.Metrics(t), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", name, line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("metric %s not in the relay's /metrics", name)
+	return 0
 }
 
 // metricLine is one sample of the Prometheus text format.
@@ -840,7 +971,7 @@ func NewStack(t testing.TB, services ...string) *Stack {
 	for _, name := range services {
 		s.Services[name] = s.Vault.EnableService(t, name)
 	}
-	s.Relay = StartRelay(t, s.Vault, services...)
+	s.Relay = StartRelay(t, RelayOptions{Vault: s.Vault, Services: services})
 	return s
 }
 

@@ -101,31 +101,19 @@ func decodeManifests(t *testing.T, out string) *rendered {
 			t.Fatalf("a rendered document without apiVersion and kind (%v):\n%s", err, doc)
 		}
 		m.kinds = append(m.kinds, head.Kind)
-		var target any
-		switch head.APIVersion + " " + head.Kind {
-		case "apps/v1 Deployment":
-			m.Deployment = &appsv1.Deployment{}
-			target = m.Deployment
-		case "v1 Service":
-			m.Service = &corev1.Service{}
-			target = m.Service
-		case "v1 ConfigMap":
-			m.ConfigMap = &corev1.ConfigMap{}
-			target = m.ConfigMap
-		case "v1 ServiceAccount":
-			m.ServiceAccount = &corev1.ServiceAccount{}
-			target = m.ServiceAccount
-		case "policy/v1 PodDisruptionBudget":
-			m.PDB = &policyv1.PodDisruptionBudget{}
-			target = m.PDB
-		case "networking.k8s.io/v1 Ingress":
-			m.Ingress = &networkingv1.Ingress{}
-			target = m.Ingress
-		case "monitoring.coreos.com/v1 ServiceMonitor":
-			target = &m.ServiceMonitor
-		case "monitoring.coreos.com/v1 PrometheusRule":
-			target = &m.PrometheusRule
-		default:
+		// Each kind's place in m: a pointer the decoder fills (a nil
+		// *T field gets a new T).
+		target, ok := map[string]any{
+			"apps/v1 Deployment":                      &m.Deployment,
+			"v1 Service":                              &m.Service,
+			"v1 ConfigMap":                            &m.ConfigMap,
+			"v1 ServiceAccount":                       &m.ServiceAccount,
+			"policy/v1 PodDisruptionBudget":           &m.PDB,
+			"networking.k8s.io/v1 Ingress":            &m.Ingress,
+			"monitoring.coreos.com/v1 ServiceMonitor": &m.ServiceMonitor,
+			"monitoring.coreos.com/v1 PrometheusRule": &m.PrometheusRule,
+		}[head.APIVersion+" "+head.Kind]
+		if !ok {
 			t.Fatalf("unexpected %s %s", head.APIVersion, head.Kind)
 		}
 		if err := yaml.UnmarshalStrict([]byte(doc), target); err != nil {

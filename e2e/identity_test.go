@@ -42,7 +42,7 @@ func newIdentityStack(t *testing.T, identityYAML string) *identityStack {
 	st := &identityStack{Stack: NewStack(t, "registry")}
 	st.svc = st.Services["registry"]
 	st.Vault.CLIInput(t, readFileString(t, filepath.Join("..", "deploy", "policies", "identity.hcl")), "policy", "write", identityPolicy, "-")
-	st.relay = StartRelayWith(t, st.Vault, func(c string) string { return c + identityYAML }, "registry")
+	st.relay = StartRelay(t, RelayOptions{Vault: st.Vault, Services: []string{"registry"}, Extra: identityYAML})
 	for _, kind := range registryKinds {
 		st.regs = append(st.regs, StartRegistry(t, kind, st.relay, st.svc))
 	}
@@ -334,9 +334,8 @@ func TestIdentity_userpassBehindTheRelay(t *testing.T) {
 
 	// Why batch tokens: a relay that logs in for every request (no reuse)
 	// leaves a lease per login with service tokens, none with batch ones.
-	plain := StartRelayWith(t, v, func(c string) string {
-		return c + "identity:\n  password_mounts: [userpass]\n  token_reuse: 0s\n"
-	}, "registry")
+	plain := StartRelay(t, RelayOptions{Vault: v, Services: []string{"registry"},
+		Extra: "identity:\n  password_mounts: [userpass]\n  token_reuse: 0s\n"})
 	for range 3 {
 		scopedToken(t, plain, "carol", "carol-pw", "repository:team/app:pull")
 	}
@@ -560,7 +559,7 @@ func TestIdentity_sessionsShareBatches(t *testing.T) {
 	st := NewStack(t, "registry")
 	v := st.Vault
 	v.CLIInput(t, readFileString(t, filepath.Join("..", "deploy", "policies", "identity.hcl")), "policy", "write", identityPolicy, "-")
-	relay := StartRelayWith(t, v, func(c string) string { return c }, "registry")
+	relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{"registry"}})
 	v.CLI(t, "auth", "enable", "userpass")
 	tokens, subs := map[string]string{}, map[string]string{}
 	for _, u := range []struct{ name, group, access string }{
@@ -587,7 +586,7 @@ func TestIdentity_sessionsShareBatches(t *testing.T) {
 	if sessions != 2 {
 		t.Errorf("%d session leases under registry/token/identity, want 2 (one per Vault token)", sessions)
 	}
-	batchedBefore := metricValue(t, relay, "godoauth_relay_vault_batched_token_requests_total")
+	batchedBefore := relay.Metric(t, "godoauth_relay_vault_batched_token_requests_total")
 	for round := range 3 {
 		for _, r := range identityBurst(relay, tokens, 32, scopes) {
 			switch {
@@ -599,7 +598,7 @@ func TestIdentity_sessionsShareBatches(t *testing.T) {
 			}
 		}
 	}
-	batched := metricValue(t, relay, "godoauth_relay_vault_batched_token_requests_total") - batchedBefore
+	batched := relay.Metric(t, "godoauth_relay_vault_batched_token_requests_total") - batchedBefore
 	t.Logf("of 192 identity requests sent 64 at a time, %.0f went in batches", batched)
 	if batched < 64 {
 		t.Errorf("%.0f of 192 identity requests went in batches; want most", batched)

@@ -4,16 +4,14 @@ package e2e
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // ciIssuer signs CI-shaped JWTs (GitLab's id_tokens) with an ES256 key.
@@ -24,20 +22,12 @@ type ciIssuer struct {
 
 func newCIIssuer(t testing.TB) *ciIssuer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ciIssuer{t: t, key: key}
+	return &ciIssuer{t: t, key: testcert.NewKey(t)}
 }
 
 // publicPEM is the key Vault's jwt_validation_pubkeys takes.
 func (c *ciIssuer) publicPEM() string {
-	der, err := x509.MarshalPKIXPublicKey(&c.key.PublicKey)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return testcert.PublicKeyPEM(c.t, c.key)
 }
 
 const ciJWTIssuer = "https://gitlab.example.test"

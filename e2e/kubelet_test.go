@@ -5,10 +5,7 @@ package e2e
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,6 +19,7 @@ import (
 	configv1 "k8s.io/kubelet/config/v1"
 
 	"github.com/vault-registry/vault-plugin-registry/credprovider/kubeletexec"
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // The kubelet credential provider without a cluster, with real parts: a
@@ -58,20 +56,12 @@ type saIssuerKey struct {
 
 func newSAIssuer(t testing.TB) *saIssuerKey {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &saIssuerKey{key: key}
+	return &saIssuerKey{key: testcert.NewKey(t)}
 }
 
 func (k *saIssuerKey) publicPEM(t testing.TB) string {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(&k.key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return testcert.PublicKeyPEM(t, k.key)
 }
 
 // token is a projected service-account token for a pod of sa, with the

@@ -19,7 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// godoauthKeyPair completes the harness's relayConfig (godoauth's YAML)
+// godoauthKeyPair completes the harness's relayYAML (godoauth's YAML)
 // with godoauth's key pair, relative to its working directory.
 const godoauthKeyPair = `  certificate: certs/server.pem
   key: certs/server.key
@@ -84,7 +84,7 @@ func TestMigrate_fromGodoauth(t *testing.T) {
 	godoauthToken := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth", "-field=token"))
 	relayPort := freePort(t)
 	configPath := filepath.Join(dir, "config.yml")
-	config := []byte(fmt.Sprintf(relayConfig, portOf(t, v.Addr), godoauthToken, relayPort, tokenIssuer) + godoauthKeyPair)
+	config := []byte(RelayYAML(t, RelayOptions{Vault: v, Token: godoauthToken, Extra: godoauthKeyPair}, relayPort))
 	if err := os.WriteFile(configPath, config, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +124,7 @@ func TestMigrate_fromGodoauth(t *testing.T) {
 
 	// godoauth's binary swapped for the relay: the same YAML file, and a
 	// token that may only mint registry tokens.
-	relayURL := fmt.Sprintf("http://127.0.0.1:%d", relayPort)
-	relay := StartProcess(t, "relay", append(baseEnv(dir), "VAULT_TOKEN="+v.RelayToken(t, "registry")),
-		bins.relay, "-config", configPath)
-	waitFor(t, "relay", relay, startTimeout, func() error { return wantStatus(relayURL+"/healthz", http.StatusOK) })
+	relay := StartRelay(t, RelayOptions{ConfigFile: configPath, Port: relayPort, Env: []string{"VAULT_TOKEN=" + v.RelayToken(t, "registry")}})
 
 	// godoauth's users push and pull with their old passwords, and get no more than before.
 	img := NewTestImage(t)
@@ -153,7 +150,7 @@ func TestMigrate_fromGodoauth(t *testing.T) {
 	if !bytes.Equal(readBytes(t, regConfigPath), regConfigBefore) || !bytes.Equal(readBytes(t, serverPEM), pemBefore) {
 		t.Fatal("the registry's configuration or server.pem changed")
 	}
-	code, _, body := httpGet(t, relayURL+"/auth?service=registry&scope=repository:linux/app:pull", "foo", "bar")
+	code, _, body := httpGet(t, relay.URL+"/auth?service=registry&scope=repository:linux/app:pull", "foo", "bar")
 	if code != http.StatusOK {
 		t.Fatalf("token: %d %s", code, truncate(body, 300))
 	}
@@ -163,7 +160,7 @@ func TestMigrate_fromGodoauth(t *testing.T) {
 	if pw := strings.TrimSpace(v.CLI(t, "read", "-field=password", "registry-godoauth/foo")); pw != "bar" {
 		t.Errorf("registry-godoauth/foo has password %q after the migration", pw)
 	}
-	relay.Stop()
+	relay.Proc.Stop()
 	v.CLI(t, "secrets", "move", "registry", "registry-new")
 	v.CLI(t, "secrets", "move", "registry-godoauth", "registry")
 	if access := strings.TrimSpace(v.CLI(t, "read", "-field=access", "registry/foo")); access != users[0].access {

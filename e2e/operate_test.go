@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,30 +15,8 @@ import (
 )
 
 // Helpers for the operator scenarios (refresh tokens, key rotation,
-// hardening): what StartRelay and StartRegistry do, with the configuration
-// an operator would change, and a few ways to look at what happened.
-
-// StartRelayWith starts a relay like StartRelay, with its godoauth YAML
-// passed through edit first (log level, log file, timeouts).
-func StartRelayWith(t testing.TB, v *Vault, edit func(config string) string, services ...string) *Relay {
-	t.Helper()
-	port := freePort(t)
-	r := &Relay{
-		URL:        fmt.Sprintf("http://127.0.0.1:%d", port),
-		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
-		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
-	}
-	config := edit(fmt.Sprintf(relayConfig, portOf(t, v.Addr), v.RelayToken(t, services...), port, tokenIssuer))
-	mustWrite(t, r.ConfigPath, []byte(config))
-	if err := os.Chmod(r.ConfigPath, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
-	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/healthz", http.StatusOK)
-	})
-	return r
-}
+// hardening): what StartRegistry does, with the configuration an operator
+// would change, and a few ways to look at what happened.
 
 // replaceOnce replaces old by new in s and fails the test when old is not
 // there exactly once, so a change of the harness's configuration cannot

@@ -92,7 +92,7 @@ func TestRecipe_comingFromGodoauth(t *testing.T) {
 	godoauthToken := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth", "-field=token"))
 	relayPort := freePort(t)
 	relayURL := fmt.Sprintf("http://127.0.0.1:%d", relayPort)
-	config := fmt.Sprintf(relayConfig, portOf(t, v.Addr), godoauthToken, relayPort, tokenIssuer) + godoauthKeyPair
+	config := RelayYAML(t, RelayOptions{Vault: v, Token: godoauthToken, Extra: godoauthKeyPair}, relayPort)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -6,73 +6,40 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // relayPolicyFile is the relay's least-privilege policy as deploy/ ships it.
 const relayPolicyFile = "../deploy/policies/relay.hcl"
 
-// relayTokenConfig is godoauth's YAML with the relay's Vault settings
-// given whole (%s: auth_token, auth_token_file or approle, indented).
-const relayTokenConfig = `version: 0.1
-log:
-  level: %s
-storage:
-  vault:
-    proto: http
-    host: 127.0.0.1
-    port: %d
-    timeout: 5s
-%s
-http:
-  addr: 127.0.0.1:%d
-  timeout: 10s
-token:
-  issuer: Token
-  expiration: 300
-`
-
-// startRelayWith starts the relay with the given storage.vault lines.
-func startRelayWith(t *testing.T, v *Vault, level, vaultLines string) *Relay {
-	t.Helper()
-	port := freePort(t)
-	r := &Relay{
-		URL:        fmt.Sprintf("http://127.0.0.1:%d", port),
-		Realm:      fmt.Sprintf("http://localhost:%d/auth", port),
-		ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml"),
-	}
-	config := fmt.Sprintf(relayTokenConfig, level, portOf(t, v.Addr), vaultLines, port)
-	if err := os.WriteFile(r.ConfigPath, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.Proc = StartProcess(t, "relay", baseEnv(t.TempDir()), bins.relay, "-config", r.ConfigPath)
-	// /livez, not /healthz: some tests start the relay with a token Vault refuses.
-	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		return wantStatus(r.URL+"/livez", http.StatusOK)
-	})
-	return r
-}
+// The relays here wait for /livez, not /healthz: some tests start one
+// with a token Vault refuses.
 
 // writeRelayPolicy writes deploy/policies/relay.hcl as the policy
 // godoauth-relay, as docs/OPERATING.md says.
 func writeRelayPolicy(t *testing.T, v *Vault) {
 	t.Helper()
 	v.CLI(t, "policy", "write", "godoauth-relay", relayPolicyFile)
+}
+
+// relayPolicyToken is a periodic orphan token with the policy
+// godoauth-relay, made as docs/OPERATING.md says.
+func relayPolicyToken(t *testing.T, v *Vault, period time.Duration) string {
+	t.Helper()
+	return strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
+		"-orphan", "-period="+period.String(), "-field=token"))
 }
 
 // steadyLoad asks the relay for a token every interval for d and returns
@@ -92,22 +59,6 @@ func steadyLoad(t *testing.T, r *Relay, d, interval time.Duration, user, passwor
 	return statuses
 }
 
-// metricValue reads one unlabelled (or fully labelled) sample of /metrics.
-func metricValue(t *testing.T, r *Relay, name string) float64 {
-	t.Helper()
-	for _, line := range strings.Split(r.Metrics(t), "\n") {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %q", name, line)
-			}
-			return n
-		}
-	}
-	t.Fatalf("metric %s not in /metrics", name)
-	return 0
-}
-
 func tokenSetup(t *testing.T) (*Vault, *Service) {
 	t.Helper()
 	v := StartVault(t)
@@ -124,18 +75,17 @@ func tokenSetup(t *testing.T) (*Vault, *Service) {
 func TestRelayToken_periodicTokenRenewedByTheRelay(t *testing.T) {
 	const period = 30 * time.Second
 	v, _ := tokenSetup(t)
-	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
-		"-orphan", "-period="+period.String(), "-field=token"))
+	token := relayPolicyToken(t, v, period)
 	created := time.Now()
-	r := startRelayWith(t, v, "debug", "    auth_token: "+token)
+	r := StartRelay(t, RelayOptions{Vault: v, Token: token, LogLevel: "debug", Ready: "/livez"})
 
 	statuses := steadyLoad(t, r, 3*period+10*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
 	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
 		t.Fatalf("answers by status over %s: %v; want only 200", time.Since(created).Round(time.Second), statuses)
 	}
-	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
-	troubles := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
-	expiry := metricValue(t, r, "godoauth_relay_vault_token_expiry_timestamp_seconds")
+	renewals := r.Metric(t, "godoauth_relay_vault_token_renewals_total")
+	troubles := r.Metric(t, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
+	expiry := r.Metric(t, "godoauth_relay_vault_token_expiry_timestamp_seconds")
 	t.Logf("MEASURE period=%s ran=%s answers=%v renewals=%.0f", period, time.Since(created).Round(time.Second), statuses, renewals)
 	if renewals < 4 || troubles != 0 {
 		t.Errorf("renewals %.0f (want at least 4 over 3 periods), renewal errors %.0f", renewals, troubles)
@@ -165,9 +115,8 @@ func TestRelayToken_periodicTokenRenewedByTheRelay(t *testing.T) {
 func TestRelayToken_relayPolicyRefusesOtherPaths(t *testing.T) {
 	v, svc := tokenSetup(t)
 	v.CLI(t, "secrets", "enable", "-path=second", "-plugin-version="+pluginVersion, pluginName)
-	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
-		"-orphan", "-period=1h", "-field=token"))
-	r := startRelayWith(t, v, "info", "    auth_token: "+token)
+	token := relayPolicyToken(t, v, time.Hour)
+	r := StartRelay(t, RelayOptions{Vault: v, Token: token, Ready: "/livez"})
 	if code, _, body := r.Token(t, svc.Name, "alice", "alice-pw-5d1e", "repository:linux/app:pull"); code != http.StatusOK {
 		t.Fatalf("token with the relay's policy: %d %s", code, truncate(body, 300))
 	}
@@ -213,13 +162,13 @@ func TestRelayToken_appRole(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(secretID+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := startRelayWith(t, v, "info", fmt.Sprintf("    approle:\n      role_id: %s\n      secret_id_file: %s", roleID, secretFile))
+	r := StartRelay(t, RelayOptions{Vault: v, Auth: fmt.Sprintf("    approle:\n      role_id: %s\n      secret_id_file: %s", roleID, secretFile), Ready: "/livez"})
 
 	statuses := steadyLoad(t, r, 70*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
-	logins := metricValue(t, r, "godoauth_relay_vault_token_logins_total")
-	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
-	loginErrors := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="login"}`)
-	maxTTL := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="max_ttl"}`)
+	logins := r.Metric(t, "godoauth_relay_vault_token_logins_total")
+	renewals := r.Metric(t, "godoauth_relay_vault_token_renewals_total")
+	loginErrors := r.Metric(t, `godoauth_relay_vault_token_errors_total{kind="login"}`)
+	maxTTL := r.Metric(t, `godoauth_relay_vault_token_errors_total{kind="max_ttl"}`)
 	t.Logf("MEASURE approle token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f max_ttl_troubles=%.0f",
 		statuses, logins, renewals, maxTTL)
 	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
@@ -240,13 +189,13 @@ func TestRelayToken_appRole(t *testing.T) {
 	}
 
 	// A wrong secret ID: the relay says so loudly and counts it.
-	bad := startRelayWith(t, v, "info", fmt.Sprintf("    approle:\n      role_id: %s\n      secret_id_file: %s",
-		roleID, writeTemp(t, "not-the-secret-id")))
+	bad := StartRelay(t, RelayOptions{Vault: v, Auth: fmt.Sprintf("    approle:\n      role_id: %s\n      secret_id_file: %s",
+		roleID, writeTemp(t, "not-the-secret-id")), Ready: "/livez"})
 	code, _, _ := bad.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull")
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("relay without a login: %d, want 503", code)
 	}
-	if n := metricValue(t, bad, `godoauth_relay_vault_token_errors_total{kind="login"}`); n < 1 {
+	if n := bad.Metric(t, `godoauth_relay_vault_token_errors_total{kind="login"}`); n < 1 {
 		t.Errorf("login errors %.0f, want ≥1", n)
 	}
 	if !strings.Contains(bad.Proc.Log(), "[ERROR] godoauth-relay: cannot log in to Vault with AppRole") {
@@ -258,10 +207,7 @@ func TestRelayToken_appRole(t *testing.T) {
 // the token Vault Agent writes, and a new one when the file changes.
 func TestRelayToken_tokenFileFollowed(t *testing.T) {
 	v, _ := tokenSetup(t)
-	newToken := func() string {
-		return strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
-			"-orphan", "-period=1h", "-field=token"))
-	}
+	newToken := func() string { return relayPolicyToken(t, v, time.Hour) }
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	writeAtomic := func(content string) { // as Vault Agent's file sink does
@@ -275,7 +221,7 @@ func TestRelayToken_tokenFileFollowed(t *testing.T) {
 	}
 	first := newToken()
 	writeAtomic(first)
-	r := startRelayWith(t, v, "info", "    auth_token_file: "+tokenFile)
+	r := StartRelay(t, RelayOptions{Vault: v, TokenFile: tokenFile, Ready: "/livez"})
 
 	if code, _, body := r.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull"); code != http.StatusOK {
 		t.Fatalf("with the first token: %d %s", code, truncate(body, 300))
@@ -283,7 +229,7 @@ func TestRelayToken_tokenFileFollowed(t *testing.T) {
 	second := newToken()
 	writeAtomic(second + "\n")
 	waitFor(t, "the relay reads the new token", r.Proc, 10*time.Second, func() error {
-		if n := metricValue(t, r, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
+		if n := r.Metric(t, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
 			return fmt.Errorf("file reads %.0f, want 2", n)
 		}
 		return nil
@@ -302,7 +248,7 @@ func TestRelayToken_tokenFileFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "an error for the missing file", r.Proc, 10*time.Second, func() error {
-		if n := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="file"}`); n < 1 {
+		if n := r.Metric(t, `godoauth_relay_vault_token_errors_total{kind="file"}`); n < 1 {
 			return fmt.Errorf("file errors %.0f", n)
 		}
 		return nil
@@ -360,16 +306,15 @@ func asSystemdCredential(t *testing.T, dir, source string) string {
 func TestRelayToken_systemdCredentialRenewed(t *testing.T) {
 	const period = 20 * time.Second
 	v, _ := tokenSetup(t)
-	token := strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
-		"-orphan", "-period="+period.String(), "-field=token"))
+	token := relayPolicyToken(t, v, period)
 	created := time.Now()
 	etc := writeTemp(t, token+"\n") // /etc/godoauth-relay/vault-token
 	credential := asSystemdCredential(t, t.TempDir(), etc)
-	r := startRelayWith(t, v, "info", "    auth_token_file: "+credential)
+	r := StartRelay(t, RelayOptions{Vault: v, TokenFile: credential, Ready: "/livez"})
 
 	statuses := steadyLoad(t, r, 3*period+10*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
-	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
-	troubles := metricValue(t, r, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
+	renewals := r.Metric(t, "godoauth_relay_vault_token_renewals_total")
+	troubles := r.Metric(t, `godoauth_relay_vault_token_errors_total{kind="renew"}`)
 	t.Logf("MEASURE systemd-credential period=%s ran=%s answers=%v renewals=%.0f", period,
 		time.Since(created).Round(time.Second), statuses, renewals)
 	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
@@ -394,10 +339,7 @@ func TestRelayToken_systemdCredentialRenewed(t *testing.T) {
 // its /healthz is 503 while /livez is 200.
 func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
 	v, _ := tokenSetup(t)
-	newToken := func() string {
-		return strings.TrimSpace(v.CLI(t, "token", "create", "-policy=godoauth-relay", "-no-default-policy",
-			"-orphan", "-period=1h", "-field=token"))
-	}
+	newToken := func() string { return relayPolicyToken(t, v, time.Hour) }
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	write := func(content string) { // in place, as a careless writer does
@@ -407,7 +349,7 @@ func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
 	}
 	good := newToken()
 	write(good)
-	r := startRelayWith(t, v, "info", "    auth_token_file: "+tokenFile)
+	r := StartRelay(t, RelayOptions{Vault: v, TokenFile: tokenFile, Ready: "/livez"})
 	mint := func() int {
 		code, _, _ := r.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull")
 		return code
@@ -442,7 +384,7 @@ func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
 	second := newToken()
 	write(second)
 	waitFor(t, "the switch to the good new token", r.Proc, 10*time.Second, func() error {
-		if n := metricValue(t, r, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
+		if n := r.Metric(t, "godoauth_relay_vault_token_file_reads_total"); n != 2 {
 			return fmt.Errorf("file reads %.0f, want 2", n)
 		}
 		return nil
@@ -459,7 +401,7 @@ func TestRelayToken_newTokenFileCheckedFirst(t *testing.T) {
 	}
 
 	// A relay started with a revoked token.
-	dead := startRelayWith(t, v, "info", "    auth_token: "+revoked)
+	dead := StartRelay(t, RelayOptions{Vault: v, Token: revoked, Ready: "/livez"})
 	waitFor(t, "the invalid-token ERROR", dead.Proc, 10*time.Second, func() error {
 		if !strings.Contains(dead.Proc.Log(), "token invalid or expired") {
 			return fmt.Errorf("not yet")
@@ -530,15 +472,8 @@ func serviceAccountToken(t *testing.T, key *ecdsa.PrivateKey, namespace, name st
 // account's token gets no login, an ERROR, and /healthz 503.
 func TestRelayToken_kubernetesLogin(t *testing.T) {
 	v, _ := tokenSetup(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubFile := writeTemp(t, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	key := testcert.NewKey(t)
+	pubFile := writeTemp(t, testcert.PublicKeyPEM(t, key))
 	v.CLI(t, "auth", "enable", "jwt")
 	v.CLI(t, "write", "auth/jwt/config", "jwt_validation_pubkeys=@"+pubFile,
 		"bound_issuer=https://kubernetes.default.svc.cluster.local")
@@ -547,10 +482,10 @@ func TestRelayToken_kubernetesLogin(t *testing.T) {
 		"token_no_default_policy=true", "token_ttl=12s", "token_max_ttl=30s")
 
 	saFile := writeTemp(t, serviceAccountToken(t, key, "registry", "godoauth-relay"))
-	r := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+saFile)
+	r := StartRelay(t, RelayOptions{Vault: v, Auth: "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: " + saFile, Ready: "/livez"})
 	statuses := steadyLoad(t, r, 45*time.Second, 250*time.Millisecond, "alice", "alice-pw-5d1e")
-	logins := metricValue(t, r, "godoauth_relay_vault_token_logins_total")
-	renewals := metricValue(t, r, "godoauth_relay_vault_token_renewals_total")
+	logins := r.Metric(t, "godoauth_relay_vault_token_logins_total")
+	renewals := r.Metric(t, "godoauth_relay_vault_token_renewals_total")
 	t.Logf("MEASURE kubernetes-login(jwt method) token_ttl=12s max_ttl=30s answers=%v logins=%.0f renewals=%.0f",
 		statuses, logins, renewals)
 	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
@@ -565,7 +500,7 @@ func TestRelayToken_kubernetesLogin(t *testing.T) {
 
 	// Another namespace's service account: Vault refuses the login.
 	other := writeTemp(t, serviceAccountToken(t, key, "team-b", "godoauth-relay"))
-	bad := startRelayWith(t, v, "info", "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: "+other)
+	bad := StartRelay(t, RelayOptions{Vault: v, Auth: "    kubernetes:\n      role: godoauth-relay\n      mount: jwt\n      token_file: " + other, Ready: "/livez"})
 	if code, _, _ := bad.Token(t, "registry", "alice", "alice-pw-5d1e", "repository:linux/app:pull"); code != http.StatusServiceUnavailable {
 		t.Errorf("relay without a login: %d, want 503", code)
 	}

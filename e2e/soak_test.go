@@ -81,7 +81,7 @@ func TestSoak_churn(t *testing.T) {
 		v.CLI(t, "write", svc.Name+"/users/"+u.name, "password_hash="+string(hash), "access="+u.access)
 		users = append(users, u)
 	}
-	relay := StartRelay(t, v, svc.Name)
+	relay := StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}})
 	relayPID := relay.Proc.cmd.Process.Pid
 	for _, u := range users {
 		if code, _, body := relay.Token(t, svc.Name, u.name, u.password, "repository:"+u.name+"/app:pull"); code != http.StatusOK {

@@ -3,112 +3,26 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // TLS end to end: the relay reaches Vault over TLS, trusting only the CA
 // named by VAULT_CACERT, and serves http.tls with a certificate it reloads
 // on SIGHUP. Every certificate is made by the test.
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	PEM  []byte
-	Pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: x509.NewCertPool()}
-	ca.Pool.AddCert(cert)
-	return ca
-}
-
-func randomSerial(t testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// issue writes a server certificate for 127.0.0.1 and localhost, and its
-// key, into dir under name; it returns the paths and the serial number.
-func (ca *testCA) issue(t testing.TB, dir, name string) (certFile, keyFile string, serial *big.Int) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial = randomSerial(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
-	// Written aside and renamed into place, as a certificate manager does,
-	// so a reload never reads half a file.
-	for file, block := range map[string]*pem.Block{
-		certFile: {Type: "CERTIFICATE", Bytes: der},
-		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		mustWrite(t, file+".new", pem.EncodeToMemory(block))
-		if err := os.Rename(file+".new", file); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return certFile, keyFile, serial
-}
 
 // servedSerial is the serial number of the certificate addr serves,
 // verified against roots.
@@ -120,30 +34,6 @@ func servedSerial(addr string, roots *x509.CertPool) (*big.Int, error) {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
-}
-
-// startRelayProcess starts the relay on config with extra environment
-// (VAULT_CACERT) and waits until /server-ping answers on url.
-func startRelayProcess(t *testing.T, config string, env []string, url string, client *http.Client) *Relay {
-	t.Helper()
-	r := &Relay{URL: url, ConfigPath: filepath.Join(t.TempDir(), "godoauth.yaml")}
-	mustWrite(t, r.ConfigPath, []byte(config))
-	if err := os.Chmod(r.ConfigPath, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.Proc = StartProcess(t, "relay", append(baseEnv(t.TempDir()), env...), bins.relay, "-config", r.ConfigPath)
-	waitFor(t, "relay", r.Proc, startTimeout, func() error {
-		resp, err := client.Get(url + "/server-ping")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/server-ping: %d", resp.StatusCode)
-		}
-		return nil
-	})
-	return r
 }
 
 // tokenOver asks the relay for a token with Basic credentials and returns
@@ -171,8 +61,9 @@ func tokenOver(t *testing.T, client *http.Client, url, service string, u user, s
 // log says why), and so does one trusting only the system roots.
 func TestTLS_relayToVaultTrustsOnlyVaultCACert(t *testing.T) {
 	dir := t.TempDir()
-	vaultCA, otherCA := newTestCA(t, "vault test CA"), newTestCA(t, "some other CA")
-	certFile, keyFile, _ := vaultCA.issue(t, dir, "vault")
+	vaultCA := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "vault test CA"}})
+	otherCA := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "some other CA"}})
+	certFile, keyFile, _ := vaultCA.Issue(t, dir, "vault")
 	caFile, otherFile := filepath.Join(dir, "vault-ca.pem"), filepath.Join(dir, "other-ca.pem")
 	mustWrite(t, caFile, vaultCA.PEM)
 	mustWrite(t, otherFile, otherCA.PEM)
@@ -195,26 +86,16 @@ func TestTLS_relayToVaultTrustsOnlyVaultCACert(t *testing.T) {
 	tess := user{"tess", "tess-pw-9c1a7e", "repository:tess/*:pull"}
 	svc.AddUsers(t, tess)
 
-	config := func() string {
-		port := freePort(t)
-		c := fmt.Sprintf(relayConfig, tlsPort, v.RelayToken(t, svc.Name), port, tokenIssuer)
-		return replaceOnce(t, c, "    proto: http\n", "    proto: https\n")
+	// A relay calling Vault's TLS listener, up once it serves (it may not
+	// reach Vault).
+	viaTLS := func(env ...string) *Relay {
+		return StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}, VaultAddr: fmt.Sprintf("https://127.0.0.1:%d", tlsPort),
+			Env: env, Ready: "/server-ping"})
 	}
 	plain := &http.Client{Timeout: 30 * time.Second}
-	urlOf := func(config string) string {
-		var port int
-		for line := range strings.SplitSeq(config, "\n") {
-			if _, err := fmt.Sscanf(strings.TrimSpace(line), "addr: 127.0.0.1:%d", &port); err == nil {
-				return fmt.Sprintf("http://127.0.0.1:%d", port)
-			}
-		}
-		t.Fatalf("no http.addr in\n%s", config)
-		return ""
-	}
 
 	t.Run("VAULT_CACERT names Vault's CA", func(t *testing.T) {
-		c := config()
-		r := startRelayProcess(t, c, []string{"VAULT_CACERT=" + caFile}, urlOf(c), plain)
+		r := viaTLS("VAULT_CACERT=" + caFile)
 		waitFor(t, "relay healthy over TLS to Vault", r.Proc, 30*time.Second, func() error {
 			return wantStatus(r.URL+"/healthz", http.StatusOK)
 		})
@@ -232,12 +113,11 @@ func TestTLS_relayToVaultTrustsOnlyVaultCACert(t *testing.T) {
 		{"no VAULT_CACERT: the system roots", ""},
 	} {
 		t.Run(wrong.name, func(t *testing.T) {
-			c := config()
 			var env []string
 			if wrong.env != "" {
 				env = []string{wrong.env}
 			}
-			r := startRelayProcess(t, c, env, urlOf(c), plain)
+			r := viaTLS(env...)
 			code, body := tokenOver(t, plain, r.URL, svc.Name, tess, "repository:tess/app:pull")
 			if code != http.StatusServiceUnavailable {
 				t.Errorf("GET /auth with Vault's certificate untrusted: %d %s, want 503", code, truncate(body, 300))
@@ -266,22 +146,19 @@ func TestTLS_relayServesTheNewCertificateAfterSIGHUP(t *testing.T) {
 	svc.AddUsers(t, tess)
 
 	dir := t.TempDir()
-	ca := newTestCA(t, "relay test CA")
-	certFile, keyFile, first := ca.issue(t, dir, "relay")
-	port := freePort(t)
-	config := fmt.Sprintf(relayConfig, portOf(t, v.Addr), v.RelayToken(t, svc.Name), port, tokenIssuer)
-	config = replaceOnce(t, config, "  timeout: 10s\n", fmt.Sprintf("  timeout: 10s\n  tls:\n    certificate: %s\n    key: %s\n", certFile, keyFile))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "relay test CA"}})
+	certFile, keyFile, first := ca.Issue(t, dir, "relay")
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, DisableKeepAlives: true}}
-	r := startRelayProcess(t, config, nil, "https://"+addr, client)
+	r := StartRelay(t, RelayOptions{Vault: v, Services: []string{svc.Name}, Cert: certFile, Key: keyFile, Client: client, Ready: "/server-ping"})
+	addr := strings.TrimPrefix(r.URL, "https://")
 
 	serial, err := servedSerial(addr, ca.Pool)
 	if err != nil || serial.Cmp(first) != 0 {
 		t.Fatalf("served certificate serial %v (%v), want %v", serial, err, first)
 	}
 
-	_, _, second := ca.issue(t, dir, "relay") // the same files, a new pair
+	_, _, second := ca.Issue(t, dir, "relay") // the same files, a new pair
 	if err := syscall.Kill(pidOf(r.Proc), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -11,20 +11,14 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
-// slowMint answers like the plugin after a pause, so that requests arriving
+// slowMint lets the plugin answer after a pause, so that requests arriving
 // together find the mount's calls all in flight.
-func slowMint(fv *fakeVault, pause time.Duration) func(http.ResponseWriter, *http.Request, map[string]any) {
-	return func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+func slowMint(fv *pluginVault, pause time.Duration) func(http.ResponseWriter, *http.Request, map[string]any) {
+	return func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
 		time.Sleep(pause)
-		if body["password"] == "wrong" {
-			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidCredentials, Message: "invalid username or password"})
-			return
-		}
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
 }
 
@@ -52,9 +46,9 @@ type httpAnswer struct {
 // Vault calls, and each gets its own answer: its user's token for its
 // scope, or its own refusal.
 func TestBatch_burstSharesCallsAndEachGetsItsOwnAnswer(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.token = slowMint(fv, 20*time.Millisecond)
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	const n = 40
 	good := func(int) string { return "pw" }
 	for i, a := range burst(s, n, good) { // the credentials get proven
@@ -104,9 +98,9 @@ func TestBatch_burstSharesCallsAndEachGetsItsOwnAnswer(t *testing.T) {
 // A password that got no token lately is never batched: its check may
 // count a lockout failure, so it must not ride in a call that is retried.
 func TestBatch_unprovenPasswordsGoAlone(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.token = slowMint(fv, 20*time.Millisecond)
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	for i, a := range burst(s, 30, func(int) string { return "pw" }) {
 		if a.status != http.StatusOK {
 			t.Fatalf("request %d: %d %s", i, a.status, a.body)
@@ -123,10 +117,10 @@ func TestBatch_unprovenPasswordsGoAlone(t *testing.T) {
 func TestBatch_pathRefusedRequestsGoAlone(t *testing.T) {
 	for _, status := range []int{http.StatusForbidden, http.StatusNotFound} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			fv := newFakeVault(t, "registry")
+			fv := newPluginVault(t, "registry")
 			fv.token = slowMint(fv, 20*time.Millisecond)
 			fv.batchStatus.Store(int32(status))
-			s, logs := newTestRelay(t, fv.srv.URL)
+			s, logs := newTestRelay(t, fv.URL)
 			good := func(int) string { return "pw" }
 			burst(s, 30, good)
 			for round := range 2 {
@@ -172,10 +166,10 @@ func jwtPayload(t *testing.T, token string) string {
 
 // storage.vault.batch: false sends every request in a call of its own.
 func TestBatch_offSendsEachAlone(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.token = slowMint(fv, 20*time.Millisecond)
 	off := false
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.Batch = &off })
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.Batch = &off })
 	good := func(int) string { return "pw" }
 	burst(s, 30, good)
 	for i, a := range burst(s, 30, good) {
@@ -226,13 +220,13 @@ func FuzzReadBatchAnswer(f *testing.F) {
 // Requests whose clients left while they waited for the next batch are
 // not sent to Vault.
 func TestBatch_requestsOfClientsGoneAreNotSent(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	release := make(chan struct{})
-	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		<-release
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	b := s.vault.batcher("registry")
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -264,12 +258,12 @@ func TestBatch_requestsOfClientsGoneAreNotSent(t *testing.T) {
 
 // holdTokens makes fv answer token requests only once the returned
 // function is called.
-func holdTokens(fv *fakeVault) (release func()) {
+func holdTokens(fv *pluginVault) (release func()) {
 	hold := make(chan struct{})
 	fv.mu.Lock()
-	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		<-hold
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
 	fv.mu.Unlock()
 	return func() { close(hold) }
@@ -299,8 +293,8 @@ func waitQueued(t *testing.T, s *Server, n int) {
 // with Retry-After at once, not queued until its deadline (issue 20,
 // point 1).
 func TestBatch_queueIsBounded(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(20 * time.Second) })
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.Timeout = Duration(20 * time.Second) })
 	const bound = 128 // a smaller queue than maxBatchQueue, the same code
 	s.vault.batchQueue = bound
 	const n = batchCalls + bound + 1
@@ -343,8 +337,8 @@ func TestBatch_queueIsBounded(t *testing.T) {
 // connections) leaves room in the batch queue for the others: their
 // requests are queued and served, not refused as a full queue.
 func TestBatch_oneCredentialCannotFillTheQueue(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(4 * time.Second) })
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.Timeout = Duration(4 * time.Second) })
 	mallory, gina := basic("mallory", "pw"), basic("gina", "pw")
 	for _, u := range []string{mallory, gina} {
 		if w := get(s, "service=registry", u); w.Code != http.StatusOK {

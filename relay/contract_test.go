@@ -37,11 +37,11 @@ func TestAuth_refusalCodeDecidesNotTheMessage(t *testing.T) {
 	for _, c := range cases {
 		for _, msg := range messages {
 			for _, grant := range []string{"password", "refresh_token"} {
-				fv := newFakeVault(t, "registry")
+				fv := newPluginVault(t, "registry")
 				fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
 					pluginRefusal(w, tokenapi.Refusal{Code: c.code, Message: msg, RetryAfter: c.retry})
 				}
-				s, _ := newTestRelay(t, fv.srv.URL)
+				s, _ := newTestRelay(t, fv.URL)
 				form := url.Values{"grant_type": {grant}, "service": {"registry"}}
 				if grant == "password" {
 					form.Set("username", "alice")
@@ -74,12 +74,12 @@ func TestAuth_refusalCodeDecidesNotTheMessage(t *testing.T) {
 // is answered by the plugin's status.
 func TestAuth_unknownRefusalCodeFollowsTheStatus(t *testing.T) {
 	for status, want := range map[int]int{400: 400, 401: 401, 429: 429} {
-		fv := newFakeVault(t, "registry")
+		fv := newPluginVault(t, "registry")
 		fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
 			writeJSON(w, status, map[string]any{"errors": []string{"new"},
 				"data": tokenapi.Refusal{Code: "some_new_code", Message: "new", RetryAfter: 3}})
 		}
-		s, _ := newTestRelay(t, fv.srv.URL)
+		s, _ := newTestRelay(t, fv.URL)
 		if w := get(s, "service=registry", basic("alice", "pw")); w.Code != want {
 			t.Errorf("unknown code with status %d: %d, want %d", status, w.Code, want)
 		}
@@ -90,26 +90,26 @@ func TestAuth_unknownRefusalCodeFollowsTheStatus(t *testing.T) {
 // whole body; the relay reads the body to its end (a client call that
 // cancels its context on return would lose it).
 func TestAuth_answerReadAfterTheHeaders(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fv := newPluginVault(t, "registry")
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		w.(http.Flusher).Flush()
 		time.Sleep(100 * time.Millisecond)
 		_, _ = w.Write([]byte(`{"errors":["late words"],"data":{"code":"invalid_credentials","message":"late words"}}`))
 	}
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	w := get(s, "service=registry", basic("alice", "pw"))
 	if _, m := registryErrorCode(t, w); w.Code != 401 || m != "late words" {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 	fv.mu.Lock()
-	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
 		time.Sleep(100 * time.Millisecond)
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
 	fv.mu.Unlock()
 	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 200 {

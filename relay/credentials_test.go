@@ -26,10 +26,10 @@ func fillUnproven(s *Server) (release func()) {
 
 // aliceGotAToken is a relay with the given http.timeout whose first token
 // went to alice; her Authorization header is returned.
-func aliceGotAToken(t *testing.T, timeout time.Duration) (*fakeVault, *Server, *syncBuffer, string) {
+func aliceGotAToken(t *testing.T, timeout time.Duration) (*pluginVault, *Server, *syncBuffer, string) {
 	t.Helper()
-	fv := newFakeVault(t, "registry")
-	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(timeout) })
+	fv := newPluginVault(t, "registry")
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.Timeout = Duration(timeout) })
 	alice := basic("alice", "pw")
 	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
 		t.Fatalf("first token: %d %s", w.Code, w.Body)
@@ -38,14 +38,14 @@ func aliceGotAToken(t *testing.T, timeout time.Duration) (*fakeVault, *Server, *
 }
 
 func TestMint_onlyUnprovenPasswordsWaitForTheirPlaces(t *testing.T) {
-	_, s, logs, alice := aliceGotAToken(t, 400*time.Millisecond)
+	fv, s, logs, alice := aliceGotAToken(t, 400*time.Millisecond)
 	release := fillUnproven(s)
 	defer release()
 
 	if w := get(s, "service=registry", alice); w.Code != http.StatusOK {
 		t.Errorf("a credential that got a token waited for a place: %d %s", w.Code, w.Body)
 	}
-	if w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"},
+	if w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {fv.refreshToken(t, "alice", "pw")},
 		"service": {"registry"}}); w.Code != http.StatusOK {
 		t.Errorf("a refresh token waited for a place: %d %s", w.Code, w.Body)
 	}
@@ -132,8 +132,8 @@ func TestMint_credentialRefusedForAnyReasonButBusyIsForgotten(t *testing.T) {
 // password from many connections, sent before the first refusal came
 // back, cannot take every Vault call slot (issue 20, point 1).
 func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) {
 		off := false
 		c.Storage.Vault.Batch = &off
 		c.HTTP.Timeout = Duration(5 * time.Second)
@@ -144,9 +144,9 @@ func TestMint_batchingOffBoundsOneCredentialsProvenCalls(t *testing.T) {
 	}
 	hold := make(chan struct{})
 	fv.mu.Lock()
-	fv.token = func(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		<-hold
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
 	fv.mu.Unlock()
 	var wg sync.WaitGroup

@@ -24,7 +24,7 @@ func TestLog_neverHoldsSecrets(t *testing.T) {
 		password     = "Tr0ub4dor&3-correct-horse"
 		refreshToken = "rt-5f1e0c9a7d3b4e21a8c6f0d2b9e7a413"
 	)
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	var mu sync.Mutex
 	var minted []string
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
@@ -45,7 +45,7 @@ func TestLog_neverHoldsSecrets(t *testing.T) {
 		writeJSON(w, 200, map[string]any{"data": map[string]any{"token": tok, "access_token": tok,
 			"expires_in": 300, "refresh_token": refreshToken}})
 	}
-	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Log.Level = "debug" })
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Log.Level = "debug" })
 	relay := httptest.NewServer(s.Handler())
 	defer relay.Close()
 	s.logStart("testdata/godoauth.yaml")

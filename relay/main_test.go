@@ -3,16 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 	"github.com/vault-registry/vault-plugin-registry/version"
 )
 
@@ -165,7 +161,7 @@ func TestMain_badFlagsAreOneLine(t *testing.T) {
 
 // TestMain_servesRotatesLogsAndStopsOnSIGTERM runs the command as a process.
 func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "relay.log")
 	addr := freeAddr(t)
@@ -175,7 +171,7 @@ func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "GODOAUTH_RELAY_TEST_MAIN=1", "VAULT_ADDR="+fv.srv.URL, "VAULT_TOKEN="+relayToken)
+	cmd.Env = append(os.Environ(), "GODOAUTH_RELAY_TEST_MAIN=1", "VAULT_ADDR="+fv.URL, "VAULT_TOKEN="+relayToken)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -240,9 +236,9 @@ func TestMain_servesRotatesLogsAndStopsOnSIGTERM(t *testing.T) {
 }
 
 func TestServe_TLS(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	certFile, keyFile, pool := selfSigned(t)
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.TLS = TLSConfig{Certificate: certFile, Key: keyFile} })
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.TLS = TLSConfig{Certificate: certFile, Key: keyFile} })
 	addr := serveLoopback(t, s)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	resp, err := client.Get("https://" + addr + "/server-ping")
@@ -293,31 +289,11 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// selfSigned writes a certificate for 127.0.0.1 and its key.
+// selfSigned writes a certificate for 127.0.0.1 and its key; pool
+// trusts it.
 func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = writeFile(t, "server.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	keyFile = writeFile(t, "server.key", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
+	ca := testcert.New(t, testcert.Options{Subject: pkix.Name{CommonName: "relay test CA"}})
+	certFile, keyFile, _ = ca.Issue(t, t.TempDir(), "server")
+	return certFile, keyFile, ca.Pool
 }

@@ -48,8 +48,8 @@ func electingStandby(t *testing.T, dead string) (*httptest.Server, *atomic.Int32
 func TestNodes_tokenRequestGoesToTheNodeThatAnswers(t *testing.T) {
 	dead := deadAddr(t)
 	standby, redirected := electingStandby(t, dead)
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, dead+","+standby.URL+","+fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, dead+","+standby.URL+","+fv.URL)
 	// No health round before the first call: one that finished first
 	// (the nodes are all on loopback) would name the answering node
 	// active, and the call would go straight there.
@@ -74,7 +74,7 @@ func TestNodes_tokenRequestGoesToTheNodeThatAnswers(t *testing.T) {
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	body := w.Body.String()
 	if w.Code != http.StatusOK || !strings.Contains(body, `"`+dead+`":"unreachable"`) ||
-		!strings.Contains(body, `"`+standby.URL+`":"standby_no_active"`) || !strings.Contains(body, `"`+fv.srv.URL+`":"active"`) {
+		!strings.Contains(body, `"`+standby.URL+`":"standby_no_active"`) || !strings.Contains(body, `"`+fv.URL+`":"active"`) {
 		t.Errorf("/healthz: %d %s, want 200 naming each node's state", w.Code, body)
 	}
 }
@@ -84,8 +84,8 @@ func TestNodes_tokenRequestGoesToTheNodeThatAnswers(t *testing.T) {
 func TestNodes_learnsTheActiveNode(t *testing.T) {
 	dead := deadAddr(t)
 	standby, redirected := electingStandby(t, dead)
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, standby.URL+","+fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, standby.URL+","+fv.URL)
 	if n := redirected.Load(); n != 0 {
 		t.Fatalf("standby called %d times before any request", n)
 	}
@@ -122,9 +122,9 @@ func TestNodes_maybeRunIsRetriedOnlyWhenSafe(t *testing.T) {
 		vaultError(w, http.StatusInternalServerError, "error forwarding request: leadership lost")
 	}))
 	t.Cleanup(broken.Close)
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.health = func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(429) } // a standby
-	s, _ := newTestRelay(t, broken.URL+","+fv.srv.URL)
+	s, _ := newTestRelay(t, broken.URL+","+fv.URL)
 	s.vault.nodes.refresh(t.Context())
 
 	// Unproven: the 500 may have counted a failure; no retry, a 503.
@@ -234,7 +234,7 @@ func failovers(t *testing.T, s *Server) float64 {
 // counted: the relay waits and asks again, even for an unproven password.
 // A lockout 429 is the answer and is not retried.
 func TestNodes_busyIsRetriedLockoutIsNot(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	var busyLeft, lockedCalls atomic.Int32
 	busyLeft.Store(2)
 	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +254,7 @@ func TestNodes_busyIsRetriedLockoutIsNot(t *testing.T) {
 				return
 			}
 		}
-		fv.serve(w, r)
+		fv.ServeHTTP(w, r)
 	}))
 	t.Cleanup(node.Close)
 	s, _ := newTestRelay(t, node.URL+","+deadAddr(t))

@@ -80,9 +80,9 @@ func TestClientAddress_onlyFromTrustedProxies(t *testing.T) {
 // TestServer_accessLineHasClientAndVaultRequestID: the access line names
 // the client behind a trusted proxy and Vault's request_id.
 func TestServer_accessLineHasClientAndVaultRequestID(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	for _, batch := range []bool{false, true} {
-		s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		s, logs := newTestRelay(t, fv.URL, func(c *Config) {
 			c.HTTP.TrustedProxies = []string{"192.0.2.0/24"}
 			c.Storage.Vault.Batch = &batch
 		})
@@ -96,7 +96,7 @@ func TestServer_accessLineHasClientAndVaultRequestID(t *testing.T) {
 			t.Fatalf("batch=%v: %d %s", batch, w.Code, w.Body.String())
 		}
 		log := logs.String()
-		if !strings.Contains(log, "remote=198.51.100.23") || !strings.Contains(log, "vault_request_id="+fakeRequestID) {
+		if !strings.Contains(log, "remote=198.51.100.23") || !strings.Contains(log, "vault_request_id="+fv.requestID(t, "token")) {
 			t.Errorf("batch=%v: the access line lacks the client or Vault's request_id:\n%s", batch, log)
 		}
 	}
@@ -105,9 +105,9 @@ func TestServer_accessLineHasClientAndVaultRequestID(t *testing.T) {
 // TestServer_batchedTokensLogTheBatchRequestID: a token minted in a
 // token/batch call logs that call's request_id.
 func TestServer_batchedTokensLogTheBatchRequestID(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.token = slowMint(fv, 20*time.Millisecond)
-	s, logs := newTestRelay(t, fv.srv.URL)
+	s, logs := newTestRelay(t, fv.URL)
 	good := func(int) string { return "pw" }
 	burst(s, 20, good) // the credentials get proven
 	for i, a := range burst(s, 20, good) {
@@ -118,7 +118,7 @@ func TestServer_batchedTokensLogTheBatchRequestID(t *testing.T) {
 	if fv.batches.Load() == 0 {
 		t.Fatal("no token/batch call")
 	}
-	if !strings.Contains(logs.String(), "vault_request_id="+fakeBatchRequestID) {
+	if !strings.Contains(logs.String(), "vault_request_id="+fv.requestID(t, "token/batch")) {
 		t.Errorf("no access line carries the batch call's request_id")
 	}
 }
@@ -126,12 +126,12 @@ func TestServer_batchedTokensLogTheBatchRequestID(t *testing.T) {
 // TestServer_metricsAddrMovesMetrics: with http.metrics_addr, /metrics is
 // served there and no longer on the public listener.
 func TestServer_metricsAddrMovesMetrics(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	public, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	public, _ := newTestRelay(t, fv.URL)
 	if w := getPath(public.Handler(), "/metrics"); w.Code != http.StatusOK {
 		t.Fatalf("without metrics_addr, public /metrics: %d, want 200 (as before)", w.Code)
 	}
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.MetricsAddr = "127.0.0.1:0" })
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.MetricsAddr = "127.0.0.1:0" })
 	if w := getPath(s.Handler(), "/metrics"); w.Code != http.StatusNotFound {
 		t.Errorf("public /metrics with metrics_addr: %d, want 404", w.Code)
 	}
@@ -169,8 +169,8 @@ func TestServer_metricsAddrMovesMetrics(t *testing.T) {
 // has a series by path, and a service served before keeps its label when
 // an outage makes its mount check fail.
 func TestMetrics_vaultCallsAndServiceLabelInOutage(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != http.StatusOK {
 		t.Fatalf("%d", w.Code)
 	}
@@ -227,8 +227,8 @@ func getPath(h http.Handler, path string) *httptest.ResponseRecorder {
 // TestMetrics_referenceNamesEveryMetric: docs/METRICS.md names every
 // metric of the relay's registry.
 func TestMetrics_referenceNamesEveryMetric(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	doc, err := os.ReadFile("../docs/METRICS.md")
 	if err != nil {
 		t.Fatal(err)
@@ -253,9 +253,9 @@ func TestMetrics_referenceNamesEveryMetric(t *testing.T) {
 // client's), so that access entries with networks can match it;
 // token/identity, whose caller is the user's own Vault token, does not.
 func TestServer_clientAddressGoesToThePlugin(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	for _, batch := range []bool{false, true} {
-		s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+		s, _ := newTestRelay(t, fv.URL, func(c *Config) {
 			c.HTTP.TrustedProxies = []string{"192.0.2.0/24"}
 			c.Storage.Vault.Batch = &batch
 		})

@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
 func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	w := get(s, "service=registry&scope=repository:linux/app:pull,push&scope=repository:linux/db:pull"+
 		"&account=alice&client_id=docker&offline_token=true", basic("alice", "s3cret"))
 	if w.Code != 200 {
@@ -56,8 +57,8 @@ func TestAuth_GETMintsAndForwardsTheRequest(t *testing.T) {
 }
 
 func TestAuth_POSTPasswordGrantAnswersOAuth2(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	w := post(s, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"pw"},
 		"service": {"registry"}, "client_id": {"containerd-client"},
 		"scope": {"repository:a/b:pull,push repository:c:pull"}, "access_type": {"offline"}})
@@ -65,7 +66,7 @@ func TestAuth_POSTPasswordGrantAnswersOAuth2(t *testing.T) {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	body := decodeJSON(t, w)
-	if body["scope"] != "repository:a/b:pull,push repository:c:pull" || body["refresh_token"] != "good-refresh-token" ||
+	if rt, _ := body["refresh_token"].(string); body["scope"] != "repository:a/b:pull,push repository:c:pull" || rt == "" ||
 		body["token_type"] != "Bearer" || body["access_token"] == "" || body["expires_in"] != float64(300) {
 		t.Errorf("answer = %v", body)
 	}
@@ -79,27 +80,28 @@ func TestAuth_POSTPasswordGrantAnswersOAuth2(t *testing.T) {
 }
 
 func TestAuth_POSTRefreshGrant(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
-	w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"},
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
+	rt := fv.refreshToken(t, "alice", "pw")
+	w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt},
 		"service": {"registry"}, "client_id": {"docker"}, "scope": {"repository:a:pull"}})
 	if w.Code != 200 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	path, sent, _ := fv.last()
-	want := map[string]any{"refresh_token": "good-refresh-token", "client_id": "docker", "scope": []any{"repository:a:pull"},
+	want := map[string]any{"refresh_token": rt, "client_id": "docker", "scope": []any{"repository:a:pull"},
 		"ttl": float64(800), "client_addr": "192.0.2.1"}
 	if path != "PUT registry/token/refresh" || !reflect.DeepEqual(sent, want) {
 		t.Errorf("vault call %s %v", path, sent)
 	}
-	if decodeJSON(t, w)["refresh_token"] != "good-refresh-token" {
+	if got, _ := decodeJSON(t, w)["refresh_token"].(string); got == "" {
 		t.Error("refresh token not returned")
 	}
 }
 
 func TestAuth_invalidRefreshTokenIsInvalidGrant401(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	w := post(s, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"revoked"}, "service": {"registry"}})
 	if w.Code != 401 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -114,8 +116,8 @@ func TestAuth_invalidRefreshTokenIsInvalidGrant401(t *testing.T) {
 }
 
 func TestAuth_unsupportedGrantType(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	w := post(s, url.Values{"grant_type": {"client_credentials"}, "service": {"registry"}})
 	if w.Code != 400 || decodeJSON(t, w)["error"] != "unsupported_grant_type" {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -126,15 +128,15 @@ func TestAuth_unsupportedGrantType(t *testing.T) {
 }
 
 func TestAuth_anonymousForwardsEmptyUserAnd401AsksForPassword(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		if body["username"] == "" {
 			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidCredentials, Message: "credentials required"})
 			return
 		}
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	w := get(s, "service=registry&scope=repository:a:pull", "")
 	if w.Code != 401 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -192,7 +194,7 @@ func TestAuth_answerTable(t *testing.T) {
 		for _, viaPOST := range []bool{false, true} {
 			name := c.name + map[bool]string{false: " GET", true: " POST"}[viaPOST]
 			t.Run(name, func(t *testing.T) {
-				fv := newFakeVault(t, "registry")
+				fv := newPluginVault(t, "registry")
 				fv.token = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
 					if c.code != "" {
 						pluginRefusal(w, tokenapi.Refusal{Code: c.code, Message: c.msg, RetryAfter: c.retry})
@@ -200,7 +202,7 @@ func TestAuth_answerTable(t *testing.T) {
 					}
 					vaultError(w, c.status, c.msg)
 				}
-				s, logs := newTestRelay(t, fv.srv.URL)
+				s, logs := newTestRelay(t, fv.URL)
 				var w *httptest.ResponseRecorder
 				if viaPOST {
 					w = post(s, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"pw"},
@@ -279,9 +281,9 @@ func TestAuth_vaultTransportFailuresAre503(t *testing.T) {
 	}
 	for name, h := range cases {
 		t.Run(name, func(t *testing.T) {
-			fv := newFakeVault(t, "registry")
+			fv := newPluginVault(t, "registry")
 			fv.token = h
-			s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
+			s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.Timeout = Duration(500 * time.Millisecond) })
 			w := get(s, "service=registry", basic("alice", "pw"))
 			if w.Code != 503 || w.Header().Get("Retry-After") == "" {
 				t.Fatalf("status %d, Retry-After %q: %s", w.Code, w.Header().Get("Retry-After"), w.Body)
@@ -294,9 +296,9 @@ func TestAuth_vaultTransportFailuresAre503(t *testing.T) {
 }
 
 func TestAuth_vaultDownIs503AtOnce(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	addr := fv.srv.URL
-	fv.srv.Close() // connection refused from now on
+	fv := newPluginVault(t, "registry")
+	addr := fv.URL
+	fv.Close() // connection refused from now on
 	s, logs := newTestRelay(t, addr)
 	w := get(s, "service=registry", basic("alice", "pw"))
 	if w.Code != 503 {
@@ -336,9 +338,9 @@ func TestAuth_probeDecidesWhichServicesExist(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			fv := newFakeVault(t, "registry")
+			fv := newPluginVault(t, "registry")
 			fv.probe = c.probe
-			s, _ := newTestRelay(t, fv.srv.URL)
+			s, _ := newTestRelay(t, fv.URL)
 			for i := range 2 {
 				w := get(s, "service=registry", basic("alice", "pw"))
 				if w.Code != c.want {
@@ -364,14 +366,14 @@ func TestAuth_probeDecidesWhichServicesExist(t *testing.T) {
 }
 
 func TestAuth_probeIsRememberedAndOnceForABurst(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	release := make(chan struct{})
 	fv.probe = func(w http.ResponseWriter, r *http.Request) {
 		<-release
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\n")
 	}
-	s, _ := newTestRelay(t, fv.srv.URL)
+	s, _ := newTestRelay(t, fv.URL)
 	var wg sync.WaitGroup
 	codes := make(chan int, 50)
 	for range 50 {
@@ -393,8 +395,8 @@ func TestAuth_probeIsRememberedAndOnceForABurst(t *testing.T) {
 }
 
 func TestAuth_invalidServicesNeverReachVault(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	for _, svc := range []string{"", "sys%2Fmounts", "..%2Fsys", "a%20b", "registry%2Ftoken", url.QueryEscape(strings.Repeat("a", 129))} {
 		w := get(s, "service="+svc, basic("alice", "pw"))
 		if w.Code != 400 {
@@ -407,9 +409,9 @@ func TestAuth_invalidServicesNeverReachVault(t *testing.T) {
 }
 
 func TestAuth_issuerMismatchIsLoggedOnce(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	fv.issuer = "vault-plugin-registry"
-	s, logs := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	fv.MustCall("registry", logical.UpdateOperation, "config", map[string]any{"issuer": "vault-plugin-registry"})
+	s, logs := newTestRelay(t, fv.URL)
 	for range 3 {
 		if w := get(s, "service=registry", basic("alice", "pw")); w.Code != 200 {
 			t.Fatalf("status %d", w.Code)
@@ -424,8 +426,8 @@ func TestAuth_issuerMismatchIsLoggedOnce(t *testing.T) {
 }
 
 func TestAuth_methodsAndBodies(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 
 	r := httptest.NewRequest(http.MethodPut, "/auth?service=registry", nil)
 	w := httptest.NewRecorder()
@@ -462,8 +464,8 @@ func TestAuth_methodsAndBodies(t *testing.T) {
 }
 
 func TestServerPing_answersAsGodoauth(t *testing.T) {
-	fv := newFakeVault(t)
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t)
+	s, _ := newTestRelay(t, fv.URL)
 	w := httptest.NewRecorder()
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/server-ping", nil))
 	if w.Code != 200 || w.Body.String() != "{\"message\": \"Save the Whales !\"}\n\r" ||
@@ -489,9 +491,9 @@ func TestHealthz_followsVault(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			fv := newFakeVault(t)
+			fv := newPluginVault(t)
 			fv.health = c.health
-			s, _ := newTestRelay(t, fv.srv.URL)
+			s, _ := newTestRelay(t, fv.URL)
 			w := httptest.NewRecorder()
 			s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 			if w.Code != c.want || decodeJSON(t, w)["vault"] != c.state {
@@ -499,9 +501,9 @@ func TestHealthz_followsVault(t *testing.T) {
 			}
 		})
 	}
-	fv := newFakeVault(t)
-	addr := fv.srv.URL
-	fv.srv.Close()
+	fv := newPluginVault(t)
+	addr := fv.URL
+	fv.Close()
 	s, _ := newTestRelay(t, addr)
 	w := httptest.NewRecorder()
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
@@ -511,8 +513,8 @@ func TestHealthz_followsVault(t *testing.T) {
 }
 
 func TestMetrics_boundedLabels(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	get(s, "service=registry", basic("alice", "pw"))
 	get(s, "service=made-up-1", basic("alice", "pw"))
 	get(s, "service=made%2Fup", basic("alice", "pw"))
@@ -538,14 +540,14 @@ func TestMetrics_boundedLabels(t *testing.T) {
 // relay no longer accepts connections), then answered: no sleep races a
 // timeout, and storage.vault.timeout is far longer than the test.
 func TestServe_finishesRequestsInFlightOnShutdown(t *testing.T) {
-	fv := newFakeVault(t, "registry")
+	fv := newPluginVault(t, "registry")
 	started, release := make(chan struct{}), make(chan struct{})
 	fv.token = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
 		close(started)
 		<-release
-		fv.mint(w, body)
+		fv.Answer(w, r)
 	}
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) {
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) {
 		c.Storage.Vault.Timeout = Duration(5 * time.Minute)
 		c.HTTP.Timeout = Duration(5 * time.Minute)
 	})
@@ -591,8 +593,8 @@ func TestServe_finishesRequestsInFlightOnShutdown(t *testing.T) {
 }
 
 func TestServe_slowClientCannotPinTheRelay(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(300 * time.Millisecond) })
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.Timeout = Duration(300 * time.Millisecond) })
 	addr := serveLoopback(t, s)
 
 	conn, err := net.Dial("tcp", addr)
@@ -681,8 +683,8 @@ func TestMintedToken_readsThePluginAnswerStrictly(t *testing.T) {
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 func TestAuth_clientGoneIsCanceledNotAnOutage(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, logs := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, logs := newTestRelay(t, fv.URL)
 	get(s, "service=registry", basic("alice", "pw")) // probe once while Vault still answers
 	release := make(chan struct{})
 	fv.mu.Lock()

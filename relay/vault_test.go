@@ -39,7 +39,7 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 		{name: "two errors, one internal", errors: []string{"2 errors occurred:\n\t* internal error\n\t* audit failed\n\n"}, failures: 1, proven: true, want: 503, calls: 1},
 		{name: "anonymous", errors: []string{unavailable}, failures: 1, query: "service=registry", want: 200, calls: 2},
 		{name: "refresh token", errors: []string{unavailable}, failures: 1,
-			form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"good-refresh-token"}, "service": {"registry"}, "client_id": {"c"}},
+			form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"(a refresh token of alice)"}, "service": {"registry"}, "client_id": {"c"}},
 			want: 200, calls: 2},
 		{name: "until the plugin is back", errors: []string{unavailable}, failures: 3, proven: true, want: 200, calls: 4},
 		{name: "within the budget", errors: []string{"internal error"}, failures: 100, proven: true, want: 503, calls: 4},
@@ -53,13 +53,16 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			fv := newFakeVault(t, "registry")
+			fv := newPluginVault(t, "registry")
 			// A request deadline that leaves time to retry a busy refusal.
-			s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.HTTP.Timeout = Duration(10 * time.Second) })
+			s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.HTTP.Timeout = Duration(10 * time.Second) })
 			auth := basic("alice", "s3cret")
 			query := c.query
 			if query == "" {
 				query = "service=registry&scope=repository:alice/app:pull"
+			}
+			if c.form != nil {
+				c.form.Set("refresh_token", fv.refreshToken(t, "alice", "s3cret"))
 			}
 			if c.proven {
 				if w := get(s, query, auth); w.Code != 200 {
@@ -77,7 +80,7 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 					writeJSON(w, 500, map[string]any{"errors": c.errors})
 					return
 				}
-				fv.mint(w, body)
+				fv.Answer(w, r)
 			}
 			fv.mu.Unlock()
 			before := fv.tokens.Load()
@@ -107,8 +110,8 @@ func TestAuth_deadOrBusyPluginProcessIsRetried(t *testing.T) {
 // 503 from the last 500 before the timeout, so Vault is not marked down
 // and the next request is tried at once.
 func TestAuth_deadPluginRetriesEndBeforeTheVaultTimeout(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) {
+	fv := newPluginVault(t, "registry")
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) {
 		c.Storage.Vault.Timeout = Duration(time.Second)
 		c.HTTP.Timeout = Duration(10 * time.Second)
 	})

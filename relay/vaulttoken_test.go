@@ -58,8 +58,8 @@ func TestConfig_tokenSourceIsExactlyOne(t *testing.T) {
 // TestTokenKeeper_renewsAPeriodicToken: at start the relay renews its own
 // token and publishes when it expires.
 func TestTokenKeeper_renewsAPeriodicToken(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, logs := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, logs := newTestRelay(t, fv.URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -81,8 +81,8 @@ func TestTokenKeeper_renewsAPeriodicToken(t *testing.T) {
 // TestTokenKeeper_forbiddenRenewalIsLoud: a policy without renew-self is an
 // ERROR line that says what to add, and a count.
 func TestTokenKeeper_forbiddenRenewalIsLoud(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, logs := newTestRelay(t, fv.srv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.other-token" })
+	fv := newPluginVault(t, "registry")
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.other-token" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -339,8 +339,8 @@ func TestTokenKeeper_invalidTokenBlamedOnTheToken(t *testing.T) {
 // taking while the relay runs (revoked) turns /healthz 503 after the first
 // refused call.
 func TestTokenKeeper_refusedCallRechecksTheToken(t *testing.T) {
-	fv := newFakeVault(t, "registry")
-	s, _ := newTestRelay(t, fv.srv.URL)
+	fv := newPluginVault(t, "registry")
+	s, _ := newTestRelay(t, fv.URL)
 	health := func() int {
 		w := httptest.NewRecorder()
 		s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))

@@ -1,15 +1,10 @@
 package migrate
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/internal/testcert"
 )
 
 // noEnv is an empty environment: Vault's address and token come from the
@@ -489,58 +486,30 @@ func TestMigrate_helpListsEveryFlag(t *testing.T) {
 }
 
 // writeKeyPair writes server.pem and server.key the way godoauth's README
-// makes them with openssl (RSA 2048, self-signed), or with an EC P-256 key
-// in SEC1 form, or an RSA pair that has expired.
+// makes them with openssl (RSA 2048, self-signed, PKCS #8), or with an EC
+// P-256 key in SEC1 form, or an RSA pair that has expired.
 func writeKeyPair(t *testing.T, dir, kind string) (certPath, keyPath string) {
 	t.Helper()
-	var key crypto.Signer
-	var keyPEM *pem.Block
-	notAfter := time.Now().Add(365 * 24 * time.Hour)
+	o := testcert.Options{
+		Subject:   pkix.Name{Country: []string{"AU"}, Organization: []string{"Godoauth"}, CommonName: "Token"},
+		NotBefore: time.Now().Add(-2 * time.Hour),
+		NotAfter:  time.Now().Add(365 * 24 * time.Hour),
+	}
 	switch kind {
 	case "rsa", "expired":
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
 			t.Fatal(err)
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, keyPEM = k, &pem.Block{Type: "PRIVATE KEY", Bytes: der}
+		o.Key = k
 		if kind == "expired" {
-			notAfter = time.Now().Add(-time.Hour)
+			o.NotAfter = time.Now().Add(-time.Hour)
 		}
 	case "ec":
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, keyPEM = k, &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
 	default:
 		t.Fatalf("unknown key kind %q", kind)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{Country: []string{"AU"}, Organization: []string{"Godoauth"}, CommonName: "Token"},
-		NotBefore:             time.Now().Add(-2 * time.Hour),
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	certPath, keyPath = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(keyPEM), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testcert.New(t, o).WriteFiles(t, certPath, keyPath, kind == "ec")
 	return certPath, keyPath
 }

@@ -3,11 +3,8 @@ package migrate
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,10 +13,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/vault-registry/vault-plugin-registry/backend"
 	"github.com/vault-registry/vault-plugin-registry/plugin"
 	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
@@ -27,44 +22,33 @@ import (
 const testToken = "test-operator-token"
 
 // fakeVault is the part of Vault's HTTP API the migration uses, on
-// loopback: godoauth's KV version 1 mount, a mount of the real plugin over
-// in-memory storage (called as Vault calls it), and the mount lookup. It
-// records every request.
+// loopback: a mount of the real plugin over in-memory storage
+// (plugintest.Server), and beside it godoauth's KV version 1 mount and the
+// mount lookup, served by the server's hook. The server records every
+// request.
 type fakeVault struct {
 	t   *testing.T
-	srv *httptest.Server
+	srv *plugintest.Server
 
 	kvMount     string
 	pluginMount string
-	plugin      logical.Backend
-	storage     logical.Storage
 
-	mu       sync.Mutex
-	kv       map[string]map[string]any // key under kvMount → data
-	requests []string                  // "METHOD path"
+	mu sync.Mutex
+	kv map[string]map[string]any // key under kvMount → data
 	// intercept answers a request instead of Vault when it returns true.
 	intercept func(w http.ResponseWriter, r *http.Request, path string) bool
 }
 
 func newFakeVault(t *testing.T, kvMount, pluginMount string) *fakeVault {
 	t.Helper()
-	b := plugin.New(backend.Options{Logger: hclog.NewNullLogger()})
-	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
-	if err := b.Setup(context.Background(), conf); err != nil {
-		t.Fatal(err)
-	}
 	f := &fakeVault{
 		t:           t,
+		srv:         plugintest.NewServer(t, plugin.Factory, testToken, pluginMount),
 		kvMount:     kvMount,
 		pluginMount: pluginMount,
-		plugin:      b,
-		storage:     conf.StorageView,
 		kv:          map[string]map[string]any{},
 	}
-	f.srv = httptest.NewServer(f)
-	t.Cleanup(f.srv.Close)
-	f.pluginCall(logical.UpdateOperation, "config", map[string]any{"bcrypt_cost": 4}) // fast tests
+	f.srv.SetHook(f.serve)
 	return f
 }
 
@@ -75,18 +59,19 @@ func (f *fakeVault) putKV(name string, data map[string]any) {
 	f.kv[name] = data
 }
 
-func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path := strings.TrimPrefix(r.URL.Path, "/v1/")
+// serve answers what is not the plugin's (the KV mount, the mount lookup)
+// and the faults of intercept; the plugin's paths go on to the server.
+func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request, req *plugintest.Request) bool {
+	path := req.Path
 	f.mu.Lock()
-	f.requests = append(f.requests, r.Method+" "+path)
 	intercept := f.intercept
 	f.mu.Unlock()
-	if r.Header.Get("X-Vault-Token") != testToken {
+	if req.Token != testToken {
 		writeVault(w, http.StatusForbidden, nil, "permission denied")
-		return
+		return true
 	}
 	if intercept != nil && intercept(w, r, path) {
-		return
+		return true
 	}
 	list := r.Method == "LIST" || (r.Method == http.MethodGet && r.URL.Query().Get("list") == "true")
 	switch {
@@ -94,11 +79,10 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveMountInfo(w, strings.TrimPrefix(path, "sys/internal/ui/mounts/"))
 	case path == f.kvMount || strings.HasPrefix(path, f.kvMount+"/"):
 		f.serveKV(w, r, strings.TrimPrefix(strings.TrimPrefix(path, f.kvMount), "/"), list)
-	case strings.HasPrefix(path, f.pluginMount+"/"):
-		f.servePlugin(w, r, strings.TrimPrefix(path, f.pluginMount+"/"), list)
 	default:
-		writeVault(w, http.StatusNotFound, nil, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		return false
 	}
+	return true
 }
 
 func (f *fakeVault) serveMountInfo(w http.ResponseWriter, path string) {
@@ -154,76 +138,34 @@ func (f *fakeVault) serveKV(w http.ResponseWriter, r *http.Request, key string, 
 	}
 }
 
-func (f *fakeVault) servePlugin(w http.ResponseWriter, r *http.Request, path string, list bool) {
-	var op logical.Operation
-	switch {
-	case list:
-		op = logical.ListOperation
-	case r.Method == http.MethodGet:
-		op = logical.ReadOperation
-	case r.Method == http.MethodPut || r.Method == http.MethodPost:
-		op = logical.UpdateOperation
-	case r.Method == http.MethodDelete:
-		op = logical.DeleteOperation
-	default:
-		writeVault(w, http.StatusMethodNotAllowed, nil, "unsupported method")
-		return
-	}
-	var data map[string]any
-	if body, _ := io.ReadAll(r.Body); len(body) > 0 {
-		if err := json.Unmarshal(body, &data); err != nil {
-			writeVault(w, http.StatusBadRequest, nil, "failed to parse JSON input: "+err.Error())
-			return
-		}
-	}
-	code, resp, msg := f.pluginCall(op, path, data)
-	switch {
-	case code >= 400:
-		writeVault(w, code, nil, msg)
-	case resp == nil:
-		w.WriteHeader(code)
-	default:
-		writeVault(w, code, resp.Data, "")
-	}
-}
-
 // pluginCall runs one request on the plugin the way Vault does and returns
 // Vault's HTTP status, the response and the error a client would see.
 func (f *fakeVault) pluginCall(op logical.Operation, path string, data map[string]any) (int, *logical.Response, string) {
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: f.storage, MountPoint: f.pluginMount + "/"}
-	return plugintest.Call(context.Background(), f.plugin, req)
+	return f.srv.Call(f.pluginMount, op, path, data)
 }
 
 // pluginOK runs a request on the plugin directly and fails the test unless
 // it succeeds.
 func (f *fakeVault) pluginOK(op logical.Operation, path string, data map[string]any) *logical.Response {
 	f.t.Helper()
-	code, resp, msg := f.pluginCall(op, path, data)
-	if code >= 400 {
-		f.t.Fatalf("%s %s: %d %s", op, path, code, msg)
-	}
-	return resp
+	return f.srv.MustCall(f.pluginMount, op, path, data)
 }
 
 // writes returns the recorded requests that could change something.
 func (f *fakeVault) writes() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []string
-	for _, r := range f.requests {
-		if !strings.HasPrefix(r, "GET ") && !strings.HasPrefix(r, "LIST ") {
-			out = append(out, r)
+	for _, r := range f.srv.Requests() {
+		if r.Method != http.MethodGet && r.Method != "LIST" {
+			out = append(out, r.Method+" "+r.Path)
 		}
 	}
 	return out
 }
 
 func (f *fakeVault) countRequests(req string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	n := 0
-	for _, r := range f.requests {
-		if r == req {
+	for _, r := range f.srv.Requests() {
+		if r.Method+" "+r.Path == req {
 			n++
 		}
 	}
@@ -231,16 +173,11 @@ func (f *fakeVault) countRequests(req string) int {
 }
 
 func writeVault(w http.ResponseWriter, code int, data map[string]any, errMsg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	body := map[string]any{"errors": []string{}}
-	if errMsg != "" {
-		body["errors"] = []string{errMsg}
-	}
 	if data != nil {
-		body = map[string]any{"data": data}
+		plugintest.WriteJSON(w, code, map[string]any{"data": data})
+		return
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	plugintest.WriteError(w, code, errMsg)
 }
 
 // writeConfig writes godoauth's YAML pointing at the fake Vault with the
