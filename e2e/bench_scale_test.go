@@ -318,7 +318,7 @@ func TestBench_scaleUsers(t *testing.T) {
 	perCheck := bcryptCheckTime(b.hash)
 
 	var w strings.Builder
-	fmt.Fprintf(&w, "\n### Scale: %d users in one mount (issue 27)\n\n", scaleBigUsers)
+	fmt.Fprintf(&w, "\n### Scale: %s users in one mount (issue 27)\n\n", thousands(scaleBigUsers))
 	fmt.Fprintf(&w, "Single-node Raft Vault. Two mounts of the plugin: `small` with 10 users, `large` with %d, each user with\n", scaleBigUsers)
 	fmt.Fprintf(&w, "a precomputed `password_hash` (bcrypt cost 10) and two access entries. %d users written through the HTTP API by %d\n", scaleBigUsers-10, scaleWriters)
 	fmt.Fprintf(&w, "concurrent writers in %s: **%.0f users/s** (load average before: %s).\n\n", took.Round(time.Second), float64(scaleBigUsers-10)/took.Seconds(), loadImport)
@@ -550,18 +550,21 @@ func TestBench_scaleMigrate(t *testing.T) {
 	}
 
 	var w strings.Builder
-	fmt.Fprintf(&w, "\n### Scale: `godoauth-relay migrate` of %d godoauth users (issue 27)\n\n", scaleBigUsers)
+	fmt.Fprintf(&w, "\n### Scale: `godoauth-relay migrate` of %s godoauth users (issue 27)\n\n", thousands(scaleBigUsers))
 	fmt.Fprintf(&w, "Single-node Raft Vault; godoauth's users in a `generic` mount (plain passwords), written in %s by %d writers (load average %s).\n",
 		took.Round(time.Second), scaleWriters, loadSetup)
 	fmt.Fprintf(&w, "The plugin's mount has `bcrypt_cost=4`: migrate hashes every password at the mount's cost, so at the default, 10, the run is\n")
-	fmt.Fprintf(&w, "bcrypt-bound (about 100,000 × one check at cost 10 / the cores). Standard output to a file, standard error to a pipe.\n\n")
+	fmt.Fprintf(&w, "bcrypt-bound (about 100,000 × one check at cost 10 / the cores). The default `-parallel 8`; standard output to a file, standard error to a pipe.\n\n")
 	fmt.Fprintf(&w, "Load average before: %s, after: %s. **%d users in %s, %.0f users/s**; peak RSS of the migrate process **%s**;\n",
 		m.loadBefore, m.loadAfter, n, m.took.Round(time.Second), float64(n)/m.took.Seconds(), mib(m.peakKiB))
-	fmt.Fprintf(&w, "`LIST registry-new/users` afterwards: %d keys in %s. The progress lines it printed on the pipe as it went, with the RSS then:\n\n", n, millis(list))
+	fmt.Fprintf(&w, "`LIST registry-new/users` afterwards: %d keys in %s. It printed %d progress lines on the pipe as it went; some of them, with the RSS then:\n\n",
+		n, millis(list), len(m.progress))
 	fmt.Fprintln(&w, "| after | line on standard error | RSS |")
 	fmt.Fprintln(&w, "|--:|---|--:|")
-	for _, p := range m.progress {
-		fmt.Fprintf(&w, "| %s | `%s` | %s |\n", p.at.Round(time.Second), p.line, mib(p.rssKiB))
+	for i, p := range m.progress {
+		if step := max(1, len(m.progress)/6); i%step == 0 || i == len(m.progress)-1 {
+			fmt.Fprintf(&w, "| %s | `%s` | %s |\n", p.at.Round(time.Second), p.line, mib(p.rssKiB))
+		}
 	}
 	if len(m.progress) == 0 {
 		fmt.Fprintln(&w, "| - | (none) | - |")
@@ -697,7 +700,7 @@ func TestBench_robotExpiry(t *testing.T) {
 	}
 
 	var w strings.Builder
-	fmt.Fprintf(&w, "\n### Robot accounts: %d robots expiring at once (issue 23)\n\n", robotsLive)
+	fmt.Fprintf(&w, "\n### Robot accounts: %s robots expiring at once (issue 23)\n\n", thousands(robotsLive))
 	fmt.Fprintf(&w, "Single-node Raft Vault. %d robots issued by %d callers in %s (%.0f/s, load average %s before), ttl 1h; each lease then\n",
 		robotsLive, robotIssuers, issueTook.Round(time.Second), float64(robotsLive)/issueTook.Seconds(), loadIssue)
 	fmt.Fprintf(&w, "renewed (%s) with the increment that ends it at one instant, so Vault's expiration manager revokes all %d together.\n", renewTook.Round(time.Second), leasesLive)
