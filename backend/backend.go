@@ -36,6 +36,7 @@ type Backend struct {
 	robots      *recordCache[Robot]    // robot records as stored
 	robotMACKey atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
 	robotKeyMu  sync.Mutex             // serialises loading or making it
+	revokes     chan struct{}          // robot revocations running, at most robotRevokesAtOnce
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
@@ -87,6 +88,7 @@ func New(opts Options) *Backend {
 		records:        newUserRecords(userRecordsKept),
 		roles:          newRecordCache[Role](rolesKept),
 		robots:         newRecordCache[Robot](robotRecordsKept),
+		revokes:        make(chan struct{}, robotRevokesAtOnce),
 	}
 }
 
