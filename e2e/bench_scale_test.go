@@ -39,6 +39,8 @@ import (
 // skews absolute figures, the ratios are measured side by side.
 //
 // Run: go test -tags 'e2e bench' -run '^TestBench_(scale|robotExpiry)' -v -timeout 40m ./e2e/
+// (after make build, with VPR_BIN_DIR=bin); one of them alone, e.g.
+// -run '^TestBench_scaleUsers$'.
 const (
 	scaleBigUsers = 100000
 	scaleMounts   = 100
@@ -326,15 +328,15 @@ func TestBench_scaleUsers(t *testing.T) {
 
 	var w strings.Builder
 	fmt.Fprintf(&w, "\n### Scale: %s users in one mount (issue 27)\n\n", thousands(scaleBigUsers))
-	fmt.Fprintf(&w, "Single-node Raft Vault. Two mounts of the plugin: `small` with 10 users, `large` with %d, each user with\n", scaleBigUsers)
-	fmt.Fprintf(&w, "a precomputed `password_hash` (bcrypt cost 10) and two access entries. %d users written through the HTTP API by %d\n", scaleBigUsers-10, scaleWriters)
+	fmt.Fprintf(&w, "Single-node Raft Vault. Two mounts of the plugin: `small` with 10 users, `large` with %s, each user with\n", thousands(scaleBigUsers))
+	fmt.Fprintf(&w, "a precomputed `password_hash` (bcrypt cost 10) and two access entries. %s users written through the HTTP API by %d\n", thousands(scaleBigUsers-10), scaleWriters)
 	fmt.Fprintf(&w, "concurrent writers in %s: **%.0f users/s** (load average before: %s).\n\n", took.Round(time.Second), float64(scaleBigUsers-10)/took.Seconds(), loadImport)
 	fmt.Fprintln(&w, "| storage | data directory | Raft snapshot |")
 	fmt.Fprintln(&w, "|---|--:|--:|")
 	fmt.Fprintf(&w, "| 10 + 10 users | %s B | %s B |\n", thousands(before.Dir), thousands(before.Snapshot))
-	fmt.Fprintf(&w, "| 10 + %d users | %s B | %s B |\n", scaleBigUsers, thousands(after.Dir), thousands(after.Snapshot))
+	fmt.Fprintf(&w, "| 10 + %s users | %s B | %s B |\n", thousands(scaleBigUsers), thousands(after.Dir), thousands(after.Snapshot))
 	fmt.Fprintf(&w, "| per user added | %s B | %s B |\n\n", thousands((after.Dir-before.Dir)/int64(scaleBigUsers-10)), thousands((after.Snapshot-before.Snapshot)/int64(scaleBigUsers-10)))
-	fmt.Fprintf(&w, "RSS at rest with %d users: plugin %s, Vault %s, relay %s.\n\n", scaleBigUsers, mib(idle.Plugin), mib(idle.Vault), mib(idle.Relay))
+	fmt.Fprintf(&w, "RSS at rest with %s users: plugin %s, Vault %s, relay %s.\n\n", thousands(scaleBigUsers), mib(idle.Plugin), mib(idle.Vault), mib(idle.Relay))
 	fmt.Fprintf(&w, "Listing (load average %s): `LIST small/users` (%d keys) %s, `LIST large/users` (%d keys) %s (HTTP API, median of 3);\n",
 		loadList, nSmall, millis(listSmall), nLarge, millis(listLarge))
 	fmt.Fprintf(&w, "`vault list large/users` (the CLI, table output) %s.\n\n", millis(cliList))
@@ -346,8 +348,8 @@ func TestBench_scaleUsers(t *testing.T) {
 		fmt.Fprintf(&w, "| %d | %s | %s | %.0f | %s | %s | %.0f |\n", i+1, millis(s.P50), millis(s.P99), s.OKPerSec(), millis(l.P50), millis(l.P99), l.OKPerSec())
 	}
 	sp, lp := medianP50(smallRuns), medianP50(largeRuns)
-	fmt.Fprintf(&w, "\nMedian p50: 10 users %s, %d users %s: **×%.2f** (target: within 10%%); failed requests: %d.\n\n",
-		millis(sp), scaleBigUsers, millis(lp), float64(lp)/float64(max(sp, 1)), failedOf(smallRuns, largeRuns))
+	fmt.Fprintf(&w, "\nMedian p50: 10 users %s, %s users %s: **×%.2f** (target: within 10%%); failed requests: %d.\n\n",
+		millis(sp), thousands(scaleBigUsers), millis(lp), float64(lp)/float64(max(sp, 1)), failedOf(smallRuns, largeRuns))
 	fmt.Fprintf(&w, "Cold tokens (load average %s): the first token of %d users spread over the large mount, one at a time: p50 %s, **p99 %s**, longest %s;\n",
 		loadCold, len(cold), millis(percentile(cold, 0.5)), millis(percentile(cold, 0.99)), millis(slices.Max(cold)))
 	fmt.Fprintf(&w, "one bcrypt check (cost 10) takes %s here, which a first token pays.\n", millis(perCheck))
@@ -562,8 +564,8 @@ func TestBench_scaleMigrate(t *testing.T) {
 		took.Round(time.Second), scaleWriters, loadSetup)
 	fmt.Fprintf(&w, "The plugin's mount has `bcrypt_cost=4`: migrate hashes every password at the mount's cost, so at the default, 10, the run is\n")
 	fmt.Fprintf(&w, "bcrypt-bound (about 100,000 × one check at cost 10 / the cores). The default `-parallel 8`; standard output to a file, standard error to a pipe.\n\n")
-	fmt.Fprintf(&w, "Load average before: %s, after: %s. **%d users in %s, %.0f users/s**; peak RSS of the migrate process **%s**;\n",
-		m.loadBefore, m.loadAfter, n, m.took.Round(time.Second), float64(n)/m.took.Seconds(), mib(m.peakKiB))
+	fmt.Fprintf(&w, "Load average before: %s, after: %s. **%s users in %s, %.0f users/s**; peak RSS of the migrate process **%s**;\n",
+		m.loadBefore, m.loadAfter, thousands(int64(n)), m.took.Round(time.Second), float64(n)/m.took.Seconds(), mib(m.peakKiB))
 	fmt.Fprintf(&w, "`LIST registry-new/users` afterwards: %d keys in %s. It printed %d progress lines on the pipe as it went; some of them, with the RSS then:\n\n",
 		n, millis(list), len(m.progress))
 	fmt.Fprintln(&w, "| after | line on standard error | RSS |")
@@ -728,7 +730,7 @@ func TestBench_robotExpiry(t *testing.T) {
 	fmt.Fprintf(&w, "\n### Robot accounts: %s robots expiring at once (issue 23)\n\n", thousands(robotsLive))
 	fmt.Fprintf(&w, "Single-node Raft Vault. %s robots issued by %d callers in %s (%.0f/s, load average %s before), ttl 1h; each lease then\n",
 		thousands(robotsLive), robotIssuers, issueTook.Round(time.Second), float64(robotsLive)/issueTook.Seconds(), loadIssue)
-	fmt.Fprintf(&w, "renewed (%s) with the increment that ends it at one instant, so Vault's expiration manager revokes all %d together.\n", renewTook.Round(time.Second), leasesLive)
+	fmt.Fprintf(&w, "renewed (%s) with the increment that ends it at one instant, so Vault's expiration manager revokes all %s together.\n", renewTook.Round(time.Second), thousands(int64(leasesLive)))
 	fmt.Fprintf(&w, "Revocation workers: %s. The leases were all gone %s after that instant (polled each second; %d left), no robot listed (%d left).\n\n",
 		workers, done.Round(time.Second), left, records)
 	fmt.Fprintln(&w, "Vault, plugin, others: their CPU as a share of both cores during the run.")
@@ -745,7 +747,7 @@ func TestBench_robotExpiry(t *testing.T) {
 	fmt.Fprintln(&w, "| storage | data directory | Raft snapshot |")
 	fmt.Fprintln(&w, "|---|--:|--:|")
 	fmt.Fprintf(&w, "| before the robots | %s B | %s B |\n", thousands(sizeBefore.Dir), thousands(sizeBefore.Snapshot))
-	fmt.Fprintf(&w, "| %d robots live | %s B | %s B |\n", robotsLive, thousands(sizeLive.Dir), thousands(sizeLive.Snapshot))
+	fmt.Fprintf(&w, "| %s robots live | %s B | %s B |\n", thousands(robotsLive), thousands(sizeLive.Dir), thousands(sizeLive.Snapshot))
 	fmt.Fprintf(&w, "| after their expiry | %s B | %s B |\n", thousands(sizeAfter.Dir), thousands(sizeAfter.Snapshot))
 	fmt.Fprintln(&w, "\nThe snapshot holds what is stored; the data directory's BoltDB files keep their size and reuse freed pages.")
 	appendReport(t, w.String())
