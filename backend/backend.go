@@ -40,6 +40,7 @@ type Backend struct {
 	identityRecords *recordCache[IdentityAccess]
 	robotMACKey     atomic.Pointer[[]byte] // HMAC key of robot secrets; nil until loaded
 	robotKeyMu      sync.Mutex             // serialises loading or making it
+	revokes         chan struct{}          // robot revocations running, at most robotRevokesAtOnce
 
 	credKey []byte // MAC key for the credential cache; random per process, never stored
 
@@ -93,6 +94,7 @@ func New(opts Options) *Backend {
 		robots:          newRecordCache[Robot](robotRecordsKept),
 		sessions:        newRecordCache[IdentitySession](identitySessionsKept),
 		identityRecords: newRecordCache[IdentityAccess](identityRecordsKept),
+		revokes:         make(chan struct{}, robotRevokesAtOnce),
 	}
 }
 

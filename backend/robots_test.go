@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +114,69 @@ func TestRobots_revokeFailingHalfwayLeavesTheRobotRefusedAndIsRetried(t *testing
 		if keys, _ := logical.CollectKeysWithPrefix(f.ctx, f.s, prefix); len(keys) != 0 {
 			t.Errorf("left under %s: %v", prefix, keys)
 		}
+	}
+}
+
+// slowDeletes is storage whose deletes take a while and which counts the
+// most running at once.
+type slowDeletes struct {
+	logical.Storage
+	running, most atomic.Int32
+}
+
+func (s *slowDeletes) Delete(ctx context.Context, key string) error {
+	n := s.running.Add(1)
+	defer s.running.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	time.Sleep(2 * time.Millisecond)
+	return s.Storage.Delete(ctx, key)
+}
+
+// TestRobots_revocationsGoAFewAtATime: many revocations at once (a mass
+// expiry) run robotRevokesAtOnce at a time, all of them to the end; one
+// that cannot get a turn before its context ends fails, for Vault to retry.
+func TestRobots_revocationsGoAFewAtATime(t *testing.T) {
+	f := newFixture(t)
+	var robots []*RobotCreds
+	for range 20 {
+		robots = append(robots, f.robot())
+	}
+	slow := &slowDeletes{Storage: f.s}
+	var wg sync.WaitGroup
+	for _, c := range robots {
+		wg.Go(func() {
+			if err := f.b.RevokeRobot(f.ctx, slow, c.Name, "ci"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if m := slow.most.Load(); m < 1 || m > robotRevokesAtOnce {
+		t.Errorf("%d deletes ran at once, want 1 to %d (one revocation deletes one key at a time)", m, robotRevokesAtOnce)
+	}
+	for _, prefix := range []string{robotPrefix, robotIndexPrefix} {
+		if keys, _ := logical.CollectKeysWithPrefix(f.ctx, f.s, prefix); len(keys) != 0 {
+			t.Errorf("left under %s: %v", prefix, keys)
+		}
+	}
+
+	c := f.robot()
+	for range robotRevokesAtOnce {
+		f.b.revokes <- struct{}{} // every turn taken
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := f.b.RevokeRobot(ctx, f.s, c.Name, "ci"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("revoke without a turn: %v, want the context's deadline", err)
+	}
+	for range robotRevokesAtOnce {
+		<-f.b.revokes
+	}
+	if err := f.b.RevokeRobot(f.ctx, f.s, c.Name, "ci"); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if _, err := f.mint(TokenRequest{Username: c.Name, Password: c.Password}); errKind(err) != KindUnauthorized {
+		t.Errorf("robot after its revocation: %v, want 401", err)
 	}
 }

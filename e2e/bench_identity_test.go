@@ -246,20 +246,11 @@ func timedLoad(tg target, conns int, d time.Duration) timedResult {
 			windows[i] = append(windows[i], a.took)
 		}
 	}
-	r.p50, r.p99 = percentile(all, 50), percentile(all, 99)
+	r.p50, r.p99 = percentile(all, 0.5), percentile(all, 0.99)
 	for _, w := range windows {
-		r.windows = append(r.windows, percentile(w, 99))
+		r.windows = append(r.windows, percentile(w, 0.99))
 	}
 	return r
-}
-
-// percentile is the p-th percentile of ds (sorted here).
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	return ds[min(len(ds)-1, len(ds)*p/100)]
 }
 
 func writeExpiryTable(w io.Writer, r timedResult, logins float64) {

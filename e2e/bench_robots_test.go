@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,9 +20,9 @@ import (
 // Robot accounts in `make bench` (issue 23): creds/ issue rate at
 // robotIssuers concurrent callers, which also makes robotsLive live robots;
 // then, with those robots live, a warm robot's token against a warm user's
-// (p50, the two series interleaved in one run); then robotsLive robots
-// that expire at once, and a user's tokens meanwhile. Printed, never
-// asserted.
+// (p50, the two series interleaved in one run). Printed, never asserted.
+// The mass expiry of robots is TestBench_robotExpiry (bench_scale_test.go),
+// on Raft storage, which has a size.
 //
 // Run: go test -tags 'e2e bench' -run '^TestBench_robots$' -v -timeout 20m ./e2e/
 const (
@@ -33,7 +32,6 @@ const (
 	robotRounds     = 3 // user and robot series, interleaved
 	robotLoadConns  = 1
 	robotLoadPeriod = 8 * time.Second
-	expiryTTL       = 45 * time.Second
 )
 
 func TestBench_robots(t *testing.T) {
@@ -88,8 +86,6 @@ func TestBench_robots(t *testing.T) {
 		}
 	}
 
-	b.massExpiry(&report)
-
 	fmt.Print(report.String())
 	if path := os.Getenv("BENCH_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(report.String()), 0o644); err != nil {
@@ -98,68 +94,8 @@ func TestBench_robots(t *testing.T) {
 	}
 }
 
-// massExpiry makes robotsLive robots of a role with expiryTTL, measures a
-// user's warm tokens at 8 connections before they expire and while Vault
-// revokes them all, and how long Vault takes to finish.
-func (b *loadBench) massExpiry(report *strings.Builder) {
-	t := b.t
-	b.vault.CLI(t, "write", benchService+"/roles/expiring", "access="+benchScope, fmt.Sprintf("ttl=%ds", int(expiryTTL.Seconds())))
-	leasesBefore := b.leaseCount("expiring")
-	start := time.Now()
-	issued, failed, took := issueRobotsOf(t, b.vault, "expiring", robotsLive, robotIssuers)
-	lastExpiry := start.Add(took).Add(expiryTTL)
-	leasesLive := b.leaseCount("expiring")
-	user := b.relayTarget(b.relay)
-	before := b.run(user, 8, 15*time.Second)
-	time.Sleep(time.Until(start.Add(expiryTTL)))
-	during := b.run(user, 8, 30*time.Second)
-	deadline := time.Now().Add(5 * time.Minute)
-	left := b.leaseCount("expiring")
-	for left > leasesBefore && time.Now().Before(deadline) {
-		time.Sleep(2 * time.Second)
-		left = b.leaseCount("expiring")
-	}
-	done := time.Since(lastExpiry)
-	records := len(b.vault.liveRobots(t, benchService, "expiring"))
-	fmt.Fprintf(report, "\nMass expiry: %d robots (%d creds/ failures) with ttl %s, issued in %s; leases of the role: %d before, %d live, %d left %s after the last one's expiry; live robots listed then: %d.\n\n",
-		issued, failed, expiryTTL, took.Round(time.Millisecond), leasesBefore, leasesLive, left, done.Round(time.Second), records)
-	fmt.Fprintln(report, "| user tokens at 8 connections | p50 | p99 | tokens/s | failed |")
-	fmt.Fprintln(report, "|---|---|---|---|---|")
-	for _, r := range []struct {
-		name string
-		res  wrkResult
-	}{{"before expiry (15 s)", before}, {"while Vault revokes them (30 s)", during}} {
-		fmt.Fprintf(report, "| %s | %s | %s | %.0f | %d |\n", r.name, millis(r.res.P50), millis(r.res.P99), r.res.OKPerSec(), r.res.Failed())
-	}
-	fmt.Fprintf(report, "\np99 while revoking / before: ×%.2f (target: under 2×).\n", float64(during.P99)/float64(max(before.P99, 1)))
-}
-
-// leaseCount counts the leases under <service>/creds/<role>/.
-func (b *loadBench) leaseCount(role string) int {
-	code, out := b.vault.callAs(b.t, rootToken, "LIST", "sys/leases/lookup/"+benchService+"/creds/"+role+"/", nil)
-	if code == http.StatusNotFound {
-		return 0
-	}
-	if code != http.StatusOK {
-		b.t.Fatalf("LIST leases: %d %v", code, out)
-	}
-	data, _ := out["data"].(map[string]any)
-	keys, _ := data["keys"].([]any)
-	return len(keys)
-}
-
 func medianP50(runs []wrkResult) time.Duration {
-	ps := make([]time.Duration, len(runs))
-	for i, r := range runs {
-		ps[i] = r.P50
-	}
-	slices.Sort(ps)
-	return ps[len(ps)/2]
-}
-
-func issueRobotsOf(t *testing.T, v *Vault, role string, n, callers int) (issued, failed int64, took time.Duration) {
-	issued, failed, took, _ = issueRobots(t, v, role, n, callers)
-	return issued, failed, took
+	return medianOf(runs, func(r wrkResult) time.Duration { return r.P50 })
 }
 
 // issueRobots reads creds/<role> n times with callers goroutines and

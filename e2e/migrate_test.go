@@ -66,17 +66,7 @@ func TestMigrate_fromGodoauth(t *testing.T) {
 	// A stray ";": godoauth refused every login of this user.
 	typo := godoauthUser{"typo", "typo-pw-1c2d9e", "repository:typo/app:*;"}
 	v.CLI(t, "write", "registry/typo", "password="+typo.password, "access="+typo.access)
-	certs := filepath.Join(dir, "certs")
-	if err := os.Mkdir(certs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	openssl := exec.Command("openssl", "req", "-x509", "-nodes", "-days", "365", "-newkey", "rsa:2048",
-		"-keyout", "server.key", "-out", "server.pem", "-subj", "/C=AU/ST=NSW/L=Sydney/O=Godoauth/CN=Token")
-	openssl.Dir = certs
-	if out, err := openssl.CombinedOutput(); err != nil {
-		t.Fatalf("openssl: %v\n%s", err, out)
-	}
-	serverPEM := filepath.Join(certs, "server.pem")
+	serverPEM := godoauthCerts(t, dir)
 	pemBefore := readBytes(t, serverPEM)
 
 	// godoauth's token could read its mount; the YAML keeps it.
@@ -187,6 +177,23 @@ func startGodoauthRegistry(t *testing.T, relayPort int, rootCertBundle string) (
 	reg.Proc = StartProcess(t, "registry-2.8-godoauth", baseEnv(dir), tool(t, "docker-registry"), "serve", configPath)
 	waitFor(t, "registry", reg.Proc, startTimeout, func() error { return wantStatus(reg.URL+"/v2/", http.StatusUnauthorized) })
 	return reg, configPath
+}
+
+// godoauthCerts makes godoauth's key pair as its README does, in
+// dir/certs (godoauthKeyPair names them), and returns the certificate's path.
+func godoauthCerts(t testing.TB, dir string) string {
+	t.Helper()
+	certs := filepath.Join(dir, "certs")
+	if err := os.Mkdir(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	openssl := exec.Command("openssl", "req", "-x509", "-nodes", "-days", "365", "-newkey", "rsa:2048",
+		"-keyout", "server.key", "-out", "server.pem", "-subj", "/C=AU/ST=NSW/L=Sydney/O=Godoauth/CN=Token")
+	openssl.Dir = certs
+	if out, err := openssl.CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	return filepath.Join(certs, "server.pem")
 }
 
 // runRelayCommand runs `godoauth-relay args…` in dir as an operator: with

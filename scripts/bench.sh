@@ -19,10 +19,16 @@
 #      password and a password-mount password beside a plugin user and the
 #      floor at 64 connections; the password-mount path across several
 #      short token_reuse periods (p99 per period, longest gap).
+#      Scale (e2e/bench_scale_test.go, issues 27 and 23), on a single-node
+#      Raft Vault: 100,000 users against 10 (warm and cold tokens, list,
+#      storage size), `godoauth-relay migrate` of 100,000 users, 100
+#      mounts behind one relay against one, 10,000 robots expiring at
+#      once. BENCH_SCALE_RUN (a go test -run pattern) picks some of them;
+#      alone: go test -tags 'e2e bench' -run '^TestBench_scaleUsers$' ./e2e/
 #   3. gnuplot draws tokens/s and p99 against connections.
 #
 # Run through `make bench` (which builds bin/ first). Needs scripts/install.sh
-# to have run (vault, wrk, gnuplot). Takes about twelve minutes on two cores.
+# to have run (vault, wrk, gnuplot). Takes about half an hour on two cores.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -89,6 +95,10 @@ echo "== Vault identities: a Vault token and a password-mount password beside a 
 BENCH_REPORT=$WORK/identity.md \
 	go test -tags 'e2e bench' -run '^TestBench_identity$' -count=1 -v -timeout 20m ./e2e/
 
+echo "== Scale: 100,000 users, migrate, 100 mounts, 10,000 robots expiring at once"
+BENCH_REPORT=$WORK/scale.md \
+	go test -tags 'e2e bench' -run "${BENCH_SCALE_RUN:-^TestBench_(scale|robotExpiry)}" -count=1 -v -timeout 40m ./e2e/
+
 echo "== Picture: ${PNG#"$ROOT"/}"
 gnuplot <<EOF
 set terminal pngcairo size 1200,520 font "sans,11" noenhanced
@@ -137,5 +147,6 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	cat "$WORK/load.md"
 	cat "$WORK/robots.md"
 	cat "$WORK/identity.md"
+	cat "$WORK/scale.md"
 } >"$OUT"
 echo "== Wrote ${OUT#"$ROOT"/} and ${PNG#"$ROOT"/}"

@@ -5,10 +5,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,7 +230,8 @@ func TestMigrate_stopsWhenVaultFailsAndSaysSo(t *testing.T) {
 		}
 		return false
 	}
-	r := migrateCmd(noEnv, "-config", f.writeConfig(t, testToken, ""), "-from", "registry", "-to", "registry-new")
+	// One at a time, so that no user after b is under way when b fails.
+	r := migrateCmd(noEnv, "-config", f.writeConfig(t, testToken, ""), "-from", "registry", "-to", "registry-new", "-parallel", "1")
 	if r.code != exitPartial {
 		t.Fatalf("%s", r)
 	}
@@ -234,6 +239,59 @@ func TestMigrate_stopsWhenVaultFailsAndSaysSo(t *testing.T) {
 		"The users after it were not migrated")
 	if _, ok := f.access("c"); ok || f.countRequests("GET registry/c") != 0 {
 		t.Error("the run went on after Vault refused the token")
+	}
+}
+
+// TestMigrate_parallelKeepsTheOrder: with -parallel 8 several users are
+// in flight at once, and the report still lists them in godoauth's order
+// though the first ones finish last.
+func TestMigrate_parallelKeepsTheOrder(t *testing.T) {
+	const n = 40
+	f := newFakeVault(t, "registry", "registry-new")
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("u%02d", i))
+		f.putKV(names[i], user(fmt.Sprintf("pw-%d", i), "repository:app:pull"))
+	}
+	var inFlight, most atomic.Int32
+	f.intercept = func(_ http.ResponseWriter, r *http.Request, path string) bool {
+		name, ok := strings.CutPrefix(path, "registry/u")
+		if !ok || r.Method != http.MethodGet {
+			return false
+		}
+		now := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		i, _ := strconv.Atoi(name)
+		time.Sleep(time.Duration(n-i%8) * time.Millisecond) // the first of each eight last
+		return false
+	}
+	r := migrateCmd(noEnv, "-config", f.writeConfig(t, testToken, ""), "-from", "registry", "-to", "registry-new", "-parallel", "8")
+	if r.code != exitOK {
+		t.Fatalf("%s", r)
+	}
+	if m := most.Load(); m < 2 || m > 8 {
+		t.Errorf("at most %d users read at once, want 2 to 8", m)
+	}
+	var reported []string
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if name, ok := strings.CutSuffix(strings.TrimSpace(line), ": created"); ok {
+			reported = append(reported, name)
+		}
+	}
+	if !slices.Equal(reported, names) {
+		t.Errorf("users reported in the order %v, want %v", reported, names)
+	}
+	mustContain(t, r, fmt.Sprintf("Summary: %d created, 0 updated, 0 unchanged, 0 skipped.", n))
+}
+
+func TestMigrate_parallelOutOfRange(t *testing.T) {
+	for _, p := range []string{"0", "65"} {
+		r := migrateCmd(noEnv, "-config", "", "-from", "a", "-to", "b", "-parallel", p)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "-parallel "+p+": want 1 to 64") {
+			t.Errorf("-parallel %s: %s", p, r)
+		}
 	}
 }
 

@@ -8,48 +8,64 @@ import (
 	"time"
 )
 
-// progressEvery bounds how often the progress line is redrawn.
+// progressEvery bounds how often the progress line is redrawn on a
+// terminal.
 const progressEvery = 200 * time.Millisecond
 
-// progress shows how far the user migration is, a count and a rate, on one
-// line of standard error redrawn in place: on a terminal only, so that a
-// report piped to a file or read by a script holds nothing extra.
+// progressLogEvery is how often the count is printed as a line of its own
+// when standard error is not a terminal (a file, a pipe, a CI job's log),
+// so that a long migration shows it is moving there too. A variable for
+// the tests.
+var progressLogEvery = 10 * time.Second
+
+// progress shows how far the user migration is, a count and a rate, on
+// standard error: on a terminal, one line redrawn in place; otherwise a
+// plain line every progressLogEvery (none for a run shorter than that), so
+// that standard output, the report, holds nothing extra either way.
 type progress struct {
-	w           io.Writer // nil: not a terminal, nothing shown
+	w           io.Writer // nil: nothing shown
+	tty         bool      // w is a terminal: redraw in place
 	total, done int
 	start, last time.Time
 	shown       bool // the line is on the screen
 }
 
 func newProgress(stderr io.Writer, total int) *progress {
-	p := &progress{total: total, start: time.Now()}
+	p := &progress{w: stderr, total: total, start: time.Now()}
 	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
-		p.w = f
+		p.tty = true
+	} else {
+		p.last = p.start // the first line after progressLogEvery
 	}
 	return p
 }
 
-// step counts one user and redraws the line now and then.
+// step counts one user and shows the count now and then.
 func (p *progress) step() {
 	p.done++
 	if p.w == nil {
 		return
 	}
-	if now := time.Now(); now.Sub(p.last) >= progressEvery || p.done == p.total {
+	now := time.Now()
+	switch {
+	case p.tty && (now.Sub(p.last) >= progressEvery || p.done == p.total):
 		p.last = now
-		p.draw(now)
+		fmt.Fprintf(p.w, "\r\033[K%s", p.line(now))
+		p.shown = true
+	case !p.tty && now.Sub(p.last) >= progressLogEvery && p.done < p.total:
+		p.last = now
+		fmt.Fprintf(p.w, "godoauth-relay migrate: %s\n", p.line(now))
 	}
 }
 
-func (p *progress) draw(now time.Time) {
-	fmt.Fprintf(p.w, "\r\033[Kusers: %d/%d (%d%%), %s", p.done, p.total, p.done*100/max(p.total, 1), rate(p.done, now.Sub(p.start)))
-	p.shown = true
+func (p *progress) line(now time.Time) string {
+	return fmt.Sprintf("users: %d/%d (%d%%), %s", p.done, p.total, p.done*100/max(p.total, 1), rate(p.done, now.Sub(p.start)))
 }
 
 // clear takes the line off the screen before a report line is printed
 // (standard output is likely the same terminal); the next step draws it again.
 func (p *progress) clear() {
-	if p != nil && p.w != nil && p.shown {
+	if p != nil && p.tty && p.shown {
 		fmt.Fprint(p.w, "\r\033[K")
 		p.shown = false
 		p.last = time.Time{}

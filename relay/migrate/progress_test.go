@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sys/unix"
@@ -32,19 +34,52 @@ const progressUsers = 400
 
 var summaryTable = regexp.MustCompile(`(?m)^ +created +400 *\n +updated +0 *\n +unchanged +0 *\n +skipped +0 *\n +total +400 *\n +in [0-9.hmµs]+, [0-9]+ users/s$`)
 
-// TestMigrate_progressOnlyOnATerminal: with output to files (or pipes),
-// nothing but the report, ending with the summary table.
-func TestMigrate_progressOnlyOnATerminal(t *testing.T) {
+// TestMigrate_progressWithoutATerminal: with standard error a file (or a
+// pipe), the count comes as plain lines there, every progressLogEvery;
+// standard output holds the report and the summary table only.
+func TestMigrate_progressWithoutATerminal(t *testing.T) {
 	_, cfg := manyUsers(t, progressUsers)
+	defer func(every time.Duration) { progressLogEvery = every }(progressLogEvery)
+	progressLogEvery = time.Nanosecond // a line after every user but the last
 	r := migrateCmd(noEnv, "-config", cfg, "-from", "registry", "-to", "registry-new")
 	if r.code != exitOK {
 		t.Fatalf("%s", r)
 	}
-	if r.stderr != "" || strings.ContainsAny(r.stdout, "\r\033") || strings.Contains(r.stdout, "400 (") {
-		t.Errorf("progress shown without a terminal: stderr %q", truncate(r.stderr, 200))
+	if strings.ContainsAny(r.stderr+r.stdout, "\r\033") {
+		t.Errorf("terminal control characters without a terminal: stderr %q", truncate(r.stderr, 200))
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	line := regexp.MustCompile(`^godoauth-relay migrate: users: ([0-9]+)/400 \([0-9]+%\), [0-9]+ users/s$`)
+	last := 0
+	for _, l := range lines {
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("stderr line %q is not a progress line", l)
+		}
+		n, _ := strconv.Atoi(m[1])
+		if n <= last || n >= progressUsers {
+			t.Fatalf("progress %d after %d (of %d): want a rising count below the total", n, last, progressUsers)
+		}
+		last = n
+	}
+	if len(lines) < progressUsers/2 {
+		t.Errorf("%d progress lines, want one after nearly every user", len(lines))
+	}
+	if strings.Contains(r.stdout, "400 (") {
+		t.Error("progress went to standard output")
 	}
 	if !summaryTable.MatchString(r.stdout) {
 		t.Errorf("no summary table at the end:\n%s", lastLines(r.stdout, 8))
+	}
+}
+
+// TestMigrate_progressQuietWhenShort: a run shorter than progressLogEvery
+// prints nothing on a standard error that is not a terminal.
+func TestMigrate_progressQuietWhenShort(t *testing.T) {
+	_, cfg := manyUsers(t, 3)
+	r := migrateCmd(noEnv, "-config", cfg, "-from", "registry", "-to", "registry-new")
+	if r.code != exitOK || r.stderr != "" {
+		t.Errorf("exit %d, stderr %q: want 0 and nothing", r.code, truncate(r.stderr, 200))
 	}
 }
 

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,9 +23,10 @@ type tally struct {
 	seen                                 map[string]bool
 }
 
-// migrateUsers migrates every user of <from>, one at a time. It reports
-// true when it stopped early: Vault failed in a way that is not about one
-// user (unreachable, token refused), which the next users would meet too.
+// migrateUsers migrates every user of <from>, opts.parallel at a time,
+// and reports them in godoauth's order. It reports true when it stopped
+// early: Vault failed in a way that is not about one user (unreachable,
+// token refused), which the next users would meet too.
 func (m *migration) migrateUsers(ctx context.Context) (stopped bool) {
 	from := m.opts.from
 	m.tally.seen = map[string]bool{}
@@ -39,18 +41,81 @@ func (m *migration) migrateUsers(ctx context.Context) (stopped bool) {
 	}
 	m.printf("users (%d):\n", len(names))
 	m.progress = newProgress(m.errOut, len(names))
-	for _, name := range names {
-		err := m.migrateUser(ctx, name)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for r := range m.startUsers(ctx, names) {
+		<-r.done
+		m.progress.clear()
+		_, _ = m.out.Write(r.report.Bytes())
+		m.tally.add(&r.tally)
 		m.progress.step()
-		if err != nil {
-			m.printf("  %s: FAILED: %s\n", name, err)
+		if r.err != nil {
+			m.printf("  %s: FAILED: %s\n", r.name, r.err)
 			fmt.Fprintf(m.errOut, "godoauth-relay migrate: stopped at user %s: %s\n"+
-				"The users after it were not migrated; run this again once that is fixed (migrated users stay unchanged).\n",
-				quote(name), err)
+				"The users after it were not migrated, but for those already under way (-parallel); "+
+				"run this again once that is fixed (migrated users stay unchanged).\n",
+				quote(r.name), r.err)
 			return true
 		}
 	}
 	return false
+}
+
+// userRun is one user's migration, done apart: its report lines and
+// counts, and the Vault failure that stops the run.
+type userRun struct {
+	name   string
+	report bytes.Buffer
+	tally  tally
+	err    error
+	done   chan struct{} // closed when the fields are set
+}
+
+// startUsers migrates the users opts.parallel at a time, each into a
+// userRun of its own, and hands the runs over in the order of names, a
+// few ahead of the reader at most; it stops starting them when ctx ends.
+func (m *migration) startUsers(ctx context.Context, names []string) <-chan *userRun {
+	runs := make(chan *userRun, 2*m.opts.parallel)
+	slots := make(chan struct{}, m.opts.parallel)
+	go func() {
+		defer close(runs)
+		for _, name := range names {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			r := &userRun{name: name, tally: tally{seen: map[string]bool{}}, done: make(chan struct{})}
+			go func() {
+				defer func() { <-slots; close(r.done) }()
+				// The same options and client; its own report and counts.
+				w := &migration{opts: m.opts, vault: m.vault, out: &r.report, errOut: m.errOut, addr: m.addr,
+					issuer: m.issuer, ttl: m.ttl, pair: m.pair, pluginConfig: m.pluginConfig, tally: tally{seen: r.tally.seen}}
+				r.err = w.migrateUser(ctx, name)
+				r.tally = w.tally
+			}()
+			select {
+			case runs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return runs
+}
+
+// add counts another run's users in t.
+func (t *tally) add(o *tally) {
+	t.created += o.created
+	t.updated += o.updated
+	t.unchanged += o.unchanged
+	t.skipped += o.skipped
+	t.dropped += o.dropped
+	t.lost += o.lost
+	t.star += o.star
+	for name := range o.seen {
+		t.seen[name] = true
+	}
 }
 
 // migrateUser migrates one user, or reports why not. The error is a Vault
