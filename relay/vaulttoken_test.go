@@ -82,7 +82,7 @@ func TestTokenKeeper_renewsAPeriodicToken(t *testing.T) {
 // ERROR line that says what to add, and a count.
 func TestTokenKeeper_forbiddenRenewalIsLoud(t *testing.T) {
 	fv := newPluginVault(t, "registry")
-	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.other-token" })
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.AuthToken = otherToken })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -349,7 +349,7 @@ func TestTokenKeeper_refusedCallRechecksTheToken(t *testing.T) {
 	if code := health(); code != http.StatusOK {
 		t.Fatalf("/healthz %d before", code)
 	}
-	fv.revoked.Store(true)
+	fv.RevokeToken(relayToken)
 	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("token request with a revoked relay token: %d", w.Code)
 	}
