@@ -63,6 +63,7 @@ type tokenEntry struct {
 	accessor string
 	expires  time.Time // zero: never
 	leases   []lease
+	ended    bool // revoked or expired
 }
 
 // lease is a secret the plugin answered to the token's request, which
@@ -101,12 +102,22 @@ func (ts *tokens) add(token string, t Token) *tokenEntry {
 // revocation as Vault does.
 func (s *Server) RevokeToken(token string) {
 	s.tokens.mu.Lock()
-	e := s.tokens.live[token]
-	delete(s.tokens.live, token)
-	s.tokens.mu.Unlock()
-	if e != nil {
-		s.revokeLeases(e.leases)
+	var leases []lease
+	if e := s.tokens.live[token]; e != nil {
+		leases = s.tokens.end(token, e)
 	}
+	s.tokens.mu.Unlock()
+	s.revokeLeases(leases)
+}
+
+// end takes the token out of the store and returns its leases to revoke;
+// ts.mu is held.
+func (ts *tokens) end(token string, e *tokenEntry) []lease {
+	delete(ts.live, token)
+	e.ended = true
+	leases := e.leases
+	e.leases = nil
+	return leases
 }
 
 // TokenLive reports whether Vault takes token: known, not revoked, not
@@ -174,11 +185,18 @@ func (s *Server) caller(w http.ResponseWriter, req *Request) *tokenEntry {
 }
 
 // keepLease makes a secret the plugin answered to e's request a lease of
-// e, and returns its id.
+// e, and returns its id; revoked at once if e ended meanwhile.
 func (s *Server) keepLease(e *tokenEntry, mount, path string, secret *logical.Secret, data map[string]any) string {
+	l := lease{mount: mount, path: path, secret: secret, data: data}
 	s.tokens.mu.Lock()
-	defer s.tokens.mu.Unlock()
-	e.leases = append(e.leases, lease{mount: mount, path: path, secret: secret, data: data})
+	ended := e.ended
+	if !ended {
+		e.leases = append(e.leases, l)
+	}
+	s.tokens.mu.Unlock()
+	if ended {
+		s.revokeLeases([]lease{l})
+	}
 	return mount + "/" + path + "/" + randomID()
 }
 
@@ -203,8 +221,7 @@ func (s *Server) expireTokens() {
 	s.tokens.mu.Lock()
 	for tok, e := range s.tokens.live {
 		if !e.expires.IsZero() && now.After(e.expires) {
-			ended = append(ended, e.leases...)
-			delete(s.tokens.live, tok)
+			ended = append(ended, s.tokens.end(tok, e)...)
 		}
 	}
 	s.tokens.mu.Unlock()
