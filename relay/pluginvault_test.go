@@ -216,10 +216,6 @@ func vaultError(w http.ResponseWriter, status int, msg string) {
 	plugintest.WriteError(w, status, msg)
 }
 
-// vaultInvalidToken is Vault's error for a call with a revoked, expired
-// or unknown token.
-const vaultInvalidToken = plugintest.InvalidToken
-
 func (fv *pluginVault) last() (string, map[string]any, string) {
 	fv.mu.Lock()
 	defer fv.mu.Unlock()
