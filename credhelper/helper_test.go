@@ -2,7 +2,6 @@ package credhelper
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,10 +13,8 @@ import (
 	"testing"
 
 	"github.com/docker/docker-credential-helpers/credentials"
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/vault-registry/vault-plugin-registry/backend"
 	"github.com/vault-registry/vault-plugin-registry/plugin"
 	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
@@ -30,96 +27,47 @@ const (
 )
 
 // testVault is Vault's HTTP API in front of the real plugin at mount
-// "registry": it resolves X-Vault-Token to an entity as Vault would (an
-// unknown token is a 403), and may refuse offline_token the way a mount
-// with identity refresh tokens off does.
+// "registry" (plugintest.Server): aliceToken stands for entity alice,
+// rootToken for none, an unknown token is Vault's 403. refuseOffline
+// refuses offline_token with a 400, as a plugin older than identity
+// refresh tokens does.
 type testVault struct {
-	srv     *httptest.Server
-	b       logical.Backend
-	storage logical.Storage
-	calls   atomic.Int32
-	// refuseOffline answers a request with offline_token 400.
+	*plugintest.Server
 	refuseOffline atomic.Bool
 }
 
-type entityView struct {
-	logical.StaticSystemView
-}
-
-func (entityView) EntityInfo(id string) (*logical.Entity, error) {
-	if id == "e-alice" {
-		return &logical.Entity{ID: id, Name: "alice"}, nil
-	}
-	return nil, nil
-}
-func (entityView) GroupsForEntity(string) ([]*logical.Group, error) { return nil, nil }
-
 func newTestVault(t *testing.T) *testVault {
 	t.Helper()
-	b := plugin.New(backend.Options{Logger: hclog.NewNullLogger()})
-	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
-	conf.System = entityView{}
-	if err := b.Setup(context.Background(), conf); err != nil {
-		t.Fatal(err)
-	}
-	v := &testVault{b: b, storage: conf.StorageView}
-	v.write(t, "config", map[string]any{"bcrypt_cost": 4, "identity_refresh_tokens": true})
+	v := &testVault{Server: plugintest.NewServer(t, plugin.Factory, "hvs.operator-token-0123456789", "registry")}
+	v.SetEntity(&logical.Entity{ID: "e-alice", Name: "alice"})
+	v.AddToken(aliceToken, plugintest.Token{EntityID: "e-alice", TTL: 3600})
+	v.AddToken(rootToken, plugintest.Token{})
+	v.write(t, "config", map[string]any{"identity_refresh_tokens": true})
 	v.write(t, "entities/alice", map[string]any{"access": "repository:alice/**:*"})
-	v.srv = httptest.NewServer(http.HandlerFunc(v.serve))
-	t.Cleanup(v.srv.Close)
+	v.SetHook(func(w http.ResponseWriter, _ *http.Request, req *plugintest.Request) bool {
+		var body map[string]any
+		if v.refuseOffline.Load() && json.Unmarshal(req.Body, &body) == nil && body[tokenapi.FieldOfflineToken] == true {
+			plugintest.WriteError(w, http.StatusBadRequest, "identity refresh tokens are off on this mount")
+			return true
+		}
+		return false
+	})
 	return v
 }
 
 func (v *testVault) write(t *testing.T, path string, data map[string]any) {
 	t.Helper()
-	code, _, msg := plugintest.Call(context.Background(), v.b, &logical.Request{
-		Operation: logical.UpdateOperation, Path: path, Data: data, Storage: v.storage, MountPoint: "registry/"})
-	if code >= 300 {
-		t.Fatalf("write %s: %d %s", path, code, msg)
-	}
+	v.MustCall("registry", logical.UpdateOperation, path, data)
 }
 
-func (v *testVault) serve(w http.ResponseWriter, r *http.Request) {
-	v.calls.Add(1)
-	path, ok := strings.CutPrefix(r.URL.Path, "/v1/registry/")
-	entity := map[string]string{aliceToken: "e-alice", rootToken: ""}
-	id, known := entity[r.Header.Get("X-Vault-Token")]
-	if !ok || !known || r.Method != http.MethodPut && r.Method != http.MethodPost {
-		vaultAnswer(w, http.StatusForbidden, map[string]any{"errors": []string{"permission denied"}})
-		return
-	}
-	var data map[string]any
-	if err := json.NewDecoder(r.Body).Decode(&data); err != nil {
-		vaultAnswer(w, http.StatusBadRequest, map[string]any{"errors": []string{"bad JSON"}})
-		return
-	}
-	if v.refuseOffline.Load() && data[tokenapi.FieldOfflineToken] == true {
-		vaultAnswer(w, http.StatusBadRequest, map[string]any{"errors": []string{"identity refresh tokens are off on this mount"}})
-		return
-	}
-	code, resp, msg := plugintest.Call(r.Context(), v.b, &logical.Request{
-		Operation: logical.UpdateOperation, Path: path, Data: data, Storage: v.storage, MountPoint: "registry/", EntityID: id})
-	switch {
-	case code >= 300:
-		vaultAnswer(w, code, map[string]any{"errors": []string{msg}})
-	default:
-		vaultAnswer(w, code, map[string]any{"data": resp.Data})
-	}
-}
-
-func vaultAnswer(w http.ResponseWriter, code int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(body)
-}
+// calls is the number of requests Vault received.
+func (v *testVault) calls() int { return len(v.Requests()) }
 
 // refresh redeems a refresh token at the plugin, as the relay does.
 func (v *testVault) refresh(t *testing.T, rt string) int {
 	t.Helper()
-	code, _, _ := plugintest.Call(context.Background(), v.b, &logical.Request{
-		Operation: logical.UpdateOperation, Path: tokenapi.PathRefresh, Storage: v.storage, MountPoint: "registry/",
-		Data: map[string]any{tokenapi.FieldRefreshToken: rt, tokenapi.FieldScope: []string{"repository:alice/app:pull"}}})
+	code, _, _ := v.Call("registry", logical.UpdateOperation, tokenapi.PathRefresh,
+		map[string]any{tokenapi.FieldRefreshToken: rt, tokenapi.FieldScope: []string{"repository:alice/app:pull"}})
 	return code
 }
 
@@ -160,7 +108,7 @@ func getCreds(t *testing.T, host string) credentials.Credentials {
 
 func TestGet_answersAnIdentityRefreshToken(t *testing.T) {
 	v := newTestVault(t)
-	userEnv(t, map[string]string{"VAULT_ADDR": v.srv.URL, "VAULT_TOKEN": aliceToken})
+	userEnv(t, map[string]string{"VAULT_ADDR": v.URL, "VAULT_TOKEN": aliceToken})
 	code, out, errOut := run(t, "get", "registry.example.com\n")
 	if code != 0 {
 		t.Fatalf("get: exit %d: %s %s", code, out, errOut)
@@ -229,7 +177,7 @@ func TestGet_findsTheTokenLikeTheVaultCLI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			home := userEnv(t, nil)
 			vars := tc.setup(t, home)
-			vars = mapWith(vars, "VAULT_ADDR", v.srv.URL)
+			vars = mapWith(vars, "VAULT_ADDR", v.URL)
 			userEnvKeep(t, vars)
 			if c := getCreds(t, "registry.example.com"); c.Username != "<token>" || !isIdentityRefreshToken(c.Secret) {
 				t.Errorf("get answered user %q", c.Username)
@@ -250,10 +198,10 @@ func TestGet_refusalsSayWhatToDo(t *testing.T) {
 		vars map[string]string
 		want string
 	}{
-		{"no token anywhere", map[string]string{"VAULT_ADDR": v.srv.URL}, "no Vault token: run `vault login`"},
-		{"an expired or revoked token", map[string]string{"VAULT_ADDR": v.srv.URL, "VAULT_TOKEN": "hvs.revoked-0123456789"},
+		{"no token anywhere", map[string]string{"VAULT_ADDR": v.URL}, "no Vault token: run `vault login`"},
+		{"an expired or revoked token", map[string]string{"VAULT_ADDR": v.URL, "VAULT_TOKEN": "hvs.revoked-0123456789"},
 			"Vault refused the token from VAULT_TOKEN: it expired or was revoked, or its policies lack update on registry/token/identity: run `vault login`"},
-		{"a token without an identity", map[string]string{"VAULT_ADDR": v.srv.URL, "VAULT_TOKEN": rootToken}, "run `vault login` with your own login method"},
+		{"a token without an identity", map[string]string{"VAULT_ADDR": v.URL, "VAULT_TOKEN": rootToken}, "run `vault login` with your own login method"},
 		{"a Vault that does not answer", map[string]string{"VAULT_ADDR": deadURL, "VAULT_TOKEN": aliceToken}, "does not answer (connection refused): check vault_addr or VAULT_ADDR, then `vault login`"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,7 +236,7 @@ func TestGet_withoutIdentityRefreshTokensSendsTheVaultToken(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newTestVault(t)
 			tc.setup(t, v)
-			userEnv(t, map[string]string{"VAULT_ADDR": v.srv.URL, "VAULT_TOKEN": aliceToken})
+			userEnv(t, map[string]string{"VAULT_ADDR": v.URL, "VAULT_TOKEN": aliceToken})
 			var notices []string
 			for range 3 {
 				code, out, errOut := run(t, "get", "registry.example.com\n")
@@ -309,7 +257,7 @@ func TestGet_withoutIdentityRefreshTokensSendsTheVaultToken(t *testing.T) {
 	// A token that may not mint at all is refused, not passed on.
 	v := newTestVault(t)
 	v.refuseOffline.Store(true)
-	userEnv(t, map[string]string{"VAULT_ADDR": v.srv.URL, "VAULT_TOKEN": "hvs.revoked-0123456789"})
+	userEnv(t, map[string]string{"VAULT_ADDR": v.URL, "VAULT_TOKEN": "hvs.revoked-0123456789"})
 	if code, out, _ := run(t, "get", "registry.example.com\n"); code == 0 || !strings.Contains(out, "vault login") {
 		t.Errorf("a refused token was passed on: exit %d %q", code, out)
 	}
@@ -322,9 +270,9 @@ func TestStoreEraseList(t *testing.T) {
 	v := newTestVault(t)
 	home := userEnv(t, map[string]string{"VAULT_TOKEN": aliceToken})
 	writeFile(t, filepath.Join(home, ".config", "vault-registry", "config.json"), `{"registries": {
-		"Registry.Example.com": {"vault_addr": "`+v.srv.URL+`", "mount": "registry"},
-		"https://other.example.com:5000/v2/": {"vault_addr": "`+v.srv.URL+`", "mount": "other"}}}`)
-	before := v.calls.Load()
+		"Registry.Example.com": {"vault_addr": "`+v.URL+`", "mount": "registry"},
+		"https://other.example.com:5000/v2/": {"vault_addr": "`+v.URL+`", "mount": "other"}}}`)
+	before := v.calls()
 	for _, verb := range []struct{ verb, stdin string }{
 		{"store", `{"ServerURL":"registry.example.com","Username":"alice","Secret":"typed-password"}`},
 		{"erase", "registry.example.com\n"},
@@ -333,7 +281,7 @@ func TestStoreEraseList(t *testing.T) {
 			t.Errorf("%s: exit %d %q %q", verb.verb, code, out, errOut)
 		}
 	}
-	if n := v.calls.Load() - before; n != 0 {
+	if n := v.calls() - before; n != 0 {
 		t.Errorf("store and erase called Vault %d times", n)
 	}
 	if files := filesUnder(t, home); strings.Contains(files, "typed-password") {

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,202 +13,184 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 	"github.com/vault-registry/vault-plugin-registry/tokenapi"
 )
 
-// identityVault stands in for Vault with the plugin at "registry" and a
-// userpass mount at "ldap": plugin user bob (pw), auth-mount user alice
-// (ldap-pw, token hvs.alice). The e2e tests use the real Vault.
+// identityVault is Vault with the real plugin at "registry" (pluginVault,
+// with one plugin user, bob, password pw) and Vault's identities as
+// plugintest serves them: entity alice (e-alice) and entity group/app
+// (e-ci, a CI job's); Vault tokens hvs.alice and hvs.ci of those entities
+// and hvs.root of none; token/identity, its identity sessions and their
+// leases run in the plugin. Two auth methods issue tokens: userpass-like
+// "ldap" (alice, ldap-pw: hvs.alice-<n>) and "jwt" (jwtlogin_test.go:
+// hvs.ci-<n>). Those two are written by hand: an auth method is Vault's
+// own code, which needs Vault (the e2e tests log in at Vault's userpass
+// and jwt mounts). The fields below are the faults the tests inject.
 type identityVault struct {
-	srv    *httptest.Server
-	lease  int // lease_duration of a login, seconds
+	*pluginVault
+	lease  int // TTL of a login's token, seconds
 	logins atomic.Int32
-	calls  atomic.Int32 // token/identity calls
-	auth   atomic.Int32 // calls to any auth/ path
 	// slow delays the answer to token/identity for hvs.slow, a made-up
 	// token Vault is slow to refuse.
 	slow time.Duration
 	// loginDelay delays each LDAP login's answer.
 	loginDelay time.Duration
-	plugin     atomic.Int32 // registry/token calls
-	// distinct makes each login's token its own (hvs.alice-<n>).
-	distinct bool
 	// delay delays token/identity and token/batch answers, so that
 	// concurrent requests overlap.
 	delay time.Duration
-	// Identity sessions (identitysession.go): asked on token/identity,
-	// used in token/batch (one request each in sessionUses).
-	sessionsAsked, sessionUses, batches atomic.Int32
+}
 
-	mu      sync.Mutex
-	revoked map[string]bool // Vault tokens revoked (revoke-self, or the test)
+func newIdentityVault(t *testing.T) *identityVault {
+	t.Helper()
+	iv := &identityVault{pluginVault: newPluginVault(t, "registry"), lease: 120}
+	iv.ownUsers = true
+	iv.MustCall("registry", logical.UpdateOperation, "users/bob", map[string]any{"password": "pw", "access": testUserAccess})
+	iv.SetEntity(&logical.Entity{ID: "e-alice", Name: "alice"})
+	iv.SetEntity(&logical.Entity{ID: "e-ci", Name: "group/app"})
+	iv.AddToken("hvs.alice", plugintest.Token{EntityID: "e-alice", TTL: 3600})
+	iv.AddToken("hvs.ci", plugintest.Token{EntityID: "e-ci", TTL: 3600})
+	iv.AddToken("hvs.root", plugintest.Token{}) // no entity, as a root token
+	iv.SetLogin("ldap", iv.ldapLogin)
+	iv.SetLogin("jwt", iv.jwtLogin)
+	iv.SetHook(iv.serve)
+	return iv
+}
+
+// serve injects the delays, and refuses a token/identity call carrying
+// what the relay must never send there (the plugin would ignore it); the
+// rest goes to the pluginVault's hook and the plugin.
+func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request, req *plugintest.Request) bool {
+	switch req.Rest {
+	case tokenapi.PathIdentityToken:
+		time.Sleep(iv.delay)
+		var body map[string]any
+		_ = json.Unmarshal(req.Body, &body)
+		for field, why := range map[string]string{
+			tokenapi.FieldOfflineToken: "the relay asked a refresh token for an identity",
+			tokenapi.FieldPassword:     "the relay sent a password to token/identity",
+			// The caller is the user's token: an address here would be
+			// the user's word, so the relay never sends one.
+			tokenapi.FieldClientAddr: "the relay sent a client address to token/identity",
+		} {
+			if v, ok := body[field]; ok && v != false {
+				vaultError(w, 400, why)
+				return true
+			}
+		}
+		if req.Token == "hvs.slow" {
+			time.Sleep(iv.slow) // then Vault refuses it: a token it does not know
+		}
+	case tokenapi.PathTokenBatch:
+		time.Sleep(iv.delay)
+	}
+	return iv.pluginVault.serve(w, r, req)
+}
+
+// ldapLogin is the "ldap" auth mount: alice with ldap-pw gets a token of
+// entity alice, hvs.alice-<n> for the nth login.
+func (iv *identityVault) ldapLogin(req *plugintest.Request, name string, body map[string]any) (string, plugintest.Token, error) {
+	switch {
+	case req.Token != "":
+		return "", plugintest.Token{}, &plugintest.Error{Status: 400, Message: "a login carries no token"}
+	case name != "alice" || body["password"] != "ldap-pw":
+		return "", plugintest.Token{}, &plugintest.Error{Status: 400, Message: "invalid username or password"}
+	}
+	time.Sleep(iv.loginDelay)
+	n := iv.logins.Add(1)
+	return fmt.Sprintf("hvs.alice-%d", n), plugintest.Token{EntityID: "e-alice", TTL: iv.lease}, nil
 }
 
 // revoke revokes a Vault token, as `vault token revoke` does: Vault
 // refuses it, and revokes its leases (its sessions) with it.
-func (iv *identityVault) revoke(tok string) {
-	iv.mu.Lock()
-	defer iv.mu.Unlock()
-	if iv.revoked == nil {
-		iv.revoked = map[string]bool{}
+func (iv *identityVault) revoke(tok string) { iv.RevokeToken(tok) }
+
+// revokedBySelf reports whether the relay revoked tok (revoke-self with
+// it, which Vault took).
+func (iv *identityVault) revokedBySelf(tok string) bool {
+	for _, r := range iv.Requests() {
+		if r.Path == "auth/token/revoke-self" && r.Token == tok && r.Status == http.StatusNoContent {
+			return true
+		}
 	}
-	iv.revoked[tok] = true
+	return false
 }
 
-func (iv *identityVault) isRevoked(tok string) bool {
-	iv.mu.Lock()
-	defer iv.mu.Unlock()
-	return iv.revoked[tok]
+// count is the number of requests Vault received that match.
+func (iv *identityVault) count(match func(r *plugintest.Request) bool) int32 {
+	n := int32(0)
+	for _, r := range iv.Requests() {
+		if match(r) {
+			n++
+		}
+	}
+	return n
 }
 
-// identityOf is the subject the plugin grants a live Vault token of the
-// stand-in, "" for none.
-func (iv *identityVault) identityOf(tok string) string {
-	switch {
-	case iv.isRevoked(tok):
-		return ""
-	case tok == "hvs.ci":
-		return "group/app"
-	case tok == "hvs.alice" || strings.HasPrefix(tok, "hvs.alice-"):
-		return "alice"
-	}
-	return ""
+// calls is the number of token/identity calls.
+func (iv *identityVault) calls() int32 {
+	return iv.count(func(r *plugintest.Request) bool { return r.Rest == tokenapi.PathIdentityToken })
 }
 
-// identityBatch answers token/batch's session requests as the plugin does:
-// each for the entity of the Vault token that asked for the session, while
-// that token is live.
-func (iv *identityVault) identityBatch(w http.ResponseWriter, tok string, body map[string]any) {
-	iv.batches.Add(1)
-	time.Sleep(iv.delay)
-	if tok != relayToken {
-		vaultError(w, 403, "permission denied")
-		return
-	}
-	requests, _ := body["requests"].([]any)
-	answers := make([]map[string]any, len(requests))
-	for i, r := range requests {
-		req, _ := r.(map[string]any)
-		session, _ := req[tokenapi.FieldIdentitySession].(string)
-		_, password := req["password"]
-		_, addr := req["client_addr"]
-		sub := iv.identityOf(strings.TrimPrefix(session, "session-of-"))
-		switch {
-		case password || addr || req["offline_token"] != nil:
-			answers[i] = map[string]any{"status": 400, "data": map[string]any{"code": "invalid_request", "message": "not a session request"}}
-		case !strings.HasPrefix(session, "session-of-") || sub == "":
-			answers[i] = map[string]any{"status": 401, "data": map[string]any{"code": "invalid_credentials", "message": "identity session unknown, expired or revoked"}}
-		default:
-			iv.sessionUses.Add(1)
-			jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
-			answers[i] = map[string]any{"status": 200, "data": map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}}
-		}
-	}
-	writeJSON(w, 200, map[string]any{"data": map[string]any{"answers": answers}})
+// auth is the number of calls to any auth/ path.
+func (iv *identityVault) auth() int32 {
+	return iv.count(func(r *plugintest.Request) bool { return strings.HasPrefix(r.Path, "auth/") })
 }
 
-func newIdentityVault(t *testing.T) *identityVault {
-	iv := &identityVault{lease: 120}
-	iv.srv = httptest.NewServer(http.HandlerFunc(iv.serve))
-	t.Cleanup(iv.srv.Close)
-	return iv
+// pluginCalls is the number of registry/token calls.
+func (iv *identityVault) pluginCalls() int32 {
+	return iv.count(func(r *plugintest.Request) bool { return r.Rest == "token" })
 }
 
-func (iv *identityVault) serve(w http.ResponseWriter, r *http.Request) {
-	path := strings.TrimPrefix(r.URL.Path, "/v1/")
-	var body map[string]any
-	_ = json.NewDecoder(r.Body).Decode(&body)
-	tok := r.Header.Get("X-Vault-Token")
-	if strings.HasPrefix(path, "auth/") {
-		iv.auth.Add(1)
+// batchCalls is the number of token/batch calls.
+func (iv *identityVault) batchCalls() int32 {
+	return iv.count(func(r *plugintest.Request) bool { return r.Rest == tokenapi.PathTokenBatch })
+}
+
+// sessions is the identity sessions the plugin gave on token/identity,
+// in order.
+func (iv *identityVault) sessions() []string {
+	var out []string
+	for _, r := range iv.Requests() {
+		var a struct{ Data map[string]any }
+		if r.Rest == tokenapi.PathIdentityToken && r.Status == http.StatusOK && json.Unmarshal(r.Answer, &a) == nil {
+			if s, _ := a.Data[tokenapi.FieldIdentitySession].(string); s != "" {
+				out = append(out, s)
+			}
+		}
 	}
-	answer := func(sub string) {
-		jwt := fakeJWT(map[string]any{"iss": "Token", "sub": sub, "aud": "registry", "access": []any{}})
-		data := map[string]any{"token": jwt, "expires_in": 300, "sub": sub, "iss": "Token", "access": []any{}}
-		if ask, _ := body[tokenapi.FieldIdentitySession].(bool); ask {
-			iv.sessionsAsked.Add(1)
-			data[tokenapi.FieldIdentitySession], data[tokenapi.FieldIdentitySessionTTL] = "session-of-"+tok, 60
+	return out
+}
+
+// sessionUses is the number of requests in token/batch calls made with an
+// identity session that the plugin granted.
+func (iv *identityVault) sessionUses() int32 {
+	n := int32(0)
+	for _, r := range iv.Requests() {
+		if r.Rest != tokenapi.PathTokenBatch || r.Status != http.StatusOK {
+			continue
 		}
-		writeJSON(w, 200, map[string]any{"data": data})
+		var body struct{ Requests []map[string]any }
+		var answer struct {
+			Data struct{ Answers []struct{ Status int } }
+		}
+		if json.Unmarshal(r.Body, &body) != nil || json.Unmarshal(r.Answer, &answer) != nil || len(answer.Data.Answers) != len(body.Requests) {
+			continue
+		}
+		for i, a := range answer.Data.Answers {
+			if _, ok := body.Requests[i][tokenapi.FieldIdentitySession]; ok && a.Status == http.StatusOK {
+				n++
+			}
+		}
 	}
-	switch path {
-	case "sys/health":
-		writeJSON(w, 200, map[string]any{"initialized": true, "sealed": false})
-	case "registry/ca/pem":
-		w.Header().Set("Content-Type", "application/x-pem-file")
-		_, _ = io.WriteString(w, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-	case "registry/token":
-		iv.plugin.Add(1)
-		if tok != relayToken {
-			vaultError(w, 403, "permission denied")
-		} else if body["username"] == "bob" && body["password"] == "pw" {
-			answer("bob")
-		} else {
-			vaultError(w, 401, "invalid username or password")
-		}
-	case "registry/token/batch":
-		iv.identityBatch(w, tok, body)
-	case "auth/token/revoke-self":
-		iv.revoke(tok)
-		w.WriteHeader(http.StatusNoContent)
-	case "registry/token/identity":
-		iv.calls.Add(1)
-		time.Sleep(iv.delay)
-		if off, _ := body["offline_token"].(bool); off {
-			vaultError(w, 400, "the relay asked a refresh token for an identity")
-			return
-		}
-		if _, ok := body["client_addr"]; ok {
-			// The caller is the user's token: an address here would be
-			// the user's word, so the relay never sends one.
-			vaultError(w, 400, "the relay sent a client address to token/identity")
-			return
-		}
-		switch {
-		case tok == "hvs.slow":
-			time.Sleep(iv.slow)
-			vaultError(w, 403, "permission denied")
-			return
-		case tok == "hvs.root":
-			// The plugin's refusal of a token without an entity.
-			pluginRefusal(w, tokenapi.Refusal{Code: tokenapi.CodeInvalidRequest,
-				Message: "this Vault token has no identity entity (a root token, or a token of no auth method)"})
-			return
-		case body["password"] != nil || iv.identityOf(tok) == "":
-			vaultError(w, 403, "permission denied")
-			return
-		}
-		answer(iv.identityOf(tok))
-	case "auth/ldap/login/alice":
-		if tok != "" {
-			vaultError(w, 400, "a login carries no token")
-			return
-		}
-		if body["password"] != "ldap-pw" {
-			vaultError(w, 400, "invalid username or password")
-			return
-		}
-		time.Sleep(iv.loginDelay)
-		n := iv.logins.Add(1)
-		token := "hvs.alice"
-		if iv.distinct {
-			token = fmt.Sprintf("hvs.alice-%d", n)
-		}
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": token, "lease_duration": iv.lease}})
-	case "auth/jwt/login":
-		iv.jwtLogin(w, tok, body)
-	default:
-		if strings.HasPrefix(path, "auth/ldap/login/") {
-			vaultError(w, 400, "invalid username or password")
-			return
-		}
-		vaultError(w, 404, "unsupported path")
-	}
+	return n
 }
 
 func TestIdentity_vaultTokenAsPassword(t *testing.T) {
 	iv := newIdentityVault(t)
-	s, logs := newTestRelay(t, iv.srv.URL)
+	s, logs := newTestRelay(t, iv.URL)
 	w := get(s, "service=registry&scope=repository:a/b:pull&offline_token=true&client_id=docker", basic("vault", "hvs.alice"))
 	if w.Code != 200 {
 		t.Fatalf("valid Vault token: %d %s", w.Code, w.Body)
@@ -218,10 +199,10 @@ func TestIdentity_vaultTokenAsPassword(t *testing.T) {
 	if code, msg := registryErrorCode(t, w); w.Code != 401 || code != "UNAUTHORIZED" || !strings.Contains(msg, "token/identity") {
 		t.Errorf("refused Vault token: %d %s %q", w.Code, code, msg)
 	}
-	before := iv.calls.Load()
+	before := iv.calls()
 	w = get(s, "service=registry", basic("vault", "hvs.a b"))
-	if w.Code != 401 || iv.calls.Load() != before {
-		t.Errorf("malformed Vault token: %d %s, sent to Vault: %v", w.Code, w.Body, iv.calls.Load() != before)
+	if w.Code != 401 || iv.calls() != before {
+		t.Errorf("malformed Vault token: %d %s, sent to Vault: %v", w.Code, w.Body, iv.calls() != before)
 	}
 	if strings.Contains(logs.String(), "hvs.alice") {
 		t.Error("the log holds a Vault token")
@@ -235,7 +216,7 @@ func TestIdentity_vaultTokenAsPassword(t *testing.T) {
 // (issue 20, point 7).
 func TestIdentity_everyVaultTokenRefusalAnswersAlike(t *testing.T) {
 	iv := newIdentityVault(t)
-	s, logs := newTestRelay(t, iv.srv.URL)
+	s, logs := newTestRelay(t, iv.URL)
 	for _, oauth := range []bool{false, true} {
 		var first *httptest.ResponseRecorder
 		for _, token := range []string{"hvs.made-up-token", "hvs.root", "hvs.a b"} {
@@ -273,7 +254,7 @@ func TestIdentity_everyVaultTokenRefusalAnswersAlike(t *testing.T) {
 func TestIdentity_unprovenVaultTokensTakeUnprovenPlaces(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.slow = 600 * time.Millisecond
-	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) {
+	s, logs := newTestRelay(t, iv.URL, func(c *Config) {
 		c.HTTP.Timeout = Duration(400 * time.Millisecond)
 		c.Storage.Vault.Timeout = Duration(200 * time.Millisecond)
 	})
@@ -282,10 +263,10 @@ func TestIdentity_unprovenVaultTokensTakeUnprovenPlaces(t *testing.T) {
 	}
 
 	release := fillUnproven(s)
-	before := iv.calls.Load()
-	if w := get(s, "service=registry", basic("vault", "hvs.made-up")); w.Code != http.StatusTooManyRequests || iv.calls.Load() != before {
+	before := iv.calls()
+	if w := get(s, "service=registry", basic("vault", "hvs.made-up")); w.Code != http.StatusTooManyRequests || iv.calls() != before {
 		t.Errorf("made-up Vault token with every unproven place taken: %d %s, sent to Vault: %v; want 429, not sent",
-			w.Code, w.Body, iv.calls.Load() != before)
+			w.Code, w.Body, iv.calls() != before)
 	}
 	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != http.StatusOK {
 		t.Errorf("a Vault token that got a token waited for an unproven place: %d %s", w.Code, w.Body)
@@ -307,18 +288,18 @@ func TestIdentity_unprovenVaultTokensTakeUnprovenPlaces(t *testing.T) {
 // login/.." would be cleaned to "auth/ldap" (issue 20, point 8).
 func TestIdentity_dotNamesNeverLeaveTheLoginPath(t *testing.T) {
 	iv := newIdentityVault(t)
-	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	s, _ := newTestRelay(t, iv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
 	for _, name := range []string{".", "..", "...", "...."} {
 		w := get(s, "service=registry", basic(name, "ldap-pw"))
 		if w.Code != http.StatusUnauthorized {
 			t.Errorf("user %q: %d %s, want 401", name, w.Code, w.Body)
 		}
 	}
-	if n := iv.auth.Load(); n != 0 {
+	if n := iv.auth(); n != 0 {
 		t.Errorf("%d calls to an auth/ path for user names made of dots, want 0", n)
 	}
-	if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != http.StatusOK || iv.auth.Load() != 1 {
-		t.Errorf("alice: %d %s after %d logins", w.Code, w.Body, iv.auth.Load())
+	if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != http.StatusOK || iv.auth() != 1 {
+		t.Errorf("alice: %d %s after %d logins", w.Code, w.Body, iv.auth())
 	}
 	for _, name := range []string{"a.b", ".alice", "alice."} {
 		if !loginName(name) {
@@ -329,7 +310,7 @@ func TestIdentity_dotNamesNeverLeaveTheLoginPath(t *testing.T) {
 
 func TestIdentity_passwordMountBehindThePluginUsers(t *testing.T) {
 	iv := newIdentityVault(t)
-	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap/"} })
+	s, logs := newTestRelay(t, iv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap/"} })
 	if w := get(s, "service=registry", basic("bob", "pw")); w.Code != 200 || iv.logins.Load() != 0 {
 		t.Fatalf("plugin user: %d, logins %d", w.Code, iv.logins.Load())
 	}
@@ -366,7 +347,7 @@ func TestIdentity_tokenReuseOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Storage.Vault.Addr, cfg.Storage.Vault.AuthToken = iv.srv.URL, relayToken
+	cfg.Storage.Vault.Addr, cfg.Storage.Vault.AuthToken = iv.URL, relayToken
 	s, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +393,7 @@ func TestIdentity_configKeys(t *testing.T) {
 func TestIdentity_tokenReusedAtMostHalfItsTTL(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.lease = 2 // a 2s token: reused for 1s, though token_reuse is 1m
-	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	s, _ := newTestRelay(t, iv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
 	login := func() {
 		t.Helper()
 		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
@@ -438,7 +419,7 @@ func TestIdentity_tokenReusedAtMostHalfItsTTL(t *testing.T) {
 func TestIdentity_oneLoginPerUserAtATime(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.loginDelay = 200 * time.Millisecond
-	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	s, _ := newTestRelay(t, iv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
 	var wg sync.WaitGroup
 	codes := make([]int, 20)
 	for i := range codes {
@@ -466,7 +447,7 @@ func TestIdentity_oneLoginPerUserAtATime(t *testing.T) {
 func TestIdentity_reusedTokenRenewedAhead(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.lease = 4 // reused for 2s (half the TTL); renewed ahead from 1.6s
-	s, _ := newTestRelay(t, iv.srv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
+	s, _ := newTestRelay(t, iv.URL, func(c *Config) { c.Identity.PasswordMounts = []string{"ldap"} })
 	request := func() {
 		t.Helper()
 		if w := get(s, "service=registry", basic("alice", "ldap-pw")); w.Code != 200 {
@@ -474,13 +455,13 @@ func TestIdentity_reusedTokenRenewedAhead(t *testing.T) {
 		}
 	}
 	request()
-	pluginCalls := iv.plugin.Load() // the first login went through the plugin first
+	pluginCalls := iv.pluginCalls() // the first login went through the plugin first
 	end := time.Now().Add(4500 * time.Millisecond)
 	for time.Now().Before(end) {
 		request()
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := iv.plugin.Load() - pluginCalls; n != 0 {
+	if n := iv.pluginCalls() - pluginCalls; n != 0 {
 		t.Errorf("%d requests met an expired token (plugin check, then a login of their own), want 0", n)
 	}
 	if n := iv.logins.Load(); n < 3 || n > 4 {
@@ -493,8 +474,8 @@ func TestIdentity_reusedTokenRenewedAhead(t *testing.T) {
 // use is not, and no request meets a revoked token.
 func TestIdentity_replacedTokenRevoked(t *testing.T) {
 	iv := newIdentityVault(t)
-	iv.lease, iv.distinct = 4, true // reused for 2s; renewed ahead from 1.6s
-	s, logs := newTestRelay(t, iv.srv.URL, func(c *Config) {
+	iv.lease = 4 // reused for 2s; renewed ahead from 1.6s
+	s, logs := newTestRelay(t, iv.URL, func(c *Config) {
 		c.Identity.PasswordMounts = []string{"ldap"}
 		c.Storage.Vault.Timeout = Duration(300 * time.Millisecond)
 	})
@@ -510,12 +491,12 @@ func TestIdentity_replacedTokenRevoked(t *testing.T) {
 		t.Fatalf("%d logins in 3s of 2s reuses, want 2 or more", n)
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for !iv.isRevoked("hvs.alice-1") && time.Now().Before(deadline) {
+	for !iv.revokedBySelf("hvs.alice-1") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for i := 1; i <= n; i++ {
 		tok := fmt.Sprintf("hvs.alice-%d", i)
-		if revoked := iv.isRevoked(tok); revoked != (i < n) {
+		if revoked := iv.revokedBySelf(tok); revoked != (i < n) {
 			t.Errorf("%s (login %d of %d): revoked %v, want %v", tok, i, n, revoked, i < n)
 		}
 	}
@@ -586,7 +567,7 @@ func jwtSubject(t *testing.T, body string) string {
 func TestIdentitySession_batchesEachTokenWithItsOwnSession(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.delay = 20 * time.Millisecond
-	s, logs := newTestRelay(t, iv.srv.URL)
+	s, logs := newTestRelay(t, iv.URL)
 	for _, tok := range []string{"hvs.alice", "hvs.ci"} {
 		// The first request proves the token; the second asks a session.
 		for range 2 {
@@ -595,10 +576,10 @@ func TestIdentitySession_batchesEachTokenWithItsOwnSession(t *testing.T) {
 			}
 		}
 	}
-	if n := iv.sessionsAsked.Load(); n != 2 {
+	if n := len(iv.sessions()); n != 2 {
 		t.Fatalf("%d sessions asked, want 2 (one per token, on its second request)", n)
 	}
-	calls := iv.calls.Load()
+	calls := iv.calls()
 	got := concurrently(t, s, 40, "hvs.alice", "hvs.ci")
 	want := map[string]string{"hvs.alice": "alice", "hvs.ci": "group/app"}
 	for tok, subs := range got {
@@ -608,15 +589,17 @@ func TestIdentitySession_batchesEachTokenWithItsOwnSession(t *testing.T) {
 			}
 		}
 	}
-	uses, direct := iv.sessionUses.Load(), iv.calls.Load()-calls
+	uses, direct := iv.sessionUses(), iv.calls()-calls
 	if uses < 40 || uses+direct != 80 {
 		t.Errorf("of 80 requests %d went in batches with a session, %d alone; want most batched", uses, direct)
 	}
-	if n := iv.sessionsAsked.Load(); n != 2 {
+	if n := len(iv.sessions()); n != 2 {
 		t.Errorf("%d sessions asked, want still 2", n)
 	}
-	if strings.Contains(logs.String(), "session-of-") || strings.Contains(logs.String(), "hvs.") {
-		t.Error("the log holds a session or a Vault token")
+	for _, secret := range append(iv.sessions(), "hvs.") {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log holds a session or a Vault token (%.8s…)", secret)
+		}
 	}
 }
 
@@ -626,7 +609,7 @@ func TestIdentitySession_batchesEachTokenWithItsOwnSession(t *testing.T) {
 func TestIdentitySession_revokedTokenIsRefused(t *testing.T) {
 	iv := newIdentityVault(t)
 	iv.delay = 20 * time.Millisecond
-	s, _ := newTestRelay(t, iv.srv.URL)
+	s, _ := newTestRelay(t, iv.URL)
 	for _, tok := range []string{"hvs.alice", "hvs.ci", "hvs.alice", "hvs.ci"} {
 		if w := get(s, "service=registry", basic("vault", tok)); w.Code != 200 {
 			t.Fatalf("%s: %d %s", tok, w.Code, w.Body)
@@ -644,12 +627,12 @@ func TestIdentitySession_revokedTokenIsRefused(t *testing.T) {
 			t.Fatalf("hvs.ci got %q", sub)
 		}
 	}
-	if iv.sessionUses.Load() == 0 {
+	if iv.sessionUses() == 0 {
 		t.Error("no request went in a batch with a session")
 	}
 	// The refused session is dropped: the next request goes alone at once.
-	batches := iv.batches.Load()
-	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != 401 || iv.batches.Load() != batches {
-		t.Errorf("after the refusal: %d, %d batch calls", w.Code, iv.batches.Load()-batches)
+	batches := iv.batchCalls()
+	if w := get(s, "service=registry", basic("vault", "hvs.alice")); w.Code != 401 || iv.batchCalls() != batches {
+		t.Errorf("after the refusal: %d, %d batch calls", w.Code, iv.batchCalls()-batches)
 	}
 }

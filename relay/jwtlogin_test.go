@@ -2,41 +2,45 @@ package relay
 
 import (
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
-// ciJWT stands for a CI job's JWT of n bytes that the fake jwt mount
+// ciJWT stands for a CI job's JWT of n bytes that the stand-in jwt mount
 // accepts for role "ci": it starts with "good.".
 func ciJWT(n int) string { return "good." + strings.Repeat("j", n-len("good.")) }
 
-// jwtLogin is the fake Vault's jwt auth mount at "jwt": role "ci" takes
-// a JWT made by ciJWT and answers token hvs.ci; other JWTs are refused
-// the ways Vault's jwt method refuses them.
-func (iv *identityVault) jwtLogin(w http.ResponseWriter, tok string, body map[string]any) {
+// jwtLogin is the identity Vault's jwt auth mount at "jwt", written by
+// hand (Vault's jwt method needs Vault): role "ci" takes a JWT made by
+// ciJWT and answers a token of entity group/app, hvs.ci-<n> for the nth
+// login; other JWTs are refused the ways Vault's jwt method refuses them.
+func (iv *identityVault) jwtLogin(req *plugintest.Request, _ string, body map[string]any) (string, plugintest.Token, error) {
 	jwt, _ := body["jwt"].(string)
-	switch {
-	case tok != "":
-		vaultError(w, 400, "a login carries no token")
-	case body["role"] != "ci":
-		vaultError(w, 400, fmt.Sprintf("role %q could not be found", body["role"]))
-	case strings.HasPrefix(jwt, "good."):
-		iv.logins.Add(1)
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": "hvs.ci", "lease_duration": iv.lease}})
-	case jwt == "expired":
-		vaultError(w, 400, "error validating token: token is expired (exp)")
-	case jwt == "audience":
-		vaultError(w, 400, "error validating claims: invalid audience (aud) claim: audience provided does not match any bound_audiences")
-	case jwt == "denied":
-		vaultError(w, 403, "permission denied")
-	default:
-		vaultError(w, 401, "invalid JWT")
+	refuse := func(status int, msg string) (string, plugintest.Token, error) {
+		return "", plugintest.Token{}, &plugintest.Error{Status: status, Message: msg}
 	}
+	switch {
+	case req.Token != "":
+		return refuse(400, "a login carries no token")
+	case body["role"] != "ci":
+		return refuse(400, fmt.Sprintf("role %q could not be found", body["role"]))
+	case strings.HasPrefix(jwt, "good."):
+		n := iv.logins.Add(1)
+		return fmt.Sprintf("hvs.ci-%d", n), plugintest.Token{EntityID: "e-ci", TTL: iv.lease}, nil
+	case jwt == "expired":
+		return refuse(400, "error validating token: token is expired (exp)")
+	case jwt == "audience":
+		return refuse(400, "error validating claims: invalid audience (aud) claim: audience provided does not match any bound_audiences")
+	case jwt == "denied":
+		return refuse(403, "permission denied")
+	}
+	return refuse(401, "invalid JWT")
 }
 
 func jwtRelay(t *testing.T, iv *identityVault, role string) (*Server, *syncBuffer) {
-	return newTestRelay(t, iv.srv.URL, func(c *Config) {
+	return newTestRelay(t, iv.URL, func(c *Config) {
 		c.Identity.PasswordMounts = []string{"ldap"}
 		c.Identity.JWTLogins = []JWTLogin{{User: "gitlab-ci", Mount: "jwt/", Role: role}}
 	})
@@ -55,12 +59,12 @@ func TestJWTLogin_routesToItsMountAndReusesTheVaultToken(t *testing.T) {
 	if n := iv.logins.Load(); n != 1 {
 		t.Errorf("5 token requests made %d jwt logins; want 1 (the Vault token is reused)", n)
 	}
-	if n := iv.calls.Load(); n != 5 {
+	if n := iv.calls(); n != 5 {
 		t.Errorf("%d token/identity calls, want 5", n)
 	}
 	// The plugin and the password mounts never see a JWT user: one login
 	// at auth/jwt, nothing at auth/ldap.
-	if n := iv.auth.Load(); n != 1 {
+	if n := iv.auth(); n != 1 {
 		t.Errorf("%d calls to auth/ paths, want 1 (auth/jwt/login once)", n)
 	}
 	// A plugin user and a password-mount user still work beside it.
@@ -94,7 +98,7 @@ func TestJWTLogin_everyRefusalAnswersAlike(t *testing.T) {
 	} else if _, msg := registryErrorCode(t, w); msg != want {
 		t.Errorf("unknown role: %q, want %q", msg, want)
 	}
-	if n := iv.calls.Load(); n != 0 {
+	if n := iv.calls(); n != 0 {
 		t.Errorf("%d token/identity calls after refused logins", n)
 	}
 	for _, secret := range []string{"expired", "audience", "made-up"} {

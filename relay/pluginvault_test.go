@@ -39,8 +39,6 @@ type pluginVault struct {
 	probes  atomic.Int32 // ca/pem calls
 	tokens  atomic.Int32 // token requests, single or in a batch
 	batches atomic.Int32 // token/batch calls
-	// revoked makes Vault refuse the relay's token as revoked.
-	revoked atomic.Bool
 	// batchStatus, when not 0, is Vault's answer to token/batch (403: a
 	// policy without the path; 404: an older plugin).
 	batchStatus atomic.Int32
@@ -49,6 +47,8 @@ type pluginVault struct {
 	lastPath string
 	lastBody map[string]any // the last token request (a batch's last one)
 	lastAuth string
+	// ownUsers: the users are the test's own, none made on first sight.
+	ownUsers bool
 	users    map[string]bool   // made in the plugin
 	hashes   map[string]string // password → its bcrypt hash
 
@@ -69,17 +69,19 @@ func newPluginVault(t testing.TB, mounts ...string) *pluginVault {
 		fv.MustCall(m, logical.UpdateOperation, "config", map[string]any{
 			"issuer": "Token", "ttl": 300, "max_ttl": 300, "anonymous_access": "repository:**:pull"})
 	}
+	// Another valid token, whose policy lacks renew-self.
+	fv.AddToken(otherToken, plugintest.Token{TTL: fakeTokenPeriod, Deny: []string{"auth/token/renew-self"}})
 	fv.SetHook(fv.serve)
 	return fv
 }
 
+// otherToken is a valid Vault token other than the relay's, which may not
+// renew itself.
+const otherToken = "hvs.other-token"
+
 // serve applies the hooks and counts; what they leave, the plugin answers.
 func (fv *pluginVault) serve(w http.ResponseWriter, r *http.Request, req *plugintest.Request) bool {
 	path := req.Path
-	if fv.revoked.Load() && req.Token == relayToken && path != "sys/health" {
-		vaultError(w, 403, vaultInvalidToken)
-		return true
-	}
 	switch {
 	case path == "sys/health":
 		if fv.health != nil {
@@ -131,10 +133,6 @@ func (fv *pluginVault) serve(w http.ResponseWriter, r *http.Request, req *plugin
 			token(w, r, body)
 			return true
 		}
-	case path == "auth/token/lookup-self" && strings.HasPrefix(req.Token, "hvs.other"):
-		// Another valid token, which renew-self refuses.
-		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": fakeTokenPeriod, "renewable": true}})
-		return true
 	}
 	return false
 }
@@ -149,6 +147,9 @@ func (fv *pluginVault) makeUser(mount string, body map[string]any) {
 	}
 	fv.mu.Lock()
 	defer fv.mu.Unlock()
+	if fv.ownUsers {
+		return
+	}
 	if fv.users[mount+"/"+user] {
 		return
 	}
@@ -214,10 +215,6 @@ func fakeJWT(claims map[string]any) string {
 func vaultError(w http.ResponseWriter, status int, msg string) {
 	plugintest.WriteError(w, status, msg)
 }
-
-// vaultInvalidToken is Vault's error for a call with a revoked, expired
-// or unknown token.
-const vaultInvalidToken = plugintest.InvalidToken
 
 func (fv *pluginVault) last() (string, map[string]any, string) {
 	fv.mu.Lock()

@@ -1,88 +1,86 @@
 package relay
 
 import (
+	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/vault-registry/vault-plugin-registry/plugin"
+	"github.com/vault-registry/vault-plugin-registry/plugin/plugintest"
 )
 
-// tokenVault stands in for Vault's token and AppRole endpoints: it knows
-// some tokens (each with a lease), answers lookup-self, renew-self and
-// revoke-self for them as Vault does, and an unknown token's call with
-// Vault's 403 "permission denied", "invalid token".
+// tokenVault is Vault's token endpoints as plugintest serves them, with no
+// plugin mounted: the tokens a test makes known (known), each with its
+// lease, lookup-self, renew-self and revoke-self, and an unknown token's
+// 403 "permission denied", "invalid token". Two things are written here:
+// renewOK, a fault (a renewal Vault fails with a 500), and the logins at
+// the approle and jwt (Kubernetes) mounts, which hand out the tokens of
+// logins in order: an auth method is Vault's own code, which needs Vault
+// (the e2e tests log in at Vault's AppRole).
 type tokenVault struct {
-	srv *httptest.Server
+	*plugintest.Server
 
 	mu      sync.Mutex
-	lease   map[string]int      // token → lease_duration; absent: unknown (invalid)
-	calls   map[string][]string // path → the tokens that called it, in order
 	renewOK func(token string) bool
-	logins  []string // tokens AppRole hands out, in order
+	logins  []string // tokens the logins hand out, in order
 }
 
 func newTokenVault(t *testing.T) *tokenVault {
-	tv := &tokenVault{lease: map[string]int{}, calls: map[string][]string{}}
-	tv.srv = httptest.NewServer(http.HandlerFunc(tv.serve))
-	t.Cleanup(tv.srv.Close)
+	tv := &tokenVault{Server: plugintest.NewServer(t, plugin.Factory, relayToken)}
+	for _, mount := range []string{defaultAppRoleMount, "jwt"} {
+		tv.SetLogin(mount, tv.login)
+	}
+	tv.SetHook(func(w http.ResponseWriter, _ *http.Request, req *plugintest.Request) bool {
+		tv.mu.Lock()
+		renewOK := tv.renewOK
+		tv.mu.Unlock()
+		if req.Path == "auth/token/renew-self" && tv.TokenLive(req.Token) && renewOK != nil && !renewOK(req.Token) {
+			vaultError(w, http.StatusInternalServerError, "internal error")
+			return true
+		}
+		return false
+	})
 	return tv
 }
 
 func (tv *tokenVault) known(token string, lease int) {
-	tv.mu.Lock()
-	defer tv.mu.Unlock()
-	tv.lease[token] = lease
+	tv.AddToken(token, plugintest.Token{TTL: lease})
 }
 
-// called is the tokens that called path.
+// login hands out the next token of logins, or refuses as AppRole does.
+func (tv *tokenVault) login(*plugintest.Request, string, map[string]any) (string, plugintest.Token, error) {
+	tv.mu.Lock()
+	defer tv.mu.Unlock()
+	if len(tv.logins) == 0 {
+		return "", plugintest.Token{}, &plugintest.Error{Status: http.StatusBadRequest, Message: "invalid role or secret ID"}
+	}
+	next := tv.logins[0]
+	tv.logins = tv.logins[1:]
+	return next, plugintest.Token{TTL: fakeTokenPeriod}, nil
+}
+
+// called is the tokens that called path, in order.
 func (tv *tokenVault) called(path string) []string {
-	tv.mu.Lock()
-	defer tv.mu.Unlock()
-	return append([]string(nil), tv.calls[path]...)
+	var out []string
+	for _, r := range tv.Requests() {
+		if r.Path == path {
+			out = append(out, r.Token)
+		}
+	}
+	return out
 }
 
-func (tv *tokenVault) serve(w http.ResponseWriter, r *http.Request) {
-	path := strings.TrimPrefix(r.URL.Path, "/v1/")
-	token := r.Header.Get("X-Vault-Token")
-	tv.mu.Lock()
-	defer tv.mu.Unlock()
-	tv.calls[path] = append(tv.calls[path], token)
-	if path == "sys/health" {
-		writeJSON(w, 200, map[string]any{"initialized": true, "sealed": false})
-		return
-	}
-	if strings.HasSuffix(path, "/login") {
-		if len(tv.logins) == 0 {
-			vaultError(w, 400, "invalid role or secret ID")
-			return
+// loginBodies is each login's path, role and jwt, in order.
+func (tv *tokenVault) loginBodies() []map[string]any {
+	var out []map[string]any
+	for _, r := range tv.Requests() {
+		if strings.HasSuffix(r.Path, "/login") {
+			var b map[string]any
+			_ = json.Unmarshal(r.Body, &b)
+			out = append(out, map[string]any{"path": "/v1/" + r.Path, "role": b["role"], "jwt": b["jwt"]})
 		}
-		next := tv.logins[0]
-		tv.logins = tv.logins[1:]
-		tv.lease[next] = fakeTokenPeriod
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": next, "renewable": true,
-			"lease_duration": fakeTokenPeriod}})
-		return
 	}
-	lease, ok := tv.lease[token]
-	if !ok {
-		vaultError(w, 403, vaultInvalidToken)
-		return
-	}
-	switch path {
-	case "auth/token/lookup-self":
-		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": lease, "renewable": true}})
-	case "auth/token/renew-self":
-		if tv.renewOK != nil && !tv.renewOK(token) {
-			vaultError(w, 500, "internal error")
-			return
-		}
-		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": token, "renewable": true,
-			"lease_duration": lease}})
-	case "auth/token/revoke-self":
-		delete(tv.lease, token)
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		vaultError(w, 404, "unsupported path")
-	}
+	return out
 }

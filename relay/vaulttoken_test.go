@@ -2,14 +2,12 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,7 +80,7 @@ func TestTokenKeeper_renewsAPeriodicToken(t *testing.T) {
 // ERROR line that says what to add, and a count.
 func TestTokenKeeper_forbiddenRenewalIsLoud(t *testing.T) {
 	fv := newPluginVault(t, "registry")
-	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.other-token" })
+	s, logs := newTestRelay(t, fv.URL, func(c *Config) { c.Storage.Vault.AuthToken = otherToken })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -101,17 +99,14 @@ func TestTokenKeeper_forbiddenRenewalIsLoud(t *testing.T) {
 // TestTokenKeeper_tokenFileFollowed: a new token in the file is used for
 // the next request, the old one no more.
 func TestTokenKeeper_tokenFileFollowed(t *testing.T) {
-	var seen atomic.Value
-	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.Store(r.Header.Get("X-Vault-Token"))
-		w.WriteHeader(http.StatusNotFound)
-	}))
-	defer vault.Close()
+	tv := newTokenVault(t)
+	tv.known("hvs.first", fakeTokenPeriod)
+	tv.known("hvs.second", fakeTokenPeriod)
 	file := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(file, []byte("hvs.first\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := newTestRelay(t, vault.URL, func(c *Config) {
+	s, _ := newTestRelay(t, tv.URL, func(c *Config) {
 		c.Storage.Vault.AuthToken, c.Storage.Vault.AuthTokenFile = "", file
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -132,6 +127,9 @@ func TestTokenKeeper_tokenFileFollowed(t *testing.T) {
 	}
 	if n := counterValue(s.token.reloads); n != 2 {
 		t.Errorf("file reads %v, want 2", n)
+	}
+	if n := countOf(tv.called("auth/token/lookup-self"), "hvs.second"); n == 0 {
+		t.Error("the new token was not looked up at Vault")
 	}
 	// An empty file (a writer caught midway) keeps the token in use.
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -240,7 +238,7 @@ func TestTokenKeeper_tokenFileRenewed(t *testing.T) {
 	tv := newTokenVault(t)
 	tv.known("hvs.file-first", 2) // renewed about every second and a half
 	tv.known("hvs.file-second", 2)
-	s, logs, file := tokenFileRelay(t, tv.srv.URL, "hvs.file-first")
+	s, logs, file := tokenFileRelay(t, tv.URL, "hvs.file-first")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -273,7 +271,7 @@ func TestTokenKeeper_tokenFileRenewed(t *testing.T) {
 func TestTokenKeeper_refusedTokenFileKeepsTheWorkingToken(t *testing.T) {
 	tv := newTokenVault(t)
 	tv.known("hvs.file-good", fakeTokenPeriod)
-	s, logs, file := tokenFileRelay(t, tv.srv.URL, "hvs.file-good")
+	s, logs, file := tokenFileRelay(t, tv.URL, "hvs.file-good")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -306,7 +304,7 @@ func TestTokenKeeper_refusedTokenFileKeepsTheWorkingToken(t *testing.T) {
 // and /healthz is 503 while /livez stays 200.
 func TestTokenKeeper_invalidTokenBlamedOnTheToken(t *testing.T) {
 	tv := newTokenVault(t)
-	s, logs := newTestRelay(t, tv.srv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.revoked-token" })
+	s, logs := newTestRelay(t, tv.URL, func(c *Config) { c.Storage.Vault.AuthToken = "hvs.revoked-token" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.token.start(ctx)
@@ -349,7 +347,7 @@ func TestTokenKeeper_refusedCallRechecksTheToken(t *testing.T) {
 	if code := health(); code != http.StatusOK {
 		t.Fatalf("/healthz %d before", code)
 	}
-	fv.revoked.Store(true)
+	fv.RevokeToken(relayToken)
 	if w := get(s, "service=registry", basic("alice", "pw")); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("token request with a revoked relay token: %d", w.Code)
 	}
@@ -374,7 +372,7 @@ func TestTokenKeeper_appRoleRevokesTheTokenItReplaces(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte("s-1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, logs := newTestRelay(t, tv.srv.URL, func(c *Config) {
+	s, logs := newTestRelay(t, tv.URL, func(c *Config) {
 		c.Storage.Vault.AuthToken = ""
 		c.Storage.Vault.AppRole = AppRoleConfig{RoleID: "r-1", SecretIDFile: secretFile}
 	})
@@ -403,23 +401,11 @@ func TestTokenKeeper_kubernetesLogin(t *testing.T) {
 	tv := newTokenVault(t)
 	tv.logins = []string{"hvs.k8s-1", "hvs.k8s-2"}
 	tv.renewOK = func(token string) bool { return token != "hvs.k8s-1" }
-	var bodies []map[string]any
-	inner := tv.srv.Config.Handler
-	tv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/login") {
-			var b map[string]any
-			_ = json.NewDecoder(r.Body).Decode(&b)
-			tv.mu.Lock()
-			bodies = append(bodies, map[string]any{"path": r.URL.Path, "role": b["role"], "jwt": b["jwt"]})
-			tv.mu.Unlock()
-		}
-		inner.ServeHTTP(w, r)
-	})
 	saToken := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(saToken, []byte("eyJ.first.sig\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, logs := newTestRelay(t, tv.srv.URL, func(c *Config) {
+	s, logs := newTestRelay(t, tv.URL, func(c *Config) {
 		c.Storage.Vault.AuthToken = ""
 		c.Storage.Vault.Kubernetes = KubernetesConfig{Role: "godoauth-relay", Mount: "jwt", TokenFile: saToken}
 	})
@@ -433,13 +419,11 @@ func TestTokenKeeper_kubernetesLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the second login", func() bool { return s.vault.client.Token() == "hvs.k8s-2" })
-	tv.mu.Lock()
-	defer tv.mu.Unlock()
 	want := []map[string]any{
 		{"path": "/v1/auth/jwt/login", "role": "godoauth-relay", "jwt": "eyJ.first.sig"},
 		{"path": "/v1/auth/jwt/login", "role": "godoauth-relay", "jwt": "eyJ.rotated.sig"},
 	}
-	if fmt.Sprint(bodies) != fmt.Sprint(want) {
+	if bodies := tv.loginBodies(); fmt.Sprint(bodies) != fmt.Sprint(want) {
 		t.Errorf("logins %v, want %v", bodies, want)
 	}
 	if strings.Contains(logs.String(), "eyJ.") {

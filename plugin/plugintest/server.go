@@ -1,6 +1,7 @@
 package plugintest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -26,10 +28,13 @@ const TokenPeriod = 3600
 // Server is the part of Vault's HTTP API a client of the plugin uses, on
 // loopback: mounts of the real plugin over in-memory storage, each called
 // as Vault calls it (Call), its unauthenticated paths open and the others
-// behind one token; sys/health; and the token's lookup-self and
-// renew-self. It records every request. A Hook sees each request first,
-// to inject a fault (a refusal, a 5xx, a delay, a path missing) or to
-// serve a path of Vault the plugin does not have.
+// behind a live token; sys/health; Vault's tokens, identity store and
+// leases as the plugin sees them (tokens.go): the operator token and those
+// AddToken or a Login makes, each with its entity, its lookup-self,
+// renew-self and revoke-self. It records every request and its answer. A
+// Hook sees each request first, to inject a fault (a refusal, a 5xx, a
+// delay, a path missing) or to serve a path of Vault the plugin does not
+// have.
 type Server struct {
 	// URL is the server's address, as VAULT_ADDR.
 	URL string
@@ -39,6 +44,7 @@ type Server struct {
 	t      testing.TB
 	srv    *httptest.Server
 	mounts map[string]*Mount
+	tokens *tokens
 
 	mu    sync.Mutex
 	calls []*Request
@@ -64,6 +70,10 @@ type Request struct {
 	// RequestID is the request_id of the answer, when the plugin gave one
 	// in Vault's envelope.
 	RequestID string
+	// Status and Answer are the answer's, once it is written (by the
+	// server or the hook).
+	Status int
+	Answer []byte
 }
 
 // Hook sees each request before the server. It answers instead of the
@@ -72,17 +82,21 @@ type Request struct {
 // the server keeps a copy (req.Body).
 type Hook func(w http.ResponseWriter, r *http.Request, req *Request) bool
 
-// NewServer starts a server whose token is token, with one mount of the
-// plugin (made by factory, as Vault makes it) at each of mounts. Each mount
-// is set up and initialized (its trust anchor made) and has bcrypt_cost 4,
-// for fast tests; the server stops when the test ends.
+// NewServer starts a server whose operator token is token (no entity, a
+// TTL of TokenPeriod), with one mount of the plugin (made by factory, as
+// Vault makes it) at each of mounts. Each mount is set up with the
+// server's identity store as its system view, initialized (its trust
+// anchor made) and has bcrypt_cost 4, for fast tests; the server stops
+// when the test ends.
 func NewServer(t testing.TB, factory logical.Factory, token string, mounts ...string) *Server {
 	t.Helper()
-	s := &Server{Token: token, t: t, mounts: map[string]*Mount{}}
+	s := &Server{Token: token, t: t, mounts: map[string]*Mount{}, tokens: newTokens()}
+	s.AddToken(token, Token{TTL: TokenPeriod})
 	for _, m := range mounts {
 		conf := logical.TestBackendConfig()
 		conf.Logger = hclog.NewNullLogger()
 		conf.StorageView = &logical.InmemStorage{}
+		conf.System = identityView{SystemView: conf.System, ts: s.tokens}
 		b, err := factory(context.Background(), conf)
 		if err != nil {
 			t.Fatal(err)
@@ -134,20 +148,28 @@ func (s *Server) MustCall(mount string, op logical.Operation, path string, data 
 	return resp
 }
 
-// Requests returns the requests received so far, in order.
+// Requests returns the requests received so far, in order: copies, as
+// they are now (a request in flight has no Status yet).
 func (s *Server) Requests() []*Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.calls)
+	out := make([]*Request, len(s.calls))
+	for i, r := range s.calls {
+		c := *r
+		out[i] = &c
+	}
+	return out
 }
 
-// Last is the last request received on a mount's path rest, or nil.
+// Last is the last request received on a mount's path rest (a copy), or
+// nil.
 func (s *Server) Last(rest string) *Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := len(s.calls) - 1; i >= 0; i-- {
 		if s.calls[i].Mount != "" && s.calls[i].Rest == rest {
-			return s.calls[i]
+			c := *s.calls[i]
+			return &c
 		}
 	}
 	return nil
@@ -156,8 +178,9 @@ func (s *Server) Last(rest string) *Request {
 type requestKey struct{}
 
 // ServeHTTP records the request, shows it to the hook, then answers it
-// as Vault would (Answer) unless the hook did.
+// as Vault would (Answer) unless the hook did, and records the answer.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.expireTokens()
 	body, _ := io.ReadAll(r.Body)
 	req := &Request{Method: r.Method, Path: strings.TrimPrefix(r.URL.Path, "/v1/"), Token: r.Header.Get("X-Vault-Token"), Body: body}
 	for m := range s.mounts {
@@ -171,10 +194,50 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	r = r.WithContext(context.WithValue(r.Context(), requestKey{}, req))
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	if hook != nil && hook(w, r, req) {
+	rec := &answerRecorder{ResponseWriter: w}
+	defer func() {
+		s.mu.Lock()
+		req.Status, req.Answer = rec.status, rec.body.Bytes()
+		s.mu.Unlock()
+	}()
+	if hook != nil && hook(rec, r, req) {
 		return
 	}
-	s.Answer(w, r)
+	s.Answer(rec, r)
+}
+
+// answerRecorder keeps a copy of the answer it passes on.
+type answerRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (a *answerRecorder) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answerRecorder) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	a.body.Write(b)
+	return a.ResponseWriter.Write(b)
+}
+
+// Flush lets a hook stream (a slow answer) through the recorder.
+func (a *answerRecorder) Flush() {
+	if f, ok := a.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack lets a hook cut the connection (a transport failure).
+func (a *answerRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(a.ResponseWriter).Hijack()
 }
 
 // Answer answers r as Vault with the plugin mounted would, whatever the
@@ -188,19 +251,9 @@ func (s *Server) Answer(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case req.Path == "sys/health":
 		WriteJSON(w, http.StatusOK, map[string]any{"initialized": true, "sealed": false, "standby": false})
-	case req.Path == "auth/token/lookup-self":
-		if req.Token != s.Token {
-			WriteError(w, http.StatusForbidden, InvalidToken)
-			return
-		}
-		WriteJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"ttl": TokenPeriod, "renewable": true}})
-	case req.Path == "auth/token/renew-self":
-		if req.Token != s.Token {
-			WriteError(w, http.StatusForbidden, "permission denied")
-			return
-		}
-		WriteJSON(w, http.StatusOK, map[string]any{"auth": map[string]any{
-			"client_token": s.Token, "renewable": true, "lease_duration": TokenPeriod}})
+	case req.Path == "auth/token/lookup-self" || req.Path == "auth/token/renew-self" || req.Path == "auth/token/revoke-self":
+		s.serveTokenSelf(w, req)
+	case strings.HasPrefix(req.Path, "auth/") && s.serveLogin(w, req, jsonBody(req.Body)):
 	case req.Mount != "":
 		s.servePlugin(w, r, req)
 	default:
@@ -229,9 +282,11 @@ func (s *Server) servePlugin(w http.ResponseWriter, r *http.Request, req *Reques
 	if sp := m.Backend.SpecialPaths(); sp != nil {
 		open = slices.Contains(sp.Unauthenticated, req.Rest)
 	}
-	if !open && req.Token != s.Token {
-		WriteError(w, http.StatusForbidden, "permission denied")
-		return
+	var caller *tokenEntry
+	if !open {
+		if caller = s.caller(w, req); caller == nil {
+			return
+		}
 	}
 	var data map[string]any
 	if len(req.Body) > 0 {
@@ -243,8 +298,9 @@ func (s *Server) servePlugin(w http.ResponseWriter, r *http.Request, req *Reques
 		}
 	}
 	lr := &logical.Request{Operation: op, Path: req.Rest, Data: data, Storage: m.Storage, MountPoint: req.Mount + "/"}
-	if !open {
-		lr.ClientToken = req.Token
+	if caller != nil {
+		// As Vault sets them from the request's token.
+		lr.ClientToken, lr.EntityID, lr.ClientTokenAccessor = req.Token, caller.EntityID, caller.accessor
 	}
 	code, resp, msg := Call(r.Context(), m.Backend, lr)
 	switch {
@@ -273,11 +329,23 @@ func (s *Server) servePlugin(w http.ResponseWriter, r *http.Request, req *Reques
 		if resp.Auth != nil {
 			answer["auth"] = resp.Auth
 		}
+		if resp.Secret != nil && caller != nil {
+			// A lease of the caller's token: Vault revokes it with the token.
+			answer["lease_id"] = s.keepLease(caller, req.Mount, req.Rest, resp.Secret, resp.Data)
+			answer["lease_duration"], answer["renewable"] = int(resp.Secret.TTL.Seconds()), resp.Secret.Renewable
+		}
 		if len(resp.Warnings) > 0 {
 			answer["warnings"] = resp.Warnings
 		}
 		WriteJSON(w, code, answer)
 	}
+}
+
+// jsonBody is a request's JSON object, nil for none.
+func jsonBody(body []byte) map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(body, &m)
+	return m
 }
 
 func newRequestID() string {
